@@ -1,0 +1,246 @@
+"""The ``congvu`` command.
+
+    congvu serve [--config FILE]
+    congvu check [--config FILE] [--mail-from ADDR] [--rcpt ADDR ...] [--client-ip IP] [--json] MESSAGE.eml
+    congvu policy check FILE | congvu policy explain [FILE]
+    congvu config check FILE
+    congvu log tail [-n N] [--json] | congvu log show ID
+
+``check`` exits 0 (accept), 1 (reject), 75 (tempfail, as sysexits EX_TEMPFAIL) or 2 (usage or
+configuration error); other tools rely on that contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import textwrap
+from contextlib import closing
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Any
+
+from gateway.audit import SqliteStore, StoreError
+from gateway.config import GatewayConfig, load_config
+from gateway.engine import Engine, accept_reply
+from gateway.ids import new_decision_id
+from gateway.logs import configure_logging
+from gateway.message import parse_message
+from policies import Action, ConfigError, Policy, load_policy
+from policies.addresses import AddressError, parse_mailbox_list
+from policies.rules import RULES
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_REJECT, EXIT_USAGE, EXIT_TEMPFAIL = 0, 1, 2, 75
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="congvu", description="SMTP gateway enforcing Vietnamese official-mail directives."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", type=Path, help="gateway configuration (TOML)")
+
+    check = sub.add_parser("check", help="judge a stored message exactly as serve would")
+    check.add_argument("message", type=Path, help="the message (.eml, raw RFC 5322 bytes)")
+    check.add_argument("--config", type=Path)
+    check.add_argument("--mail-from", help="envelope sender (default: Return-Path, else From)")
+    check.add_argument("--rcpt", action="append", default=[], help="envelope recipient (repeat)")
+    check.add_argument("--client-ip", default="127.0.0.1")
+    check.add_argument("--helo", default="")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+
+    policy = sub.add_parser("policy", help="validate or explain a policy file")
+    psub = policy.add_subparsers(dest="action", required=True)
+    pcheck = psub.add_parser("check", help="validate a policy file")
+    pcheck.add_argument("file", type=Path)
+    pexplain = psub.add_parser("explain", help="print the rules in plain words")
+    pexplain.add_argument("file", type=Path, nargs="?", help="default: the built-in policy")
+
+    config = sub.add_parser("config", help="validate a gateway configuration file")
+    csub = config.add_subparsers(dest="action", required=True)
+    ccheck = csub.add_parser("check")
+    ccheck.add_argument("file", type=Path)
+
+    log = sub.add_parser("log", help="read the decision log")
+    lsub = log.add_subparsers(dest="action", required=True)
+    tail = lsub.add_parser("tail", help="the newest decisions")
+    tail.add_argument("-n", type=int, default=20)
+    tail.add_argument("--json", action="store_true")
+    tail.add_argument("--config", type=Path)
+    show = lsub.add_parser("show", help="one decision in full")
+    show.add_argument("id")
+    show.add_argument("--config", type=Path)
+    return parser
+
+
+def _default_envelope(raw: bytes) -> tuple[str, list[str]]:
+    parsed = parse_message(raw)
+    sender = parsed.first("Return-Path").strip().strip("<>").strip()
+    if not sender:
+        try:
+            boxes = parse_mailbox_list(parsed.first("From"))
+            sender = boxes[0].address
+        except AddressError:
+            sender = ""
+    rcpts = [
+        addr
+        for _, addr in getaddresses([h.value for h in parsed.headers if h.lname in ("to", "cc")])
+        if "@" in addr
+    ]
+    return sender, rcpts
+
+
+def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> int:
+    try:
+        raw = args.message.read_bytes()
+    except OSError as exc:
+        print(f"congvu check: cannot read {args.message}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    default_from, default_rcpts = _default_envelope(raw)
+    mail_from = default_from if args.mail_from is None else args.mail_from
+    rcpts = args.rcpt or default_rcpts
+    if not rcpts:
+        print("congvu check: no recipients (give --rcpt, or To/Cc headers)", file=sys.stderr)
+        return EXIT_USAGE
+    engine = Engine(config, policy)
+    recipients, accepted = [], []
+    for rcpt in rcpts:
+        denied = engine.recipient_refusal(rcpt, args.client_ip)
+        recipients.append(
+            {"address": rcpt, "accepted": denied is None,
+             "reply": denied.line() if denied else "250 2.1.5 Recipient ok"}
+        )
+        if denied is None:
+            accepted.append(rcpt)
+    if not accepted:
+        verdict, reasons, reply, findings, monitor = "reject", ["relay.denied"], recipients[0]["reply"], [], []
+    else:
+        judgement = engine.judge(
+            raw, mail_from=mail_from, recipients=tuple(accepted), client_ip=args.client_ip,
+            helo=args.helo,
+        )
+        decision = judgement.decision
+        verdict, reasons = decision.action.value, list(decision.reasons)
+        monitor = list(decision.monitor_reasons)
+        reply = decision.reply.line() if decision.reply else accept_reply(new_decision_id())
+        findings = [
+            {"id": f.rule, "mode": f.mode.value, "outcome": f.outcome, "reason": f.reason,
+             "detail": f.detail}
+            for f in decision.findings
+        ]
+    result: dict[str, Any] = {
+        "verdict": verdict,
+        "reasons": reasons,
+        "monitor_reasons": monitor,
+        "smtp_reply": reply,
+        "findings": findings,
+        "envelope": {"mail_from": mail_from, "recipients": recipients},
+        "policy": {"name": policy.name, "source": policy.source, "sha256": policy.sha256},
+    }
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(f"verdict: {verdict}")
+        print(f"reply:   {reply}")
+        for f in findings:
+            line = f"  {f['id']:<28} {f['mode']:<8} {f['outcome']}"
+            if f["reason"]:
+                line += f"  [{f['reason']}] {f['detail']}"
+            print(line)
+        if monitor:
+            print(f"monitor: would refuse for {', '.join(monitor)}")
+    return {Action.ACCEPT.value: EXIT_OK, Action.REJECT.value: EXIT_REJECT}.get(verdict, EXIT_TEMPFAIL)
+
+
+def _explain(policy: Policy) -> str:
+    lines = [
+        f"Policy: {policy.name}",
+        f"Source: {policy.source} (sha256 {policy.sha256[:16]}…)",
+        f"Official domains (and subdomains): {', '.join(policy.official_domains)}",
+        f"Personal mail providers: {len(policy.personal_providers)} domains",
+        f"Help contact: {policy.help_contact or '(none)'}",
+        "",
+        "Built in, before any rule: recipients outside the local domains are accepted only from "
+        "trusted networks (no open relay).",
+        "",
+        "Rules, in order (every rule runs; the most severe verdict wins):",
+    ]
+    for n, rc in enumerate(policy.rules, start=1):
+        rule = RULES[rc.id]
+        mode = rc.mode.value + (f" from {rc.enforce_from} (monitor before)" if rc.enforce_from else "")
+        lines.append(f"{n}. {rc.id} [{mode}]")
+        lines += textwrap.wrap(rule.description, 96, initial_indent="   ", subsequent_indent="   ")
+        for key, value in rc.options.items():
+            lines.append(f"   {key} = {json.dumps(value, ensure_ascii=False)}")
+    return "\n".join(lines)
+
+
+def _store(config: GatewayConfig) -> SqliteStore:
+    if not config.store_path.exists():
+        raise StoreError(f"no decision store at {config.store_path}")
+    return SqliteStore(config.store_path)
+
+
+def _summary(record: dict[str, Any]) -> str:
+    rcpts = ",".join(r["address"] for r in record["envelope"]["recipients"])
+    reasons = ",".join(record["reasons"] + [f"monitor:{m}" for m in record["monitor_reasons"]])
+    subject = record["headers"]["subject"][:40]
+    return (f"{record['time']}  {record['id']}  {record['verdict']:<9} {reasons or '-':<28} "
+            f"<{record['envelope']['mail_from']}> -> {rcpts}  {subject!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``congvu``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "policy":
+            policy = load_policy(args.file)
+            if args.action == "check":
+                print(f"{args.file}: ok ({len(policy.rules)} rules, sha256 {policy.sha256})")
+            else:
+                print(_explain(policy))
+            return EXIT_OK
+        if args.command == "config":
+            config = load_config(args.file)
+            load_policy(config.policy_file)
+            print(f"{args.file}: ok")
+            return EXIT_OK
+        config = load_config(args.config)
+        if args.command == "log":
+            configure_logging("error", "-")
+            with closing(_store(config)) as store:
+                if args.action == "tail":
+                    for record in store.tail(args.n):
+                        print(json.dumps(record, ensure_ascii=False) if args.json else _summary(record))
+                    return EXIT_OK
+                record = store.get(args.id)
+                if record is None:
+                    print(f"congvu log show: no decision {args.id}", file=sys.stderr)
+                    return EXIT_REJECT
+                print(json.dumps(record, ensure_ascii=False, indent=2))
+                return EXIT_OK
+        policy = load_policy(config.policy_file)
+        if args.command == "check":
+            configure_logging("error", "-")
+            return _check(args, config, policy)
+        configure_logging(config.log_level, config.log_file)
+        from gateway.server import Gateway, serve  # noqa: PLC0415 - only serve needs aiosmtpd
+
+        asyncio.run(serve(Gateway.from_config(config, policy)))
+        return EXIT_OK
+    except ConfigError as exc:
+        print(f"congvu: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:
+        print(f"congvu: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

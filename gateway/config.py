@@ -1,0 +1,194 @@
+"""The gateway's own configuration (listening, relaying, logging): one TOML file, or defaults.
+
+Deployment settings live here; what is allowed lives in the policy file it names. With no file
+at all the embedded defaults run a working gateway on 127.0.0.1:2525 that delivers into
+``./var/maildir`` and records decisions in ``./var/decisions.sqlite``.
+
+Relative paths in a configuration file are resolved against that file's folder (so a config
+and its policy can travel together); the defaults are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from policies.addresses import AddressError, canonical_domain
+from policies.schema import ConfigError, TomlReader
+
+__all__ = ["ConfigError", "DownstreamConfig", "GatewayConfig", "load_config"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class DownstreamConfig:
+    """Where accepted mail goes: ``smtp://host:port`` or a local Maildir."""
+
+    kind: str  # "smtp" or "maildir"
+    host: str = ""
+    port: int = 25
+    maildir: Path = Path("var/maildir")
+    timeout: float = 60.0
+    starttls: str = "none"  # none | opportunistic | required
+    helo: str = ""
+
+    def describe(self) -> str:
+        """The target in URL form, for logs."""
+        return f"smtp://{self.host}:{self.port}" if self.kind == "smtp" else f"maildir:{self.maildir}"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Validated gateway configuration."""
+
+    source: str = "<embedded defaults>"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 2525
+    hostname: str = field(default_factory=socket.getfqdn)
+    max_message_size: int = 35 * 1024 * 1024
+    timeout: float = 300.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    local_domains: tuple[str, ...] = ("gov.vn",)
+    trusted_networks: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    downstream: DownstreamConfig = DownstreamConfig("maildir")
+    policy_file: Path | None = None
+    log_file: str = "-"
+    log_level: str = "info"
+    store_path: Path = Path("var/decisions.sqlite")
+
+    def is_trusted(self, ip: str) -> bool:
+        """True when ``ip`` is in a trusted network (may relay to any recipient)."""
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.trusted_networks)
+
+
+def _path(reader: TomlReader, key: str, base: Path, default: Path | None) -> Path | None:
+    value = reader.string(key, "")
+    if not value:
+        return default
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _listen(reader: TomlReader) -> tuple[str, int]:
+    value = reader.string("listen", "127.0.0.1:2525")
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise reader.error("listen", f"must be HOST:PORT such as 127.0.0.1:2525, got {value!r}")
+    return host, int(port)
+
+
+def _downstream(reader: TomlReader, base: Path, hostname: str) -> DownstreamConfig:
+    url = reader.string("url", "")
+    timeout = reader.number("timeout", 60.0, minimum=1.0)
+    starttls = reader.choice("starttls", ("none", "opportunistic", "required"), "none")
+    helo = reader.string("helo", hostname)
+    reader.finish()
+    if not url:
+        return DownstreamConfig("maildir", maildir=Path("var/maildir"), timeout=timeout, helo=helo)
+    if url.startswith("maildir:"):
+        path = Path(url.removeprefix("maildir:")).expanduser()
+        return DownstreamConfig(
+            "maildir", maildir=path if path.is_absolute() else base / path, timeout=timeout, helo=helo
+        )
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 25
+    except ValueError as exc:
+        raise reader.error("url", f"bad port in {url!r}") from exc
+    if parts.scheme != "smtp" or not parts.hostname or parts.path not in ("", "/"):
+        raise reader.error("url", f"must be smtp://HOST:PORT or maildir:PATH, got {url!r}")
+    return DownstreamConfig(
+        "smtp", host=parts.hostname, port=port, timeout=timeout, starttls=starttls, helo=helo
+    )
+
+
+def load_config(path: str | Path | None = None) -> GatewayConfig:
+    """Read and validate the configuration at ``path``; None gives the embedded defaults."""
+    if path is None:
+        return GatewayConfig()
+    source = str(path)
+    try:
+        text = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, "", f"cannot read: {exc}") from exc
+    base = Path(path).resolve().parent
+    root = TomlReader.from_text(text, source)
+
+    server = root.table("server")
+    host, port = _listen(server)
+    hostname = server.string("hostname", "") or socket.getfqdn()
+    max_size = server.integer("max_message_size", 35 * 1024 * 1024, minimum=1024)
+    timeout = server.number("timeout", 300.0, minimum=1.0)
+    tls_cert = _path(server, "tls_cert", base, None)
+    tls_key = _path(server, "tls_key", base, None)
+    if (tls_cert is None) != (tls_key is None):
+        raise server.error("tls_cert", "tls_cert and tls_key go together")
+    server.finish()
+
+    relay = root.table("relay")
+    local_domains = []
+    for item in relay.strings("local_domains", ["gov.vn"]):
+        try:
+            local_domains.append(canonical_domain(item))
+        except AddressError as exc:
+            raise relay.error("local_domains", f"{item!r}: {exc}") from exc
+    if not local_domains:
+        raise relay.error("local_domains", "name at least one domain the gateway receives for")
+    networks: list[IPNetwork] = []
+    for item in relay.strings("trusted_networks", ["127.0.0.0/8", "::1/128"]):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=True))
+        except ValueError as exc:
+            raise relay.error("trusted_networks", f"{item!r}: {exc}") from exc
+    relay.finish()
+
+    downstream = _downstream(root.table("downstream"), base, hostname)
+
+    policy = root.table("policy")
+    policy_file = _path(policy, "file", base, None)
+    policy.finish()
+
+    log = root.table("log")
+    log_file = log.string("file", "-")
+    if log_file != "-":
+        log_file = str(_path(log, "file", base, None))
+    log_level = log.choice("level", ("debug", "info", "warning", "error"), "info")
+    log.finish()
+
+    store = root.table("store")
+    store_path = _path(store, "sqlite", base, Path("var/decisions.sqlite"))
+    store.finish()
+    root.finish()
+
+    return GatewayConfig(
+        source=source,
+        listen_host=host,
+        listen_port=port,
+        hostname=hostname,
+        max_message_size=max_size,
+        timeout=timeout,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        local_domains=tuple(local_domains),
+        trusted_networks=tuple(networks),
+        downstream=downstream,
+        policy_file=policy_file,
+        log_file=log_file,
+        log_level=log_level,
+        store_path=store_path or Path("var/decisions.sqlite"),
+    )

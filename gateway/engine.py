@@ -1,0 +1,186 @@
+"""The judging path shared by ``congvu serve`` and ``congvu check``: one code path, one answer.
+
+``Engine.judge`` turns the raw message and envelope into facts and asks the policy. Whatever
+goes wrong inside (a parser bug, a rule bug) becomes a tempfail decision with the traceback
+kept for the log: never a pass, never an exception reaching the SMTP client.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.config import GatewayConfig
+from gateway.message import ParsedMessage, build_facts, parse_message
+from policies import (
+    Action,
+    Decision,
+    Finding,
+    MessageFacts,
+    Mode,
+    Policy,
+    Reply,
+    check_recipient,
+    evaluate,
+    refusal,
+)
+
+__all__ = ["Engine", "Judgement", "RecipientOutcome", "accept_reply", "build_record"]
+
+
+@dataclass
+class RecipientOutcome:
+    """What happened to one RCPT TO."""
+
+    address: str
+    accepted: bool
+    reply: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The policy's decision with the evidence it was based on."""
+
+    decision: Decision
+    parsed: ParsedMessage | None
+    facts: MessageFacts | None
+    elapsed_ms: float
+    errors: tuple[str, ...] = field(default=())
+
+
+def accept_reply(decision_id: str) -> str:
+    """The final 250 the client gets once the downstream has accepted."""
+    return f"250 2.0.0 Ok: accepted as {decision_id}"
+
+
+class Engine:
+    """Configuration and policy, applied to one message at a time."""
+
+    def __init__(self, config: GatewayConfig, policy: Policy) -> None:
+        self.config = config
+        self.policy = policy
+
+    def recipient_refusal(self, address: str, client_ip: str) -> Reply | None:
+        """The built-in relay check for one RCPT TO (policy cannot turn it off)."""
+        code = check_recipient(
+            address,
+            client_trusted=self.config.is_trusted(client_ip),
+            local_domains=self.config.local_domains,
+        )
+        return refusal(code, self.policy) if code else None
+
+    def judge(
+        self,
+        raw: bytes,
+        *,
+        mail_from: str,
+        recipients: tuple[str, ...],
+        client_ip: str,
+        helo: str = "",
+        tls: bool = False,
+        now: datetime | None = None,
+    ) -> Judgement:
+        """Decide on ``raw``; exceptions anywhere become a tempfail (``internal.check_error``)."""
+        started = time.perf_counter()
+        now = now or datetime.now(UTC)
+        parsed: ParsedMessage | None = None
+        facts: MessageFacts | None = None
+        try:
+            parsed = parse_message(raw)
+            facts = build_facts(
+                parsed,
+                mail_from=mail_from,
+                recipients=recipients,
+                client_ip=client_ip,
+                client_trusted=self.config.is_trusted(client_ip),
+                helo=helo,
+                tls=tls,
+            )
+            decision = evaluate(facts, self.policy, now)
+        except Exception:  # noqa: BLE001 - a bug in a check is a tempfail, never a pass
+            decision = Decision(
+                Action.TEMPFAIL,
+                ("internal.check_error",),
+                (),
+                (Finding("gateway-evidence", Mode.ENFORCE, "tempfail", "internal.check_error",
+                         "gathering evidence raised"),),
+                refusal("internal.check_error", self.policy),
+                (traceback.format_exc(),),
+            )
+        elapsed = (time.perf_counter() - started) * 1000
+        return Judgement(decision, parsed, facts, elapsed, decision.errors)
+
+
+def _fields(facts: MessageFacts | None, name: str) -> list[dict[str, Any]]:
+    if facts is None:
+        return []
+    fields = {"from": facts.from_fields, "sender": facts.sender_fields,
+              "reply_to": facts.reply_to_fields}[name]
+    return [
+        {"raw": f.raw, "addresses": [m.address for m in f.mailboxes], "error": f.error}
+        for f in fields
+    ]
+
+
+def build_record(
+    *,
+    decision_id: str,
+    when: datetime,
+    client_ip: str,
+    helo: str,
+    tls: bool,
+    mail_from: str,
+    recipients: list[RecipientOutcome],
+    judgement: Judgement | None,
+    verdict: str,
+    reasons: list[str],
+    reply: str,
+    policy: Policy,
+    processing_ms: float,
+) -> dict[str, Any]:
+    """The decision record (schema version 1) for one SMTP transaction."""
+    decision = judgement.decision if judgement else None
+    facts = judgement.facts if judgement else None
+    monitor = list(decision.monitor_reasons) if decision else []
+    return {
+        "schema": 1,
+        "id": decision_id,
+        "time": when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "client": {"ip": client_ip, "helo": helo, "tls": tls},
+        "envelope": {
+            "mail_from": mail_from,
+            "recipients": [
+                {"address": r.address, "accepted": r.accepted, "reply": r.reply, "reason": r.reason}
+                for r in recipients
+            ],
+        },
+        "headers": {
+            "from": _fields(facts, "from"),
+            "sender": _fields(facts, "sender"),
+            "reply_to": _fields(facts, "reply_to"),
+            "subject": facts.subject if facts else "",
+            "message_id": facts.message_id if facts else "",
+        },
+        "size": facts.size if facts else 0,
+        "attachments": [
+            {"filename": a.filename, "declared_type": a.declared_type,
+             "detected_type": a.detected_type, "size": a.size, "sha256": a.sha256}
+            for a in (facts.attachments if facts else ())
+        ],
+        "findings": [
+            {"id": f.rule, "mode": f.mode.value, "outcome": f.outcome, "reason": f.reason,
+             "detail": f.detail}
+            for f in (decision.findings if decision else ())
+        ],
+        "verdict": verdict,
+        "reasons": reasons,
+        "monitor_reasons": monitor,
+        "mode": "monitor" if monitor and verdict == "accept" else "enforce",
+        "reply": reply,
+        "policy": {"name": policy.name, "source": policy.source, "sha256": policy.sha256},
+        "processing_ms": round(processing_ms, 3),
+    }

@@ -1,0 +1,45 @@
+"""Structured logging: one JSON object a line (structlog), to stdout or a file.
+
+Events are named ``area.what`` (``policy.decision``, ``relay.failed``, ``smtp.exception``);
+the decision record itself is logged as the ``policy.decision`` event, so a log shipper gets
+every decision even without access to the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import IO, Any
+
+import structlog
+
+__all__ = ["configure_logging", "get_logger"]
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def configure_logging(level: str = "info", file: str = "-") -> None:
+    """Send JSON lines at ``level`` and above to ``file`` ("-" is standard output)."""
+    stream: IO[str] = sys.stdout if file == "-" else open(file, "a", encoding="utf-8")  # noqa: SIM115
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(ensure_ascii=False, default=str),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.WriteLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    # aiosmtpd logs every session at INFO through the standard library ("mail.log"); keep
+    # only its warnings, in the same stream, so the output stays one event per decision.
+    logging.basicConfig(stream=stream, level=logging.WARNING, format="%(name)s %(message)s")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+def get_logger(**context: Any) -> Any:
+    """A structlog logger bound to ``context``."""
+    return structlog.get_logger("congvu").bind(**context)

@@ -1,0 +1,293 @@
+"""Downstream delivery, in step with the client (a before-queue proxy, like Postfix's).
+
+For each client session the gateway holds one downstream session. MAIL FROM and each RCPT TO
+are forwarded as the client sends them, so the downstream's verdict on each recipient reaches
+the client; the message is sent at DATA and the client hears 250 only after the downstream
+said 250. The gateway never queues: if the downstream cannot take the message now, the
+client keeps it and retries (4xx).
+
+Exceptions::
+
+    DownstreamError            the downstream cannot be used now (always temporary: 4xx)
+      .reason                  "downstream.unavailable" (connect/greeting failed) or
+                               "downstream.lost" (broke mid-transaction)
+
+A downstream *refusal* (4xx/5xx reply) is not an exception: it is a :class:`DownstreamReply`
+passed back to the client as it came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from gateway.config import DownstreamConfig
+
+__all__ = [
+    "DownstreamError",
+    "DownstreamReply",
+    "DownstreamSession",
+    "MaildirDownstream",
+    "Relay",
+    "SmtpDownstream",
+    "make_relay",
+]
+
+_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
+
+
+class DownstreamError(Exception):
+    """The downstream server cannot be used now; ``reason`` is the reason code to answer."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class DownstreamReply:
+    """A reply from the downstream server, cleaned to one printable ASCII line."""
+
+    code: int
+    text: str
+
+    @classmethod
+    def of(cls, code: int, message: str) -> DownstreamReply:
+        """Build from aiosmtplib's code and (possibly multi-line) message."""
+        text = " ".join(message.split())
+        text = "".join(c for c in text if " " <= c <= "~")[:400]
+        return cls(code, text)
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx reply."""
+        return 200 <= self.code < 300
+
+    def line(self, default_enhanced: str) -> str:
+        """The reply for our client, with an enhanced status code if the downstream gave none."""
+        if _ENHANCED.match(self.text):
+            return f"{self.code} {self.text}"
+        return f"{self.code} {default_enhanced} {self.text}".rstrip()
+
+
+class DownstreamSession(Protocol):
+    """One client session's view of the downstream: an SMTP transaction at a time."""
+
+    async def mail(self, sender: str, *, size: int | None, smtputf8: bool) -> DownstreamReply:
+        """Start a transaction (connecting first if needed)."""
+
+    async def rcpt(self, address: str) -> DownstreamReply:
+        """Add a recipient."""
+
+    async def data(self, message: bytes) -> DownstreamReply:
+        """Send the message; the transaction ends either way."""
+
+    async def rset(self) -> None:
+        """Abandon the current transaction; on any doubt, drop the connection instead."""
+
+    async def close(self) -> None:
+        """End the session."""
+
+
+class Relay(Protocol):
+    """A downstream target that opens sessions."""
+
+    def session(self) -> DownstreamSession:
+        """A new downstream session for one client session."""
+
+    def describe(self) -> str:
+        """The target, for logs."""
+
+
+class SmtpDownstream:
+    """A downstream SMTP session over aiosmtplib (never blocking the event loop)."""
+
+    def __init__(self, config: DownstreamConfig) -> None:
+        self.config = config
+        self._client: aiosmtplib.SMTP | None = None
+        self._encoding = "ascii"
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        cfg = self.config
+        client = aiosmtplib.SMTP(
+            hostname=cfg.host,
+            port=cfg.port,
+            timeout=cfg.timeout,
+            local_hostname=cfg.helo or None,
+            start_tls={"none": False, "opportunistic": None, "required": True}[cfg.starttls],
+            validate_certs=cfg.starttls == "required",
+        )
+        try:
+            await client.connect()
+            await client.ehlo()
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            client.close()
+            raise DownstreamError(
+                "downstream.unavailable", f"{cfg.describe()}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return client
+
+    async def mail(self, sender: str, *, size: int | None, smtputf8: bool) -> DownstreamReply:
+        """Send MAIL FROM, reconnecting once if an idle connection went stale."""
+        for attempt in (1, 2):
+            if self._client is None or not self._client.is_connected:
+                self._client = await self._connect()
+            client = self._client
+            options: list[str] = []
+            if size and client.supports_extension("size"):
+                options.append(f"SIZE={size}")
+            if client.supports_extension("8bitmime"):
+                options.append("BODY=8BITMIME")
+            if smtputf8:
+                if not client.supports_extension("smtputf8"):
+                    return DownstreamReply(550, "5.6.7 downstream does not support SMTPUTF8")
+                options.append("SMTPUTF8")
+            self._encoding = "utf-8" if smtputf8 else "ascii"
+            try:
+                response = await client.mail(sender, options=options, encoding=self._encoding)
+            except aiosmtplib.SMTPResponseException as exc:
+                return DownstreamReply.of(exc.code, exc.message)
+            except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+                self._drop()
+                if attempt == 2:
+                    raise DownstreamError("downstream.lost", f"MAIL FROM: {exc}") from exc
+                continue
+            return DownstreamReply.of(response.code, response.message)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def rcpt(self, address: str) -> DownstreamReply:
+        """Send RCPT TO and return the downstream's reply as it is."""
+        client = self._require()
+        try:
+            response = await client.rcpt(address, encoding=self._encoding)
+        except aiosmtplib.SMTPResponseException as exc:
+            return DownstreamReply.of(exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            self._drop()
+            raise DownstreamError("downstream.lost", f"RCPT TO: {exc}") from exc
+        return DownstreamReply.of(response.code, response.message)
+
+    async def data(self, message: bytes) -> DownstreamReply:
+        """Send DATA and the message; the reply is the downstream's final word."""
+        client = self._require()
+        if not message.endswith(b"\r\n"):
+            message += b"\r\n"
+        try:
+            response = await client.data(message)
+        except aiosmtplib.SMTPResponseException as exc:
+            return DownstreamReply.of(exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            self._drop()
+            raise DownstreamError("downstream.lost", f"DATA: {exc}") from exc
+        return DownstreamReply.of(response.code, response.message)
+
+    async def rset(self) -> None:
+        """RSET; if that fails the connection is dropped, which also abandons the transaction."""
+        if self._client is None or not self._client.is_connected:
+            self._drop()
+            return
+        try:
+            await self._client.rset()
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            self._drop()
+
+    async def close(self) -> None:
+        """QUIT politely, then close."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        if client.is_connected:
+            try:
+                await client.quit(timeout=5)
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+                pass
+        client.close()
+
+    def _require(self) -> aiosmtplib.SMTP:
+        if self._client is None or not self._client.is_connected:
+            raise DownstreamError("downstream.lost", "no downstream connection")
+        return self._client
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+
+
+class MaildirDownstream:
+    """The embedded default: deliver into a local Maildir, one copy per recipient."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sender = ""
+        self._recipients: list[str] = []
+
+    async def mail(self, sender: str, *, size: int | None, smtputf8: bool) -> DownstreamReply:
+        """Start a transaction."""
+        self._sender, self._recipients = sender, []
+        return DownstreamReply(250, "2.1.0 Ok")
+
+    async def rcpt(self, address: str) -> DownstreamReply:
+        """Every recipient goes to the one Maildir."""
+        self._recipients.append(address)
+        return DownstreamReply(250, "2.1.5 Ok")
+
+    async def data(self, message: bytes) -> DownstreamReply:
+        """Write one file per recipient (with Return-Path and Delivered-To, as an MDA does)."""
+        sender, recipients = self._sender, list(self._recipients)
+        self._recipients = []
+        try:
+            keys = await asyncio.to_thread(self._write, sender, recipients, message)
+        except OSError as exc:
+            raise DownstreamError("downstream.unavailable", f"maildir {self.path}: {exc}") from exc
+        return DownstreamReply(250, f"2.0.0 Ok: delivered to maildir as {' '.join(keys)}")
+
+    def _write(self, sender: str, recipients: list[str], message: bytes) -> list[str]:
+        box = mailbox.Maildir(self.path, create=True)
+        keys = []
+        for rcpt in recipients:
+            head = f"Return-Path: <{sender}>\r\nDelivered-To: {rcpt}\r\n".encode()
+            keys.append(box.add(head + message))
+        return keys
+
+    async def rset(self) -> None:
+        """Forget the transaction."""
+        self._recipients = []
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+class _SmtpRelay:
+    def __init__(self, config: DownstreamConfig) -> None:
+        self.config = config
+
+    def session(self) -> DownstreamSession:
+        return SmtpDownstream(self.config)
+
+    def describe(self) -> str:
+        return self.config.describe()
+
+
+class _MaildirRelay:
+    def __init__(self, config: DownstreamConfig) -> None:
+        self.config = config
+
+    def session(self) -> DownstreamSession:
+        return MaildirDownstream(self.config.maildir)
+
+    def describe(self) -> str:
+        return self.config.describe()
+
+
+def make_relay(config: DownstreamConfig) -> Relay:
+    """The relay for a downstream configuration."""
+    return _SmtpRelay(config) if config.kind == "smtp" else _MaildirRelay(config)
+

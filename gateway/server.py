@@ -1,0 +1,132 @@
+"""Running the gateway: build the parts from configuration, listen, reload, shut down.
+
+``Gateway`` wires configuration, policy, relay, store and handler together; ``serve`` runs it
+until SIGTERM/SIGINT (stop accepting, let open sessions finish for a grace period, exit) and
+reloads the policy on SIGHUP (an invalid policy is refused loudly and the old one kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+from dataclasses import dataclass
+from functools import partial
+
+from gateway.audit import AuditLog, DecisionStore, SqliteStore
+from gateway.config import GatewayConfig
+from gateway.engine import Engine
+from gateway.logs import get_logger
+from gateway.relay import Relay, make_relay
+from gateway.smtp import GatewayHandler, GatewaySMTP
+from policies import ConfigError, Policy, load_policy
+
+__all__ = ["Gateway", "serve"]
+
+SHUTDOWN_GRACE = 30.0  # seconds open sessions get to finish after SIGTERM
+
+
+def _tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+@dataclass
+class Gateway:
+    """The assembled gateway; ``start`` listens, ``stop`` closes."""
+
+    config: GatewayConfig
+    policy: Policy
+    store: DecisionStore
+    relay: Relay
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig, policy: Policy | None = None,
+                    store: DecisionStore | None = None, relay: Relay | None = None) -> Gateway:
+        """Build every part from ``config``; parts passed in replace the configured ones."""
+        return cls(
+            config,
+            policy or load_policy(config.policy_file),
+            store or SqliteStore(config.store_path),
+            relay or make_relay(config.downstream),
+        )
+
+    def __post_init__(self) -> None:
+        self.engine = Engine(self.config, self.policy)
+        self.handler = GatewayHandler(self.engine, self.relay, AuditLog(self.store))
+        self.tls = _tls_context(self.config)
+        self._server: asyncio.Server | None = None
+        self.log = get_logger()
+
+    def _protocol(self) -> GatewaySMTP:
+        return GatewaySMTP(
+            self.handler,
+            hostname=self.config.hostname,
+            ident="congvu-gateway",
+            data_size_limit=self.config.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            tls_context=self.tls,
+            require_starttls=False,
+            timeout=self.config.timeout,
+        )
+
+    async def start(self, port: int | None = None) -> int:
+        """Listen (``port`` 0 picks a free one, for tests); return the port."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            partial(self._protocol),
+            host=self.config.listen_host,
+            port=self.config.listen_port if port is None else port,
+            reuse_address=True,
+        )
+        bound: int = self._server.sockets[0].getsockname()[1]
+        self.log.info(
+            "gateway.started",
+            listen=f"{self.config.listen_host}:{bound}",
+            downstream=self.relay.describe(),
+            policy=self.policy.source,
+            policy_sha256=self.policy.sha256,
+            config=self.config.source,
+            store=str(self.config.store_path),
+        )
+        return bound
+
+    def reload_policy(self) -> bool:
+        """Re-read the policy file; keep the old policy if the new one is invalid."""
+        try:
+            policy = load_policy(self.config.policy_file)
+        except ConfigError as exc:
+            self.log.error("policy.reload_refused", error=str(exc), kept=self.policy.sha256)
+            return False
+        self.policy = self.engine.policy = policy
+        self.log.info("policy.reloaded", policy=policy.source, policy_sha256=policy.sha256)
+        return True
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop accepting; give open sessions ``grace`` seconds; close the store."""
+        if self._server is not None:
+            self._server.close()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), grace)
+            except TimeoutError:
+                self.log.warning("gateway.shutdown_forced", grace=grace)
+            self._server = None
+        await self.handler.drain()
+        self.store.close()
+        self.log.info("gateway.stopped")
+
+
+async def serve(gateway: Gateway) -> None:
+    """Run ``gateway`` until SIGTERM or SIGINT; SIGHUP reloads the policy."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload_policy)
+    await gateway.start()
+    await stop.wait()
+    await gateway.stop()

@@ -1,0 +1,142 @@
+"""Value types shared by rules, the pipeline and the gateway: facts in, decisions out.
+
+Everything here is immutable and free of I/O; the gateway builds :class:`MessageFacts` from
+what it received, the pipeline returns a :class:`Decision`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from policies.addresses import AddressError, Mailbox, parse_mailbox_list
+
+__all__ = [
+    "Action",
+    "AddressField",
+    "Attachment",
+    "Decision",
+    "Finding",
+    "MessageFacts",
+    "Mode",
+    "Reply",
+    "Verdict",
+]
+
+
+class Action(StrEnum):
+    """What happens to the message; ordered from least to most severe by :attr:`severity`."""
+
+    ACCEPT = "accept"
+    TEMPFAIL = "tempfail"
+    REJECT = "reject"
+
+    @property
+    def severity(self) -> int:
+        """Reject beats tempfail beats accept when several rules speak."""
+        return {"accept": 0, "tempfail": 1, "reject": 2}[self.value]
+
+
+class Mode(StrEnum):
+    """How a rule's verdict is applied."""
+
+    ENFORCE = "enforce"  # the verdict refuses the message
+    MONITOR = "monitor"  # the message is delivered; "would refuse" is recorded
+    OFF = "off"  # the rule does not run
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An SMTP reply: code, enhanced status code (RFC 3463) and one line of text."""
+
+    code: int
+    enhanced: str
+    text: str
+
+    def line(self) -> str:
+        """The reply as sent: ``550 5.7.1 text``."""
+        return f"{self.code} {self.enhanced} {self.text}".rstrip()
+
+
+@dataclass(frozen=True)
+class AddressField:
+    """One address header (From, Sender, Reply-To) as received, parsed strictly."""
+
+    name: str
+    raw: str
+    mailboxes: tuple[Mailbox, ...] = ()
+    error: str | None = None
+
+    @classmethod
+    def parse(cls, name: str, raw: str) -> AddressField:
+        """Parse ``raw``; a parse failure is kept as :attr:`error`, never guessed around."""
+        try:
+            return cls(name, raw, tuple(parse_mailbox_list(raw)))
+        except AddressError as exc:
+            return cls(name, raw, (), str(exc))
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A MIME part that carries a file."""
+
+    filename: str
+    declared_type: str
+    detected_type: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    """What the gateway knows about one SMTP transaction when it judges it."""
+
+    mail_from: str  # envelope sender; "" for the null sender <>
+    recipients: tuple[str, ...]  # envelope recipients the gateway accepted at RCPT
+    client_ip: str
+    client_trusted: bool  # client is in the configured trusted networks
+    helo: str = ""
+    tls: bool = False
+    from_fields: tuple[AddressField, ...] = ()  # one entry per From header
+    sender_fields: tuple[AddressField, ...] = ()
+    reply_to_fields: tuple[AddressField, ...] = ()
+    subject: str = ""
+    message_id: str = ""
+    size: int = 0
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A rule's opinion: the reason code (see :mod:`policies.reasons`) and what it saw."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one rule concluded for one message, as recorded in the decision log.
+
+    ``outcome`` is ``pass`` (no objection), ``reject``/``tempfail`` (enforced),
+    ``would-reject``/``would-tempfail`` (monitor mode, or enforce before its start date),
+    ``error`` (the rule raised in monitor mode) or ``off``.
+    """
+
+    rule: str
+    mode: Mode
+    outcome: str
+    reason: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The pipeline's answer for one message."""
+
+    action: Action
+    reasons: tuple[str, ...]  # enforced reason codes, most severe first
+    monitor_reasons: tuple[str, ...]  # what monitor-mode rules would have refused for
+    findings: tuple[Finding, ...]
+    reply: Reply | None = None  # the refusal reply; None on accept (the relay decides)
+    errors: tuple[str, ...] = field(default=())  # tracebacks of rules that raised, for the log

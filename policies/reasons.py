@@ -1,0 +1,219 @@
+"""The one table of outcomes: every reason code, its SMTP reply, its explanation and its source.
+
+Auditors and translators review this file alone. Each entry gives the action, the SMTP reply
+code and enhanced status code (RFC 3463), the short reply text (printable ASCII: Vietnamese
+without diacritics, then English), a full explanation and a fix in Vietnamese (with
+diacritics) and English for notices, and the directive that requires it. A district can
+override the directive citation in its policy file (``[citations]``); nothing else here is
+policy. ``tests/policies/test_reasons.py`` checks the table's invariants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policies.addresses import ascii_fold
+from policies.model import Action, Reply
+
+__all__ = ["MAX_REPLY_LINE", "REASONS", "Reason", "reply_for"]
+
+MAX_REPLY_LINE = 510  # RFC 5321 4.5.3.1.5: 512 octets including the code and CRLF
+
+_PHU_MY_1 = (
+    "Công văn của UBND huyện Phù Mỹ (Bình Định) năm 2022 về tăng cường sử dụng Văn phòng "
+    "điện tử và thư điện tử công vụ, mục 1: thực hiện 100% giao dịch văn bản, báo cáo qua hộp "
+    "thư công vụ; không sử dụng hộp thư gmail hoặc yahoo của cá nhân để giao dịch văn bản tài "
+    "liệu của cơ quan, đơn vị. Công văn số 289/UBND-VX ngày 16/4/2018 của UBND huyện Phú Giáo, "
+    "mục 1."
+)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One reason code and everything said about it."""
+
+    code: str
+    action: Action
+    smtp_code: int
+    enhanced: str
+    reply_vi: str  # printable ASCII, no diacritics: SMTP replies are ASCII
+    reply_en: str
+    explain_vi: str
+    explain_en: str
+    fix_vi: str
+    fix_en: str
+    directive: str  # default citation; "" where the requirement is technical, not a directive
+
+
+REASONS: dict[str, Reason] = {
+    r.code: r
+    for r in [
+        Reason(
+            code="sender.personal_domain",
+            action=Action.REJECT,
+            smtp_code=550,
+            enhanced="5.7.1",
+            reply_vi="Van ban cong vu phai gui tu hop thu cong vu, khong dung thu ca nhan",
+            reply_en="Official mail must be sent from an official mailbox, not a personal one",
+            explain_vi=(
+                "Thư gửi văn bản, báo cáo cho cơ quan nhà nước có địa chỉ người gửi thuộc nhà "
+                "cung cấp thư cá nhân (gmail, yahoo, …). Văn bản gửi từ hộp thư cá nhân không "
+                "được tiếp nhận và không được tính là gửi đúng thời gian."
+            ),
+            explain_en=(
+                "The message to a government mailbox names a sender address at a personal mail "
+                "provider (gmail, yahoo, ...). Documents sent from personal mailboxes are not "
+                "received and do not count as sent on time."
+            ),
+            fix_vi="Gửi lại từ hộp thư công vụ của anh/chị (địa chỉ …@…gov.vn của đơn vị).",
+            fix_en="Send it again from your official mailbox (your unit's …@…gov.vn address).",
+            directive=_PHU_MY_1,
+        ),
+        Reason(
+            code="sender.malformed_identity",
+            action=Action.REJECT,
+            smtp_code=550,
+            enhanced="5.7.1",
+            reply_vi="Thu thieu hoac co dia chi nguoi gui (From) khong ro rang",
+            reply_en="Missing, multiple or ambiguous From address",
+            explain_vi=(
+                "Không xác định được chắc chắn người gửi: thư không có trường From, có nhiều "
+                "trường From, hoặc địa chỉ From không đúng cú pháp hay hiển thị một địa chỉ "
+                "khác với địa chỉ thật."
+            ),
+            explain_en=(
+                "The sender cannot be told for certain: the message has no From field, several "
+                "From fields, or a From address that does not parse or shows a different "
+                "address than the real one."
+            ),
+            fix_vi="Gửi lại bằng phần mềm thư thông thường từ hộp thư công vụ của anh/chị.",
+            fix_en="Send it again with an ordinary mail program from your official mailbox.",
+            directive="RFC 5322 mục 3.6.2 (trường From xác định tác giả thư). " + _PHU_MY_1,
+        ),
+        Reason(
+            code="relay.denied",
+            action=Action.REJECT,
+            smtp_code=550,
+            enhanced="5.7.1",
+            reply_vi="Khong chuyen tiep thu den ten mien nay",
+            reply_en="Relay access denied",
+            explain_vi=(
+                "Cổng thư chỉ nhận thư gửi đến các tên miền của đơn vị, hoặc từ mạng nội bộ "
+                "được tin cậy."
+            ),
+            explain_en=(
+                "The gateway only accepts mail for the district's own domains, or from its "
+                "trusted networks."
+            ),
+            fix_vi="Kiểm tra lại địa chỉ người nhận.",
+            fix_en="Check the recipient address.",
+            directive="",
+        ),
+        Reason(
+            code="downstream.smtputf8_unsupported",
+            action=Action.REJECT,
+            smtp_code=550,
+            enhanced="5.6.7",
+            reply_vi="May chu thu noi bo khong nhan dia chi Unicode",
+            reply_en="The internal mail server does not support internationalised addresses",
+            explain_vi="Máy chủ thư nội bộ không hỗ trợ SMTPUTF8 cho địa chỉ có dấu.",
+            explain_en="The internal mail server does not support SMTPUTF8 addresses.",
+            fix_vi="Dùng địa chỉ không dấu (ASCII).",
+            fix_en="Use an ASCII address.",
+            directive="",
+        ),
+        Reason(
+            code="downstream.refused",
+            action=Action.REJECT,
+            smtp_code=550,
+            enhanced="5.0.0",
+            reply_vi="May chu thu noi bo tu choi thu",
+            reply_en="The internal mail server refused the message",
+            explain_vi="Máy chủ thư nội bộ từ chối thư; lý do là câu trả lời của máy chủ đó.",
+            explain_en="The internal mail server refused; its own reply gives the reason.",
+            fix_vi="Đọc lý do trong câu trả lời và liên hệ quản trị thư nếu cần.",
+            fix_en="Read the reason in the reply and contact the mail admin if needed.",
+            directive="",
+        ),
+        Reason(
+            code="downstream.deferred",
+            action=Action.TEMPFAIL,
+            smtp_code=451,
+            enhanced="4.0.0",
+            reply_vi="May chu thu noi bo tam thoi chua nhan thu, vui long gui lai sau",
+            reply_en="The internal mail server deferred the message, try again later",
+            explain_vi="Máy chủ thư nội bộ tạm thời chưa nhận thư; thư chưa được nhận.",
+            explain_en="The internal mail server deferred the message; nothing accepted.",
+            fix_vi="Máy chủ thư của anh/chị sẽ tự gửi lại.",
+            fix_en="Your mail server will retry by itself.",
+            directive="",
+        ),
+        Reason(
+            code="internal.check_error",
+            action=Action.TEMPFAIL,
+            smtp_code=451,
+            enhanced="4.3.0",
+            reply_vi="Loi tam thoi khi kiem tra thu, vui long gui lai sau",
+            reply_en="Temporary error while checking the message, try again later",
+            explain_vi="Cổng thư gặp lỗi nội bộ khi kiểm tra thư; thư chưa được nhận.",
+            explain_en="The gateway hit an internal error while checking; nothing was accepted.",
+            fix_vi="Máy chủ thư của anh/chị sẽ tự gửi lại.",
+            fix_en="Your mail server will retry by itself.",
+            directive="",
+        ),
+        Reason(
+            code="store.unavailable",
+            action=Action.TEMPFAIL,
+            smtp_code=451,
+            enhanced="4.3.0",
+            reply_vi="Khong ghi duoc nhat ky quyet dinh, vui long gui lai sau",
+            reply_en="Decision log unavailable, try again later",
+            explain_vi="Mọi quyết định phải được ghi nhật ký trước khi trả lời; nhật ký đang lỗi.",
+            explain_en="Every decision is logged before the reply; the log is failing.",
+            fix_vi="Máy chủ thư của anh/chị sẽ tự gửi lại.",
+            fix_en="Your mail server will retry by itself.",
+            directive="",
+        ),
+        Reason(
+            code="downstream.unavailable",
+            action=Action.TEMPFAIL,
+            smtp_code=451,
+            enhanced="4.4.1",
+            reply_vi="Khong ket noi duoc may chu thu noi bo, vui long gui lai sau",
+            reply_en="Internal mail server unreachable, try again later",
+            explain_vi="Cổng thư không kết nối được máy chủ thư nội bộ; thư chưa được nhận.",
+            explain_en="The gateway could not reach the internal mail server; nothing accepted.",
+            fix_vi="Máy chủ thư của anh/chị sẽ tự gửi lại.",
+            fix_en="Your mail server will retry by itself.",
+            directive="",
+        ),
+        Reason(
+            code="downstream.lost",
+            action=Action.TEMPFAIL,
+            smtp_code=451,
+            enhanced="4.4.2",
+            reply_vi="Mat ket noi voi may chu thu noi bo, vui long gui lai sau",
+            reply_en="Connection to the internal mail server lost, try again later",
+            explain_vi="Kết nối tới máy chủ thư nội bộ bị ngắt giữa chừng; thư chưa được nhận.",
+            explain_en="The connection to the internal mail server broke; nothing accepted.",
+            fix_vi="Máy chủ thư của anh/chị sẽ tự gửi lại.",
+            fix_en="Your mail server will retry by itself.",
+            directive="",
+        ),
+    ]
+}
+
+
+def reply_for(code: str, help_contact: str = "") -> Reply:
+    """The SMTP reply for ``code``: ``[code] vi / en Help: contact``, ASCII, within one line.
+
+    The help contact (policy data, may be Vietnamese) is folded to ASCII and cut to fit.
+    """
+    reason = REASONS[code]
+    text = f"[{reason.code}] {reason.reply_vi} / {reason.reply_en}"
+    if help_contact:
+        text += f". Help: {ascii_fold(help_contact)}"
+    room = MAX_REPLY_LINE - len(f"{reason.smtp_code} {reason.enhanced} ")
+    if len(text) > room:
+        text = text[: room - 3].rstrip() + "..."
+    return Reply(reason.smtp_code, reason.enhanced, text)

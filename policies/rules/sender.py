@@ -1,0 +1,140 @@
+"""Rules about who sent the message: official mailboxes only, and an unambiguous author."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.addresses import (
+    AddressError,
+    addresses_in_text,
+    comments_of,
+    domain_matches,
+    parse_addr_spec,
+)
+from policies.model import AddressField, MessageFacts, Verdict
+from policies.rules import RuleContext, rule
+from policies.schema import Policy, TomlReader
+
+_RECIPIENT_KEYWORDS = ("official", "*")
+
+
+def _read_recipient_patterns(reader: TomlReader, key: str, default: list[str]) -> list[str]:
+    patterns = reader.strings(key, default)
+    for p in patterns:
+        if p in _RECIPIENT_KEYWORDS:
+            continue
+        target = p.split("@", 1)[1] if p.count("@") == 1 else p
+        if p.count("@") > 1 or not target or "." not in target:
+            raise reader.error(
+                key, f"{p!r}: use 'official', '*', an address or a domain (subdomains included)"
+            )
+    return patterns
+
+
+def _personal_domain_options(reader: TomlReader) -> dict[str, Any]:
+    return {
+        "protected_recipients": _read_recipient_patterns(
+            reader, "protected_recipients", ["official"]
+        ),
+        "public_recipients": _read_recipient_patterns(reader, "public_recipients", []),
+    }
+
+
+def _recipient_matches(address: str, pattern: str, policy: Policy) -> bool:
+    local, _, domain = address.rpartition("@")
+    if pattern == "*":
+        return True
+    if pattern == "official":
+        return policy.is_official(domain)
+    if "@" in pattern:
+        p_local, _, p_domain = pattern.rpartition("@")
+        try:
+            same_domain = parse_addr_spec(f"x@{domain}").domain == parse_addr_spec(
+                f"x@{p_domain}"
+            ).domain
+        except AddressError:
+            return False
+        # Local parts are compared case-insensitively, as every mail server here treats them.
+        return same_domain and local.lower() == p_local.lower()
+    return domain_matches(domain, pattern)
+
+
+def _envelope_domain(address: str) -> str:
+    return address.rpartition("@")[2]
+
+
+@rule("sender-personal-domain", options=_personal_domain_options)
+def sender_personal_domain(facts: MessageFacts, ctx: RuleContext) -> Verdict | None:
+    """Official mail must be sent from an official mailbox: mail to a protected recipient whose envelope sender, From, Sender or Reply-To is at a personal provider (gmail, yahoo, ...) is refused.
+
+    Options: ``protected_recipients`` (default ``["official"]``: every recipient in an official
+    domain; also ``"*"``, addresses, or domains with their subdomains) and
+    ``public_recipients`` (public contact addresses where citizens write in; never protected).
+    """
+    protected_patterns = ctx.options.get("protected_recipients", ["official"])
+    public_patterns = ctx.options.get("public_recipients", [])
+    protected = [
+        r
+        for r in facts.recipients
+        if any(_recipient_matches(r, p, ctx.policy) for p in protected_patterns)
+        and not any(_recipient_matches(r, p, ctx.policy) for p in public_patterns)
+    ]
+    if not protected:
+        return None
+    hits: list[str] = []
+    if facts.mail_from and ctx.policy.is_personal(_envelope_domain(facts.mail_from)):
+        hits.append(f"envelope sender {facts.mail_from}")
+    for field in (*facts.from_fields, *facts.sender_fields, *facts.reply_to_fields):
+        hits.extend(
+            f"{field.name} {mb.address}"
+            for mb in field.mailboxes
+            if ctx.policy.is_personal(mb.domain)
+        )
+    if not hits:
+        return None
+    return Verdict(
+        "sender.personal_domain",
+        f"personal-provider address: {'; '.join(hits)} (to {', '.join(protected)})",
+    )
+
+
+def _shown_but_not_real(field: AddressField) -> list[str]:
+    """Addresses a reader would see in display names or comments that are not the real ones."""
+    real = {mb.address.lower() for mb in field.mailboxes}
+    shown_texts = [mb.display_name for mb in field.mailboxes] + comments_of(field.raw)
+    found: list[str] = []
+    for text in shown_texts:
+        found.extend(a for a in addresses_in_text(text) if a.lower().rstrip(".") not in real)
+    return found
+
+
+@rule("sender-malformed-identity")
+def sender_malformed_identity(facts: MessageFacts, ctx: RuleContext) -> Verdict | None:
+    """Every message must name one clear author: no From, several From headers, or a From, Sender or Reply-To that does not parse or shows another address than the real one is refused.
+
+    Addresses are parsed strictly (RFC 5322 without obsolete forms): a header that a lenient
+    parser and a mail client could read as different domains is refused, not guessed at.
+    """
+    reason = "sender.malformed_identity"
+    if not facts.from_fields:
+        return Verdict(reason, "no From header")
+    if len(facts.from_fields) > 1:
+        return Verdict(reason, f"{len(facts.from_fields)} From headers")
+    if len(facts.sender_fields) > 1:
+        return Verdict(reason, f"{len(facts.sender_fields)} Sender headers")
+    from_field = facts.from_fields[0]
+    if len(from_field.mailboxes) > 1 and not facts.sender_fields:
+        return Verdict(reason, "several From addresses and no Sender header")
+    problems: list[str] = []
+    for field in (from_field, *facts.sender_fields, *facts.reply_to_fields):
+        if field.error:
+            problems.append(f"{field.name} does not parse ({field.error}): {field.raw[:200]!r}")
+            continue
+        problems.extend(
+            f"{field.name} shows {shown} but the address is "
+            f"{', '.join(mb.address for mb in field.mailboxes)}"
+            for shown in _shown_but_not_real(field)
+        )
+    if problems:
+        return Verdict(reason, "; ".join(problems))
+    return None
