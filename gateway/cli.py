@@ -1,7 +1,8 @@
 """The ``congvu`` command.
 
     congvu serve [--config FILE]
-    congvu check [--config FILE] [--mail-from ADDR] [--rcpt ADDR ...] [--client-ip IP] [--json] MESSAGE.eml
+    congvu check [--config FILE] [--mail-from ADDR] [--rcpt ADDR ...] [--client-ip IP] [--json]
+                 MESSAGE.eml
     congvu policy check FILE | congvu policy explain [FILE]
     congvu config check FILE
     congvu log tail [-n N] [--json] | congvu log show ID
@@ -113,16 +114,28 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
     for rcpt in rcpts:
         denied = engine.recipient_refusal(rcpt, args.client_ip)
         recipients.append(
-            {"address": rcpt, "accepted": denied is None,
-             "reply": denied.line() if denied else "250 2.1.5 Recipient ok"}
+            {
+                "address": rcpt,
+                "accepted": denied is None,
+                "reply": denied.line() if denied else "250 2.1.5 Recipient ok",
+            }
         )
         if denied is None:
             accepted.append(rcpt)
     if not accepted:
-        verdict, reasons, reply, findings, monitor = "reject", ["relay.denied"], recipients[0]["reply"], [], []
+        verdict, reasons, reply, findings, monitor = (
+            "reject",
+            ["relay.denied"],
+            recipients[0]["reply"],
+            [],
+            [],
+        )
     else:
         judgement = engine.judge(
-            raw, mail_from=mail_from, recipients=tuple(accepted), client_ip=args.client_ip,
+            raw,
+            mail_from=mail_from,
+            recipients=tuple(accepted),
+            client_ip=args.client_ip,
             helo=args.helo,
         )
         decision = judgement.decision
@@ -130,8 +143,13 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
         monitor = list(decision.monitor_reasons)
         reply = decision.reply.line() if decision.reply else accept_reply(new_decision_id())
         findings = [
-            {"id": f.rule, "mode": f.mode.value, "outcome": f.outcome, "reason": f.reason,
-             "detail": f.detail}
+            {
+                "id": f.rule,
+                "mode": f.mode.value,
+                "outcome": f.outcome,
+                "reason": f.reason,
+                "detail": f.detail,
+            }
             for f in decision.findings
         ]
     result: dict[str, Any] = {
@@ -155,7 +173,9 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
             print(line)
         if monitor:
             print(f"monitor: would refuse for {', '.join(monitor)}")
-    return {Action.ACCEPT.value: EXIT_OK, Action.REJECT.value: EXIT_REJECT}.get(verdict, EXIT_TEMPFAIL)
+    return {Action.ACCEPT.value: EXIT_OK, Action.REJECT.value: EXIT_REJECT}.get(
+        verdict, EXIT_TEMPFAIL
+    )
 
 
 def _explain(policy: Policy) -> str:
@@ -173,7 +193,9 @@ def _explain(policy: Policy) -> str:
     ]
     for n, rc in enumerate(policy.rules, start=1):
         rule = RULES[rc.id]
-        mode = rc.mode.value + (f" from {rc.enforce_from} (monitor before)" if rc.enforce_from else "")
+        mode = rc.mode.value + (
+            f" from {rc.enforce_from} (monitor before)" if rc.enforce_from else ""
+        )
         lines.append(f"{n}. {rc.id} [{mode}]")
         lines += textwrap.wrap(rule.description, 96, initial_indent="   ", subsequent_indent="   ")
         for key, value in rc.options.items():
@@ -191,8 +213,10 @@ def _summary(record: dict[str, Any]) -> str:
     rcpts = ",".join(r["address"] for r in record["envelope"]["recipients"])
     reasons = ",".join(record["reasons"] + [f"monitor:{m}" for m in record["monitor_reasons"]])
     subject = record["headers"]["subject"][:40]
-    return (f"{record['time']}  {record['id']}  {record['verdict']:<9} {reasons or '-':<28} "
-            f"<{record['envelope']['mail_from']}> -> {rcpts}  {subject!r}")
+    return (
+        f"{record['time']}  {record['id']}  {record['verdict']:<9} {reasons or '-':<28} "
+        f"<{record['envelope']['mail_from']}> -> {rcpts}  {subject!r}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,13 +241,17 @@ def main(argv: list[str] | None = None) -> int:
             with closing(_store(config)) as store:
                 if args.action == "tail":
                     for record in store.tail(args.n):
-                        print(json.dumps(record, ensure_ascii=False) if args.json else _summary(record))
+                        print(
+                            json.dumps(record, ensure_ascii=False)
+                            if args.json
+                            else _summary(record)
+                        )
                     return EXIT_OK
-                record = store.get(args.id)
-                if record is None:
+                found = store.get(args.id)
+                if found is None:
                     print(f"congvu log show: no decision {args.id}", file=sys.stderr)
                     return EXIT_REJECT
-                print(json.dumps(record, ensure_ascii=False, indent=2))
+                print(json.dumps(found, ensure_ascii=False, indent=2))
                 return EXIT_OK
         policy = load_policy(config.policy_file)
         if args.command == "check":

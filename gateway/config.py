@@ -38,7 +38,9 @@ class DownstreamConfig:
 
     def describe(self) -> str:
         """The target in URL form, for logs."""
-        return f"smtp://{self.host}:{self.port}" if self.kind == "smtp" else f"maildir:{self.maildir}"
+        return (
+            f"smtp://{self.host}:{self.port}" if self.kind == "smtp" else f"maildir:{self.maildir}"
+        )
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,10 @@ def _downstream(reader: TomlReader, base: Path, hostname: str) -> DownstreamConf
     if url.startswith("maildir:"):
         path = Path(url.removeprefix("maildir:")).expanduser()
         return DownstreamConfig(
-            "maildir", maildir=path if path.is_absolute() else base / path, timeout=timeout, helo=helo
+            "maildir",
+            maildir=path if path.is_absolute() else base / path,
+            timeout=timeout,
+            helo=helo,
         )
     parts = urlsplit(url)
     try:

@@ -106,8 +106,15 @@ class Engine:
                 Action.TEMPFAIL,
                 ("internal.check_error",),
                 (),
-                (Finding("gateway-evidence", Mode.ENFORCE, "tempfail", "internal.check_error",
-                         "gathering evidence raised"),),
+                (
+                    Finding(
+                        "gateway-evidence",
+                        Mode.ENFORCE,
+                        "tempfail",
+                        "internal.check_error",
+                        "gathering evidence raised",
+                    ),
+                ),
                 refusal("internal.check_error", self.policy),
                 (traceback.format_exc(),),
             )
@@ -118,8 +125,11 @@ class Engine:
 def _fields(facts: MessageFacts | None, name: str) -> list[dict[str, Any]]:
     if facts is None:
         return []
-    fields = {"from": facts.from_fields, "sender": facts.sender_fields,
-              "reply_to": facts.reply_to_fields}[name]
+    fields = {
+        "from": facts.from_fields,
+        "sender": facts.sender_fields,
+        "reply_to": facts.reply_to_fields,
+    }[name]
     return [
         {"raw": f.raw, "addresses": [m.address for m in f.mailboxes], "error": f.error}
         for f in fields
@@ -167,13 +177,23 @@ def build_record(
         },
         "size": facts.size if facts else 0,
         "attachments": [
-            {"filename": a.filename, "declared_type": a.declared_type,
-             "detected_type": a.detected_type, "size": a.size, "sha256": a.sha256}
+            {
+                "filename": a.filename,
+                "declared_type": a.declared_type,
+                "detected_type": a.detected_type,
+                "size": a.size,
+                "sha256": a.sha256,
+            }
             for a in (facts.attachments if facts else ())
         ],
         "findings": [
-            {"id": f.rule, "mode": f.mode.value, "outcome": f.outcome, "reason": f.reason,
-             "detail": f.detail}
+            {
+                "id": f.rule,
+                "mode": f.mode.value,
+                "outcome": f.outcome,
+                "reason": f.reason,
+                "detail": f.detail,
+            }
             for f in (decision.findings if decision else ())
         ],
         "verdict": verdict,

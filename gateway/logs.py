@@ -9,14 +9,53 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import IO, Any
 
 import structlog
 
 __all__ = ["configure_logging", "get_logger"]
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+class _SafeLogger:
+    """Writes one line per event; a failing log stream never fails mail handling.
+
+    A full disk or a closed log file must not turn into SMTP errors: decisions are in the
+    store as well. The line goes to the process's original stderr instead.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        try:
+            with self._lock:
+                self._stream.write(message + "\n")
+                self._stream.flush()
+        except (OSError, ValueError):
+            try:
+                if sys.__stderr__ is not None:
+                    sys.__stderr__.write(message + "\n")
+            except (OSError, ValueError):
+                pass
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+class _SafeLoggerFactory:
+    def __init__(self, stream: IO[str]) -> None:
+        self._logger = _SafeLogger(stream)
+
+    def __call__(self, *args: Any) -> _SafeLogger:
+        return self._logger
 
 
 def configure_logging(level: str = "info", file: str = "-") -> None:
@@ -31,7 +70,7 @@ def configure_logging(level: str = "info", file: str = "-") -> None:
             structlog.processors.JSONRenderer(ensure_ascii=False, default=str),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.WriteLoggerFactory(stream),
+        logger_factory=_SafeLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
     # aiosmtpd logs every session at INFO through the standard library ("mail.log"); keep

@@ -147,9 +147,14 @@ def _attachments(raw: bytes) -> list[Attachment]:
         declared = part.get_content_type()
         disposition = (part.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
         filename = part.get_filename() or ""
-        if not filename and disposition != "attachment" and part.get_content_maintype() in (
-            "text",
-            "message",
+        if (
+            not filename
+            and disposition != "attachment"
+            and part.get_content_maintype()
+            in (
+                "text",
+                "message",
+            )
         ):
             continue  # a body part, not a file
         payload = part.get_payload(decode=True)
@@ -180,7 +185,9 @@ def build_facts(
     fields: dict[str, list[AddressField]] = {k: [] for k in _ADDRESS_HEADERS}
     for header in parsed.headers:
         if header.lname in fields:
-            fields[header.lname].append(AddressField.parse(_ADDRESS_HEADERS[header.lname], header.value))
+            fields[header.lname].append(
+                AddressField.parse(_ADDRESS_HEADERS[header.lname], header.value)
+            )
     return MessageFacts(
         mail_from=mail_from,
         recipients=recipients,
@@ -281,4 +288,4 @@ def trace_headers(
 
 def _safe(text: str) -> str:
     """Header-safe text: no CR/LF or other controls (they would inject header lines)."""
-    return "".join(c for c in text if c >= " " and c != "\x7f" and c != '"')
+    return "".join(c for c in text if c >= " " and c not in {"\x7f", '"'})

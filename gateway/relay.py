@@ -19,6 +19,7 @@ passed back to the client as it came.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mailbox
 import re
 from dataclasses import dataclass
@@ -127,7 +128,7 @@ class SmtpDownstream:
         try:
             await client.connect()
             await client.ehlo()
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             client.close()
             raise DownstreamError(
                 "downstream.unavailable", f"{cfg.describe()}: {type(exc).__name__}: {exc}"
@@ -169,7 +170,7 @@ class SmtpDownstream:
             response = await client.rcpt(address, encoding=self._encoding)
         except aiosmtplib.SMTPResponseException as exc:
             return DownstreamReply.of(exc.code, exc.message)
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             self._drop()
             raise DownstreamError("downstream.lost", f"RCPT TO: {exc}") from exc
         return DownstreamReply.of(response.code, response.message)
@@ -183,7 +184,7 @@ class SmtpDownstream:
             response = await client.data(message)
         except aiosmtplib.SMTPResponseException as exc:
             return DownstreamReply.of(exc.code, exc.message)
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             self._drop()
             raise DownstreamError("downstream.lost", f"DATA: {exc}") from exc
         return DownstreamReply.of(response.code, response.message)
@@ -195,7 +196,7 @@ class SmtpDownstream:
             return
         try:
             await self._client.rset()
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+        except (TimeoutError, aiosmtplib.SMTPException, OSError):
             self._drop()
 
     async def close(self) -> None:
@@ -204,10 +205,8 @@ class SmtpDownstream:
         if client is None:
             return
         if client.is_connected:
-            try:
+            with contextlib.suppress(TimeoutError, aiosmtplib.SMTPException, OSError):
                 await client.quit(timeout=5)
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
-                pass
         client.close()
 
     def _require(self) -> aiosmtplib.SMTP:
@@ -290,4 +289,3 @@ class _MaildirRelay:
 def make_relay(config: DownstreamConfig) -> Relay:
     """The relay for a downstream configuration."""
     return _SmtpRelay(config) if config.kind == "smtp" else _MaildirRelay(config)
-

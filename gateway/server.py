@@ -44,8 +44,13 @@ class Gateway:
     relay: Relay
 
     @classmethod
-    def from_config(cls, config: GatewayConfig, policy: Policy | None = None,
-                    store: DecisionStore | None = None, relay: Relay | None = None) -> Gateway:
+    def from_config(
+        cls,
+        config: GatewayConfig,
+        policy: Policy | None = None,
+        store: DecisionStore | None = None,
+        relay: Relay | None = None,
+    ) -> Gateway:
         """Build every part from ``config``; parts passed in replace the configured ones."""
         return cls(
             config,

@@ -16,11 +16,12 @@ since we advertise ENHANCEDSTATUSCODES.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP
 
@@ -37,8 +38,16 @@ __all__ = ["GatewayHandler", "GatewaySMTP", "add_enhanced_code"]
 _HAS_ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}(\s|$)")
 _REPLY = re.compile(r"^([245])(\d\d)([ -])(.*)$", re.DOTALL)
 _DEFAULT_ENHANCED = {
-    "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4",
-    "530": "5.7.0", "552": "5.3.4", "554": "5.0.0", "555": "5.5.4", "421": "4.4.2",
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "552": "5.3.4",
+    "554": "5.0.0",
+    "555": "5.5.4",
+    "421": "4.4.2",
 }
 
 
@@ -55,7 +64,7 @@ def add_enhanced_code(status: str) -> str:
     return f"{code}{sep}{enhanced} {text}"
 
 
-class GatewaySMTP(SMTP):  # type: ignore[misc]
+class GatewaySMTP(SMTP):
     """aiosmtpd's protocol with enhanced status codes and a hook for lost connections."""
 
     _in_ehlo = False
@@ -68,7 +77,7 @@ class GatewaySMTP(SMTP):  # type: ignore[misc]
         finally:
             self._in_ehlo = False
 
-    async def push(self, status: str | bytes) -> None:
+    async def push(self, status: AnyStr) -> None:
         """Send a reply, adding an enhanced status code after EHLO when it has none."""
         if (
             isinstance(status, str)
@@ -76,7 +85,8 @@ class GatewaySMTP(SMTP):  # type: ignore[misc]
             and self.session is not None
             and self.session.extended_smtp
         ):
-            status = add_enhanced_code(status)
+            await super().push(add_enhanced_code(status))
+            return
         await super().push(status)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -129,8 +139,16 @@ class GatewayHandler:
         ip = peer[0] if isinstance(peer, tuple) else str(peer)
         return ip, session.host_name or "", session.ssl is not None
 
-    async def _write(self, session: Any, txn: _Transaction, *, verdict: str, reasons: list[str],
-                     reply: str, judgement: Judgement | None = None) -> None:
+    async def _write(
+        self,
+        session: Any,
+        txn: _Transaction,
+        *,
+        verdict: str,
+        reasons: list[str],
+        reply: str,
+        judgement: Judgement | None = None,
+    ) -> None:
         ip, helo, tls = self._client(session)
         record = build_record(
             decision_id=txn.id,
@@ -162,10 +180,9 @@ class GatewayHandler:
             reply = refused[-1].reply
         else:
             verdict, reasons, reply = "abandoned", [], ""
-        try:
+        # A store failure was logged with the full record by AuditLog; no reply depends on it.
+        with contextlib.suppress(StoreError):
             await self._write(session, txn, verdict=verdict, reasons=reasons, reply=reply)
-        except StoreError:
-            pass  # already logged with the full record by AuditLog; no reply depends on it
 
     def schedule_disconnect(self, session: Any) -> None:
         """Called when the client connection is gone (from a sync protocol callback)."""
@@ -196,8 +213,9 @@ class GatewayHandler:
         session.host_name = hostname
         return f"250 {server.hostname}"
 
-    async def handle_EHLO(self, server: SMTP, session: Any, envelope: Any, hostname: str,
-                          responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
         """Advertise ENHANCEDSTATUSCODES and PIPELINING besides aiosmtpd's own keywords."""
         await self._finish_without_data(session, self._state(session))
         session.host_name = hostname
@@ -205,8 +223,9 @@ class GatewayHandler:
         responses += ["250-ENHANCEDSTATUSCODES", "250-PIPELINING", last]
         return responses
 
-    async def handle_MAIL(self, server: SMTP, session: Any, envelope: Any, address: str,
-                          mail_options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: SMTP, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
         """Open the downstream transaction; its refusal or absence is the client's answer."""
         state = self._state(session)
         await self._finish_without_data(session, state)
@@ -232,15 +251,16 @@ class GatewayHandler:
         state.txn = txn
         return "250 2.1.0 Sender ok"
 
-    async def _record_early(self, session: Any, txn: _Transaction, verdict: str, reason: str,
-                            line: str) -> None:
-        try:
+    async def _record_early(
+        self, session: Any, txn: _Transaction, verdict: str, reason: str, line: str
+    ) -> None:
+        # The reply is already a refusal; AuditLog logged the record if the store failed.
+        with contextlib.suppress(StoreError):
             await self._write(session, txn, verdict=verdict, reasons=[reason], reply=line)
-        except StoreError:
-            pass  # the reply is already a refusal; AuditLog logged the record
 
-    async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
         """Relay check, then the downstream's own answer for this recipient."""
         state = self._state(session)
         txn = state.txn
@@ -303,7 +323,11 @@ class GatewayHandler:
             if decision.action is not Action.ACCEPT:
                 await state.downstream.rset()
                 assert decision.reply is not None
-                verdict, reasons, line = decision.action.value, list(decision.reasons), decision.reply.line()
+                verdict, reasons, line = (
+                    decision.action.value,
+                    list(decision.reasons),
+                    decision.reply.line(),
+                )
             else:
                 verdict, reasons, line = await self._relay(state, txn, judgement, session)
         except Exception:
@@ -312,8 +336,9 @@ class GatewayHandler:
             verdict, reasons = "tempfail", ["internal.check_error"]
             line = refusal("internal.check_error", self.engine.policy).line()
         try:
-            await self._write(session, txn, verdict=verdict, reasons=reasons, reply=line,
-                              judgement=judgement)
+            await self._write(
+                session, txn, verdict=verdict, reasons=reasons, reply=line, judgement=judgement
+            )
         except StoreError:
             if verdict == "accept":
                 # Delivered but not recorded: 4xx makes the client retry (a duplicate), which
@@ -322,8 +347,9 @@ class GatewayHandler:
             return refusal("store.unavailable", self.engine.policy).line()
         return line
 
-    async def _relay(self, state: _SessionState, txn: _Transaction, judgement: Judgement,
-                     session: Any) -> tuple[str, list[str], str]:
+    async def _relay(
+        self, state: _SessionState, txn: _Transaction, judgement: Judgement, session: Any
+    ) -> tuple[str, list[str], str]:
         decision = judgement.decision
         assert judgement.parsed is not None
         ip, helo, tls = self._client(session)
@@ -353,7 +379,8 @@ class GatewayHandler:
 
     async def handle_exception(self, error: Exception) -> str:
         """Any exception escaping a hook: log it, answer 451 4.3.0, show the client nothing."""
-        self.log.error("smtp.exception", exc_info=error)
+        with contextlib.suppress(Exception):  # the reply must not depend on logging
+            self.log.error("smtp.exception", exc_info=error)
         return refusal("internal.check_error", self.engine.policy).line()
 
 

@@ -33,7 +33,9 @@ __all__ = [
 ]
 
 _SPECIALS = set('()<>[]:;@\\,."')
-_ADDRESS_IN_TEXT = re.compile(r"[^\s@<>\"'(),;:\[\]]+@[^\s@<>\"'(),;:\[\]]+\.[^\s@<>\"'(),;:\[\]]{2,}")
+_ADDRESS_IN_TEXT = re.compile(
+    r"[^\s@<>\"'(),;:\[\]]+@[^\s@<>\"'(),;:\[\]]+\.[^\s@<>\"'(),;:\[\]]{2,}"
+)
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _MAX_HEADER_VALUE = 8192  # longer From/Sender/Reply-To values are refused, not parsed
 

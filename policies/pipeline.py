@@ -21,7 +21,9 @@ from policies.schema import Policy
 __all__ = ["check_recipient", "evaluate", "refusal"]
 
 
-def check_recipient(address: str, *, client_trusted: bool, local_domains: tuple[str, ...]) -> str | None:
+def check_recipient(
+    address: str, *, client_trusted: bool, local_domains: tuple[str, ...]
+) -> str | None:
     """The built-in relay check, ahead of all policy: the reason code refusing ``address``, or None.
 
     Recipients in the local domains are accepted from anyone; any other recipient only from a
@@ -57,7 +59,9 @@ def evaluate(facts: MessageFacts, policy: Policy, now: datetime) -> Decision:
             errors.append(f"rule {config.id}: {traceback.format_exc()}")
             detail = f"rule raised {type(exc).__name__}"
             if mode is Mode.ENFORCE:
-                findings.append(Finding(config.id, mode, "tempfail", "internal.check_error", detail))
+                findings.append(
+                    Finding(config.id, mode, "tempfail", "internal.check_error", detail)
+                )
                 enforced.append((Action.TEMPFAIL, "internal.check_error"))
             else:
                 findings.append(Finding(config.id, mode, "error", "internal.check_error", detail))
@@ -75,9 +79,7 @@ def evaluate(facts: MessageFacts, policy: Policy, now: datetime) -> Decision:
             monitored.append(verdict.reason)
 
     if not enforced:
-        return Decision(
-            Action.ACCEPT, (), tuple(monitored), tuple(findings), None, tuple(errors)
-        )
+        return Decision(Action.ACCEPT, (), tuple(monitored), tuple(findings), None, tuple(errors))
     # Stable sort: most severe first, policy order within the same severity.
     enforced.sort(key=lambda item: -item[0].severity)
     action, first_reason = enforced[0]

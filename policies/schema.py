@@ -5,7 +5,7 @@ A policy file looks like ``policies/data/default.toml`` (which ships as the defa
     [policy]            name, help_contact
     [domains]           official, personal, personal_add, personal_remove
     [citations]         reason code = directive text (overrides the reason table's default)
-    [[rules]]           id, mode, enforce_from, and the rule's own options; order is evaluation order
+    [[rules]]           id, mode, enforce_from, the rule's own options (file order = run order)
 
 Unknown keys are errors: a misspelt option must never silently fall back to a default.
 :class:`TomlReader` is also what the gateway uses for its own configuration file.
@@ -65,12 +65,15 @@ def _locate(text: str, path: list[str | int]) -> int | None:
                 counts[key] = counts.get(key, -1) + 1
                 names.append(counts[key])
             header = names
-            if header == path or header == [*table, last]:
+            if header == path:
                 return number
             continue
-        if header == table and isinstance(last, str):
-            if re.match(rf'^\s*"?{re.escape(last)}"?\s*=', line):
-                return number
+        if (
+            header == table
+            and isinstance(last, str)
+            and re.match(rf'^\s*"?{re.escape(last)}"?\s*=', line)
+        ):
+            return number
     return None
 
 
@@ -90,7 +93,9 @@ class TomlReader:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            line = getattr(exc, "lineno", None)
+            # Python 3.11's TOMLDecodeError has no lineno attribute; its message has the line.
+            found = re.search(r"at line (\d+)", str(exc))
+            line = int(found.group(1)) if found else None
             raise ConfigError(source, "", f"not valid TOML: {exc}", line) from exc
         return cls(data, source, text)
 
@@ -276,7 +281,9 @@ def parse_policy(text: str, source: str) -> Policy:
     personal_setting = domains.get("personal", (str, list), "builtin", '"builtin" or a list')
     if isinstance(personal_setting, str):
         if personal_setting != "builtin":
-            raise domains.error("personal", f'must be "builtin" or a list, got {personal_setting!r}')
+            raise domains.error(
+                "personal", f'must be "builtin" or a list, got {personal_setting!r}'
+            )
         personal = set(builtin_personal_providers())
     else:
         personal = set(_domains(domains, "personal"))
@@ -335,4 +342,3 @@ def load_policy(path: str | Path | None = None) -> Policy:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), "", f"cannot read: {exc}") from exc
     return parse_policy(text, str(path))
-

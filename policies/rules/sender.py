@@ -49,9 +49,9 @@ def _recipient_matches(address: str, pattern: str, policy: Policy) -> bool:
     if "@" in pattern:
         p_local, _, p_domain = pattern.rpartition("@")
         try:
-            same_domain = parse_addr_spec(f"x@{domain}").domain == parse_addr_spec(
-                f"x@{p_domain}"
-            ).domain
+            same_domain = (
+                parse_addr_spec(f"x@{domain}").domain == parse_addr_spec(f"x@{p_domain}").domain
+            )
         except AddressError:
             return False
         # Local parts are compared case-insensitively, as every mail server here treats them.
@@ -65,7 +65,9 @@ def _envelope_domain(address: str) -> str:
 
 @rule("sender-personal-domain", options=_personal_domain_options)
 def sender_personal_domain(facts: MessageFacts, ctx: RuleContext) -> Verdict | None:
-    """Official mail must be sent from an official mailbox: mail to a protected recipient whose envelope sender, From, Sender or Reply-To is at a personal provider (gmail, yahoo, ...) is refused.
+    """Official mail must be sent from an official mailbox: mail to a protected recipient
+    whose envelope sender, From, Sender or Reply-To is at a personal provider (gmail, yahoo,
+    ...) is refused.
 
     Options: ``protected_recipients`` (default ``["official"]``: every recipient in an official
     domain; also ``"*"``, addresses, or domains with their subdomains) and
@@ -110,7 +112,9 @@ def _shown_but_not_real(field: AddressField) -> list[str]:
 
 @rule("sender-malformed-identity")
 def sender_malformed_identity(facts: MessageFacts, ctx: RuleContext) -> Verdict | None:
-    """Every message must name one clear author: no From, several From headers, or a From, Sender or Reply-To that does not parse or shows another address than the real one is refused.
+    """Every message must name one clear author: no From, several From headers, or a From,
+    Sender or Reply-To that does not parse or shows another address than the real one is
+    refused.
 
     Addresses are parsed strictly (RFC 5322 without obsolete forms): a header that a lenient
     parser and a mail client could read as different domains is refused, not guessed at.
