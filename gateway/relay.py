@@ -22,9 +22,10 @@ import asyncio
 import contextlib
 import mailbox
 import re
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiosmtplib
 
@@ -166,27 +167,26 @@ class SmtpDownstream:
     async def rcpt(self, address: str) -> DownstreamReply:
         """Send RCPT TO and return the downstream's reply as it is."""
         client = self._require()
-        try:
-            response = await client.rcpt(address, encoding=self._encoding)
-        except aiosmtplib.SMTPResponseException as exc:
-            return DownstreamReply.of(exc.code, exc.message)
-        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            self._drop()
-            raise DownstreamError("downstream.lost", f"RCPT TO: {exc}") from exc
-        return DownstreamReply.of(response.code, response.message)
+        return await self._command("RCPT TO", client.rcpt(address, encoding=self._encoding))
 
     async def data(self, message: bytes) -> DownstreamReply:
         """Send DATA and the message; the reply is the downstream's final word."""
         client = self._require()
         if not message.endswith(b"\r\n"):
             message += b"\r\n"
+        return await self._command("DATA", client.data(message))
+
+    async def _command(
+        self, stage: str, call: Coroutine[Any, Any, aiosmtplib.SMTPResponse]
+    ) -> DownstreamReply:
+        """Await one command: a 4xx/5xx is a reply to pass back; a broken link is an error."""
         try:
-            response = await client.data(message)
+            response = await call
         except aiosmtplib.SMTPResponseException as exc:
             return DownstreamReply.of(exc.code, exc.message)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             self._drop()
-            raise DownstreamError("downstream.lost", f"DATA: {exc}") from exc
+            raise DownstreamError("downstream.lost", f"{stage}: {exc}") from exc
         return DownstreamReply.of(response.code, response.message)
 
     async def rset(self) -> None:

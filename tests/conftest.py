@@ -9,6 +9,7 @@ Clients are Python's smtplib: a real SMTP client over TCP.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import smtplib
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -164,8 +165,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_config(tmp_path: Path, downstream_port: int | None, **overrides: Any) -> GatewayConfig:
-    """A test configuration: loopback is NOT trusted unless a test says so."""
+def make_config(
+    tmp_path: Path, downstream_port: int | None, *, trusted: bool = False, **overrides: Any
+) -> GatewayConfig:
+    """A test configuration: loopback is NOT trusted unless ``trusted`` says so."""
     ds = (
         DownstreamConfig("smtp", host="127.0.0.1", port=downstream_port, timeout=5)
         if downstream_port
@@ -174,7 +177,7 @@ def make_config(tmp_path: Path, downstream_port: int | None, **overrides: Any) -
     values: dict[str, Any] = {
         "hostname": "gw.lamdong.gov.vn",
         "local_domains": ("lamdong.gov.vn",),
-        "trusted_networks": (),
+        "trusted_networks": (ipaddress.ip_network("127.0.0.0/8"),) if trusted else (),
         "downstream": ds,
         "store_path": tmp_path / "decisions.sqlite",
     }

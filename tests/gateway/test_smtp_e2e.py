@@ -165,12 +165,7 @@ def test_trusted_network_may_relay_outbound(
     start_gateway, downstream: Downstream, tmp_path: Path
 ) -> None:
     """A client in trusted_networks may send to any domain (outbound through the downstream)."""
-    import ipaddress
-
-    config = make_config(
-        tmp_path, downstream.port, trusted_networks=(ipaddress.ip_network("127.0.0.0/8"),)
-    )
-    gw = start_gateway(config)
+    gw = start_gateway(make_config(tmp_path, downstream.port, trusted=True))
     _, (code, _) = gw.send(message(to="partner@example.com"), OFFICIAL, ["partner@example.com"])
     assert code == 250
     assert downstream.handler.messages[0].rcpt_tos == ["partner@example.com"]
@@ -345,3 +340,40 @@ def test_embedded_default_delivers_into_a_maildir(start_gateway, tmp_path: Path)
     content = path.read_bytes()
     assert content.startswith(f"Return-Path: <{OFFICIAL}>\r\nDelivered-To: {CLERK}\r\n".encode())
     assert content.endswith(message())
+
+
+def test_smtputf8_mail_passes_through_with_utf8_addresses(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """An internationalised (SMTPUTF8) address and UTF-8 headers reach the downstream intact."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    rcpt = "văn.thư@lamdong.gov.vn"
+    data = message(from_="Văn thư <vanthu@dilinh.lamdong.gov.vn>", to=rcpt).decode()
+    with gw.client() as smtp:
+        smtp.sendmail("vanthu@dilinh.lamdong.gov.vn", [rcpt], data.encode(), ["SMTPUTF8"])
+    [got] = downstream.handler.messages
+    assert got.rcpt_tos == [rcpt]
+    assert got.data.endswith(data.encode())
+
+
+def test_declared_size_over_the_limit_is_refused_with_5_3_4(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """MAIL FROM with SIZE above max_message_size gets 552 5.3.4 before any data is sent."""
+    gw = start_gateway(make_config(tmp_path, downstream.port, max_message_size=10_000))
+    with gw.client() as smtp:
+        code, text = smtp.mail(OFFICIAL, ["SIZE=20000"])
+    assert code == 552 and text.startswith(b"5.3.4 ")
+
+
+def test_each_decision_is_a_structured_log_event(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """The policy.decision event carries the same record as the store (for log shippers)."""
+    from structlog.testing import capture_logs
+
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    with capture_logs() as logs:
+        gw.send(message(from_="x@gmail.com"), "x@gmail.com", [CLERK])
+    [event] = [e for e in logs if e["event"] == "policy.decision"]
+    assert event["decision"] == gw.records()[0]
