@@ -21,6 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP
@@ -308,8 +309,10 @@ class GatewayHandler:
         try:
             ip, helo, tls = self._client(session)
             raw: bytes = envelope.original_content
-            judgement = self.engine.judge(
-                raw,
+            # Parsing and judging are CPU work: a worker thread keeps other sessions answered
+            # while a large message is examined (process workers come with PDF validation).
+            judgement = await asyncio.to_thread(
+                partial(self.engine.judge, raw),
                 mail_from=envelope.mail_from,
                 recipients=tuple(envelope.rcpt_tos),
                 client_ip=ip,
