@@ -60,6 +60,7 @@ class GatewayConfig:
         ipaddress.ip_network("127.0.0.0/8"),
         ipaddress.ip_network("::1/128"),
     )
+    xforward_hosts: tuple[IPNetwork, ...] = ()
     downstream: DownstreamConfig = DownstreamConfig("maildir")
     policy_file: Path | None = None
     log_file: str = "-"
@@ -68,13 +69,31 @@ class GatewayConfig:
 
     def is_trusted(self, ip: str) -> bool:
         """True when ``ip`` is in a trusted network (may relay to any recipient)."""
+        return _in_networks(ip, self.trusted_networks)
+
+    def may_xforward(self, ip: str) -> bool:
+        """True when ``ip`` is a proxy (Postfix smtpd_proxy_filter) allowed to send XFORWARD."""
+        return _in_networks(ip, self.xforward_hosts)
+
+
+def _in_networks(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in net for net in networks)
+
+
+def _networks(reader: TomlReader, key: str, default: list[str]) -> list[IPNetwork]:
+    networks: list[IPNetwork] = []
+    for item in reader.strings(key, default):
         try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in net for net in self.trusted_networks)
+            networks.append(ipaddress.ip_network(item, strict=True))
+        except ValueError as exc:
+            raise reader.error(key, f"{item!r}: {exc}") from exc
+    return networks
 
 
 def _path(reader: TomlReader, key: str, base: Path, default: Path | None) -> Path | None:
@@ -154,12 +173,8 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
             raise relay.error("local_domains", f"{item!r}: {exc}") from exc
     if not local_domains:
         raise relay.error("local_domains", "name at least one domain the gateway receives for")
-    networks: list[IPNetwork] = []
-    for item in relay.strings("trusted_networks", ["127.0.0.0/8", "::1/128"]):
-        try:
-            networks.append(ipaddress.ip_network(item, strict=True))
-        except ValueError as exc:
-            raise relay.error("trusted_networks", f"{item!r}: {exc}") from exc
+    networks = _networks(relay, "trusted_networks", ["127.0.0.0/8", "::1/128"])
+    xforward_hosts = _networks(relay, "xforward_hosts", [])
     relay.finish()
 
     downstream = _downstream(root.table("downstream"), base, hostname)
@@ -191,6 +206,7 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
         tls_key=tls_key,
         local_domains=tuple(local_domains),
         trusted_networks=tuple(networks),
+        xforward_hosts=tuple(xforward_hosts),
         downstream=downstream,
         policy_file=policy_file,
         log_file=log_file,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.config import GatewayConfig
-from gateway.message import ParsedMessage, build_facts, parse_message
+from gateway.message import ParsedMessage, build_facts, normalize_line_endings, parse_message
 from policies import (
     Action,
     Decision,
@@ -90,7 +90,7 @@ class Engine:
         parsed: ParsedMessage | None = None
         facts: MessageFacts | None = None
         try:
-            parsed = parse_message(raw)
+            parsed = parse_message(normalize_line_endings(raw))
             facts = build_facts(
                 parsed,
                 mail_from=mail_from,

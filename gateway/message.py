@@ -13,6 +13,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import format_datetime
@@ -31,7 +32,10 @@ __all__ = [
     "trace_headers",
 ]
 
-_FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+):")
+# RFC 5322 field name, with the obsolete white space before the colon that Postfix also accepts.
+_FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+# The same line-ending rule as aiosmtplib's (and so as what the downstream receives).
+_LINE_ENDINGS = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
 _ADDRESS_HEADERS = {"from": "From", "sender": "Sender", "reply-to": "Reply-To"}
 
 
@@ -57,6 +61,7 @@ class ParsedMessage:
     raw: bytes
     headers: tuple[RawHeader, ...]
     body_offset: int
+    defects: tuple[str, ...] = ()
 
     def all(self, name: str) -> list[RawHeader]:
         """Every field called ``name`` (case-insensitive), in order."""
@@ -75,13 +80,25 @@ def _decode(value: bytes) -> str:
     return value.decode("utf-8", errors="surrogateescape")
 
 
-def split_headers(raw: bytes) -> tuple[list[RawHeader], int]:
-    """Locate the header fields of ``raw`` and the offset where the body starts.
+def normalize_line_endings(raw: bytes) -> bytes:
+    """Every bare CR or LF as CRLF: what is judged must be exactly what is delivered.
 
-    The header section ends at the first empty line or, as in the ``email`` package, at the
-    first line that is neither a field nor a continuation (that line then starts the body).
+    The downstream client (aiosmtplib) rewrites bare CR/LF into CRLF when it sends; if the
+    gateway judged the bytes before that, ``X-A: a<CR>From: boss@gmail.com`` would be one
+    header here and two downstream.
+    """
+    return _LINE_ENDINGS.sub(b"\r\n", raw)
+
+
+def split_headers(raw: bytes) -> tuple[list[RawHeader], int, list[str]]:
+    """Locate the header fields of ``raw`` (CRLF lines), the body offset, and any defects.
+
+    The header section ends at the first empty line. A line in it that is neither a field nor
+    a continuation (no colon, an 8-bit or empty name, a NUL) is a defect: mail clients and
+    MTAs disagree on what such a line means, so it must not be silently skipped.
     """
     headers: list[RawHeader] = []
+    defects: list[str] = []
     pos, n = 0, len(raw)
     current: tuple[str, int, list[bytes]] | None = None
 
@@ -91,37 +108,46 @@ def split_headers(raw: bytes) -> tuple[list[RawHeader], int]:
             value = b" ".join(p.strip(b" \t\r\n") for p in parts).strip()
             headers.append(RawHeader(name, _decode(value), start, end))
 
+    number = 0
     while pos < n:
+        number += 1
         eol = raw.find(b"\n", pos)
         nxt = n if eol < 0 else eol + 1
         line = raw[pos:nxt]
         if line in (b"\r\n", b"\n"):
             close(pos)
-            return headers, nxt
-        if line[:1] in (b" ", b"\t") and current is not None:
-            current[2].append(line)
+            return headers, nxt, defects
+        if b"\x00" in line:
+            defects.append(f"header line {number} contains a NUL byte")
+        if line[:1] in (b" ", b"\t"):
+            if current is None:
+                defects.append(f"header line {number} continues no field")
+            else:
+                current[2].append(line)
         else:
             m = _FIELD_NAME.match(line)
-            if not m:
-                close(pos)
-                return headers, pos
             close(pos)
-            current = (m.group(1).decode("ascii"), pos, [line[m.end() :]])
+            if m:
+                current = (m.group(1).decode("ascii"), pos, [line[m.end() :]])
+            else:
+                current = None
+                shown = line[:60].decode("ascii", "backslashreplace").rstrip()
+                defects.append(f"header line {number} is not a header field: {shown!r}")
         pos = nxt
     close(pos)
-    return headers, n
+    return headers, n, defects
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
-    """Split ``raw`` into located header fields and body."""
-    headers, body_offset = split_headers(raw)
-    return ParsedMessage(raw, tuple(headers), body_offset)
+    """Split ``raw`` (line endings already normalised) into located header fields and body."""
+    headers, body_offset, defects = split_headers(raw)
+    return ParsedMessage(raw, tuple(headers), body_offset, tuple(defects))
 
 
 def _decoded_header(value: str) -> str:
     try:
         return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
+    except (HeaderParseError, ValueError, LookupError, UnicodeError):
         return value
 
 
@@ -198,6 +224,7 @@ def build_facts(
         from_fields=tuple(fields["from"]),
         sender_fields=tuple(fields["sender"]),
         reply_to_fields=tuple(fields["reply-to"]),
+        header_defects=parsed.defects,
         subject=_decoded_header(parsed.first("Subject")),
         message_id=parsed.first("Message-ID"),
         size=len(parsed.raw),
@@ -205,23 +232,19 @@ def build_facts(
     )
 
 
-def _authserv_id(value: str) -> str:
-    head = re.sub(r"\([^)]*\)", " ", value.split(";", 1)[0])
-    parts = head.split()
-    return parts[0].lower() if parts else ""
-
-
 def strip_our_headers(parsed: ParsedMessage, authserv_id: str) -> bytes:
     """The message without headers that claim to come from this gateway.
 
     RFC 8601 section 5: a border MTA removes Authentication-Results fields bearing its own
-    authserv-id, or a sender could forge our verdict for the servers behind us.
+    authserv-id, or a sender could forge our verdict for the servers behind us. The id may be
+    quoted or hidden behind (nested) comments, so any A-R field naming our id as a whole token
+    anywhere is removed: losing a foreign result that mentions us is the lesser harm.
     """
-    ours = authserv_id.lower()
+    ours = re.compile(rf"(?<![\w.-]){re.escape(authserv_id)}(?![\w-]|\.[\w-])", re.IGNORECASE)
     cut = [
         h
         for h in parsed.headers
-        if (h.lname == "authentication-results" and _authserv_id(h.value) == ours)
+        if (h.lname == "authentication-results" and ours.search(h.value))
         or h.lname.startswith("x-congvu-")
     ]
     if not cut:

@@ -112,14 +112,32 @@ class Gateway:
         return True
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
-        """Stop accepting; give open sessions ``grace`` seconds; close the store."""
+        """Drain, then close: no new sessions; idle ones get 421; open transactions may finish.
+
+        Sessions with a transaction open get up to ``grace`` seconds to complete it (each is
+        closed with 421 at its next transaction boundary); then every remaining connection is
+        closed, in-flight work (delivery and its record) is awaited, and the store closed.
+        Python 3.11's ``Server.wait_closed`` does not wait for connections, hence the loop.
+        """
         if self._server is not None:
             self._server.close()
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), grace)
-            except TimeoutError:
-                self.log.warning("gateway.shutdown_forced", grace=grace)
             self._server = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while True:
+            for protocol in list(self.handler.protocols):
+                protocol.shut_idle()
+            if not self.handler.protocols or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        if self.handler.protocols:
+            self.log.warning(
+                "gateway.shutdown_forced", grace=grace, sessions=len(self.handler.protocols)
+            )
+        for protocol in list(self.handler.protocols):
+            if protocol.transport is not None:
+                protocol.transport.close()
+        await asyncio.sleep(0)  # let connection_lost callbacks schedule their clean-ups
         await self.handler.drain()
         self.store.close()
         self.log.info("gateway.stopped")

@@ -5,7 +5,13 @@ session and forwards the sender; each RCPT TO passes the built-in relay check, t
 the downstream, whose answer reaches the client for that recipient only; DATA is judged, and
 then either refused (the downstream transaction is reset) or sent on, the client hearing 250
 only after the downstream did. Exactly one decision record is written per transaction, before
-the final reply; a transaction that ends without DATA (RSET, QUIT, disconnect) is recorded too.
+the final reply; a transaction that ends without DATA (RSET, QUIT, disconnect, a DATA that
+aiosmtpd refused for size) is recorded too.
+
+Each hook's work runs as a task shielded from cancellation and serialised per session: a
+client that disconnects mid-DATA cancels aiosmtpd's reader, not our delivery-and-record step,
+so a message the downstream took is always recorded (the client, having seen no 250, retries:
+a duplicate at worst, never a loss).
 
 aiosmtpd's stock error reply ("500 Error: (ValueError) ...") would show internals to the
 client; :meth:`GatewayHandler.handle_exception` answers ``451 4.3.0`` instead and logs the
@@ -19,10 +25,12 @@ import asyncio
 import contextlib
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, AnyStr
+from typing import Any, AnyStr, TypeVar
+from urllib.parse import unquote
 
 from aiosmtpd.smtp import SMTP
 
@@ -65,10 +73,32 @@ def add_enhanced_code(status: str) -> str:
     return f"{code}{sep}{enhanced} {text}"
 
 
+T = TypeVar("T")
+_SHUTDOWN_REPLY = b"421 4.3.2 Service shutting down, try again later\r\n"
+_XFORWARD_ATTRS = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
+
+
 class GatewaySMTP(SMTP):
-    """aiosmtpd's protocol with enhanced status codes and a hook for lost connections."""
+    """aiosmtpd's protocol with enhanced status codes, XFORWARD, and transaction safety."""
 
     _in_ehlo = False
+    _data_started = False
+    state: _SessionState | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Register the session (for shutdown); STARTTLS calls this again on the same object."""
+        super().connection_made(transport)
+        handler = self.event_handler
+        if isinstance(handler, GatewayHandler):
+            handler.protocols.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        """Close the downstream session and record any unfinished transaction."""
+        super().connection_lost(error)
+        handler = self.event_handler
+        if isinstance(handler, GatewayHandler):
+            handler.protocols.discard(self)
+            handler.schedule_disconnect(self)
 
     async def smtp_EHLO(self, hostname: str) -> None:
         """EHLO replies carry keywords, not enhanced codes (RFC 2034 section 3)."""
@@ -78,25 +108,58 @@ class GatewaySMTP(SMTP):
         finally:
             self._in_ehlo = False
 
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """Refuse STARTTLS inside a transaction (RFC 3207: state before TLS is discarded)."""
+        if self.state is not None and self.state.txn is not None:
+            await self.push("503 5.5.1 Error: MAIL transaction in progress")
+            return
+        await super().smtp_STARTTLS(arg)
+
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        """Postfix's XFORWARD: the real client's address and name, from a trusted proxy only."""
+        handler = self.event_handler
+        if not isinstance(handler, GatewayHandler) or not handler.may_xforward(self):
+            await self.push('500 5.5.2 Error: command "XFORWARD" not recognized')
+            return
+        await self.push(handler.xforward(self, arg or ""))
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """Track DATA, so that a refusal aiosmtpd makes itself (size, line) is recorded too."""
+        self._data_started = False
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._data_started = False
+
     async def push(self, status: AnyStr) -> None:
         """Send a reply, adding an enhanced status code after EHLO when it has none."""
-        if (
-            isinstance(status, str)
-            and not self._in_ehlo
-            and self.session is not None
-            and self.session.extended_smtp
-        ):
-            await super().push(add_enhanced_code(status))
+        if isinstance(status, str):
+            if not self._in_ehlo and self.session is not None and self.session.extended_smtp:
+                status_text = add_enhanced_code(status)
+            else:
+                status_text = status
+            if status_text.startswith("354"):
+                self._data_started = True
+            elif self._data_started and self.state is not None and self.state.txn is not None:
+                # The data was read but our DATA hook did not run (aiosmtpd refused it: too
+                # much data, a line too long): record that refusal before it is sent.
+                handler = self.event_handler
+                if isinstance(handler, GatewayHandler):
+                    await handler.data_refused(self, status_text)
+            await super().push(status_text)
             return
         await super().push(status)
 
-    def connection_lost(self, error: Exception | None) -> None:
-        """Close the downstream session and record any unfinished transaction."""
-        session = self.session
-        super().connection_lost(error)
-        handler = self.event_handler
-        if isinstance(handler, GatewayHandler) and session is not None:
-            handler.schedule_disconnect(session)
+    def shut_idle(self) -> bool:
+        """If no transaction is open or in flight, say 421 and close; True when closed."""
+        state = self.state
+        if state is not None and (state.txn is not None or state.lock.locked()):
+            return False
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                self._writer.write(_SHUTDOWN_REPLY)
+            self.transport.close()
+        return True
 
 
 @dataclass
@@ -105,14 +168,17 @@ class _Transaction:
     when: datetime
     started: float
     mail_from: str
+    smtputf8: bool = False
     recipients: list[RecipientOutcome] = field(default_factory=list)
 
 
 @dataclass
 class _SessionState:
     downstream: DownstreamSession
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     txn: _Transaction | None = None
     closed: bool = False
+    xforward: dict[str, str] = field(default_factory=dict)
 
 
 class GatewayHandler:
@@ -123,26 +189,71 @@ class GatewayHandler:
         self.relay = relay
         self.audit = audit
         self.log = get_logger()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.protocols: set[GatewaySMTP] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- session bookkeeping -------------------------------------------------------------
 
-    def _state(self, session: Any) -> _SessionState:
-        state: _SessionState | None = getattr(session, "congvu", None)
-        if state is None:
-            state = _SessionState(self.relay.session())
-            session.congvu = state
-        return state
+    def _state(self, server: GatewaySMTP) -> _SessionState:
+        # Kept on the protocol object, not aiosmtpd's session: STARTTLS replaces the session.
+        if server.state is None:
+            server.state = _SessionState(self.relay.session())
+        return server.state
 
-    @staticmethod
-    def _client(session: Any) -> tuple[str, str, bool]:
-        peer = session.peer
+    async def _guard(self, server: GatewaySMTP, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` under the session lock, shielded from the client going away."""
+        state = self._state(server)
+
+        async def locked() -> T:
+            async with state.lock:
+                return await work()
+
+        task: asyncio.Task[T] = asyncio.ensure_future(locked())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
+
+    def _client(self, server: GatewaySMTP) -> tuple[str, str, bool]:
+        """Client IP, HELO name and TLS, as forwarded by a trusted proxy where it did."""
+        session = server.session
+        peer = session.peer if session is not None else None
         ip = peer[0] if isinstance(peer, tuple) else str(peer)
-        return ip, session.host_name or "", session.ssl is not None
+        helo = (session.host_name if session is not None else "") or ""
+        forwarded = server.state.xforward if server.state is not None else {}
+        ip = forwarded.get("ADDR", ip)
+        helo = forwarded.get("HELO", helo)
+        return ip, helo, session is not None and session.ssl is not None
+
+    def may_xforward(self, server: GatewaySMTP) -> bool:
+        """XFORWARD is accepted only from the configured proxy hosts."""
+        session = server.session
+        peer = session.peer if session is not None else None
+        ip = peer[0] if isinstance(peer, tuple) else ""
+        return self.engine.config.may_xforward(ip)
+
+    def xforward(self, server: GatewaySMTP, arg: str) -> str:
+        """Store XFORWARD attributes (xtext-decoded) for the next transaction."""
+        state = self._state(server)
+        if state.txn is not None:
+            return "503 5.5.1 Error: MAIL transaction in progress"
+        pairs = [item.partition("=") for item in arg.split()]
+        if not pairs or any(
+            not sep or name.upper() not in _XFORWARD_ATTRS for name, sep, _ in pairs
+        ):
+            return "501 5.5.4 Syntax: XFORWARD attribute=value..."
+        for name, _, value in pairs:
+            decoded = unquote(value.replace("+", "%"))  # xtext: +HH is a hex-escaped byte
+            if decoded in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+                state.xforward.pop(name.upper(), None)
+                continue
+            if name.upper() == "ADDR":
+                decoded = decoded.removeprefix("IPv6:")
+            state.xforward[name.upper()] = "".join(c for c in decoded if " " < c < "\x7f")
+        return "250 2.0.0 Ok"
 
     async def _write(
         self,
-        session: Any,
+        server: GatewaySMTP,
         txn: _Transaction,
         *,
         verdict: str,
@@ -150,7 +261,7 @@ class GatewayHandler:
         reply: str,
         judgement: Judgement | None = None,
     ) -> None:
-        ip, helo, tls = self._client(session)
+        ip, helo, tls = self._client(server)
         record = build_record(
             decision_id=txn.id,
             when=txn.when,
@@ -168,12 +279,24 @@ class GatewayHandler:
         )
         await self.audit.record(record)
 
-    async def _finish_without_data(self, session: Any, state: _SessionState) -> None:
-        """Record a transaction that ended before DATA was completed, and reset downstream."""
-        txn, state.txn = state.txn, None
+    async def _record_quietly(
+        self, server: GatewaySMTP, txn: _Transaction, verdict: str, reasons: list[str], reply: str
+    ) -> None:
+        # Used where the client's reply does not depend on the record (a refusal already, or
+        # no reply at all); AuditLog has logged the full record if the store failed.
+        with contextlib.suppress(StoreError):
+            await self._write(server, txn, verdict=verdict, reasons=reasons, reply=reply)
+
+    def _end_transaction(self, state: _SessionState) -> None:
+        state.txn = None
+        state.xforward.clear()  # XFORWARD attributes last one transaction, as in Postfix
+
+    async def _finish_without_data(self, server: GatewaySMTP) -> None:
+        """Record a transaction that ended before its DATA was judged, then reset downstream."""
+        state = self._state(server)
+        txn = state.txn
         if txn is None:
             return
-        await state.downstream.rset()
         refused = [r for r in txn.recipients if not r.accepted]
         if txn.recipients and not any(r.accepted for r in txn.recipients):
             verdict = "reject" if any(r.reply.startswith("5") for r in refused) else "tempfail"
@@ -181,133 +304,190 @@ class GatewayHandler:
             reply = refused[-1].reply
         else:
             verdict, reasons, reply = "abandoned", [], ""
-        # A store failure was logged with the full record by AuditLog; no reply depends on it.
-        with contextlib.suppress(StoreError):
-            await self._write(session, txn, verdict=verdict, reasons=reasons, reply=reply)
+        await self._record_quietly(server, txn, verdict, reasons, reply)
+        self._end_transaction(state)
+        await state.downstream.rset()
 
-    def schedule_disconnect(self, session: Any) -> None:
+    async def data_refused(self, server: GatewaySMTP, reply: str) -> None:
+        """aiosmtpd refused the DATA itself (too large, line too long): record that refusal."""
+
+        async def work() -> None:
+            state = self._state(server)
+            txn = state.txn
+            if txn is None:
+                return
+            reason = "message.too_large" if reply.startswith("552") else "message.line_too_long"
+            await self._record_quietly(server, txn, "reject", [reason], reply)
+            self._end_transaction(state)
+            await state.downstream.rset()
+
+        await self._guard(server, work)
+
+    def schedule_disconnect(self, server: GatewaySMTP) -> None:
         """Called when the client connection is gone (from a sync protocol callback)."""
-        task = asyncio.get_running_loop().create_task(self._disconnect(session))
+        task = asyncio.get_running_loop().create_task(self._disconnect(server))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _disconnect(self, session: Any) -> None:
-        state: _SessionState | None = getattr(session, "congvu", None)
-        if state is None or state.closed:
+    async def _disconnect(self, server: GatewaySMTP) -> None:
+        state = server.state
+        if state is None:
             return
-        state.closed = True
-        try:
-            await self._finish_without_data(session, state)
-        finally:
-            await state.downstream.close()
+        async with state.lock:  # waits for a DATA still being relayed and recorded
+            if state.closed:
+                return
+            state.closed = True
+            try:
+                await self._finish_without_data(server)
+            finally:
+                await state.downstream.close()
 
     async def drain(self) -> None:
-        """Wait for background clean-ups (used at shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Wait for in-flight work and clean-ups (used at shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # -- SMTP hooks --------------------------------------------------------------------------
 
-    async def handle_HELO(self, server: SMTP, session: Any, envelope: Any, hostname: str) -> str:
+    async def handle_HELO(
+        self, server: GatewaySMTP, session: Any, envelope: Any, hostname: str
+    ) -> str:
         """Answer HELO; a new greeting abandons any open transaction."""
-        await self._finish_without_data(session, self._state(session))
+        await self._guard(server, lambda: self._finish_without_data(server))
         session.host_name = hostname
         return f"250 {server.hostname}"
 
     async def handle_EHLO(
-        self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
+        self, server: GatewaySMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
-        """Advertise ENHANCEDSTATUSCODES and PIPELINING besides aiosmtpd's own keywords."""
-        await self._finish_without_data(session, self._state(session))
+        """Advertise ENHANCEDSTATUSCODES and PIPELINING (and XFORWARD to proxies)."""
+        await self._guard(server, lambda: self._finish_without_data(server))
         session.host_name = hostname
         last = responses.pop()  # "250 HELP"
-        responses += ["250-ENHANCEDSTATUSCODES", "250-PIPELINING", last]
+        responses += ["250-ENHANCEDSTATUSCODES", "250-PIPELINING"]
+        if self.may_xforward(server):
+            responses.append("250-XFORWARD NAME ADDR PROTO HELO")
+        responses.append(last)
         return responses
 
     async def handle_MAIL(
-        self, server: SMTP, session: Any, envelope: Any, address: str, mail_options: list[str]
+        self,
+        server: GatewaySMTP,
+        session: Any,
+        envelope: Any,
+        address: str,
+        mail_options: list[str],
     ) -> str:
         """Open the downstream transaction; its refusal or absence is the client's answer."""
-        state = self._state(session)
-        await self._finish_without_data(session, state)
-        txn = _Transaction(new_decision_id(), datetime.now(UTC), time.perf_counter(), address)
-        size = next((o.split("=", 1)[1] for o in mail_options if o.startswith("SIZE=")), None)
-        smtputf8 = "SMTPUTF8" in mail_options
+        return await self._guard(
+            server, lambda: self._mail(server, envelope, address, mail_options)
+        )
+
+    async def _mail(
+        self, server: GatewaySMTP, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        state = self._state(server)
+        await self._finish_without_data(server)
+        smtputf8 = "SMTPUTF8" in options
+        txn = _Transaction(
+            new_decision_id(), datetime.now(UTC), time.perf_counter(), address, smtputf8
+        )
+        if not address.isascii() and not smtputf8:
+            line = refusal("address.non_ascii", self.engine.policy).line(ref=txn.id)
+            await self._record_quietly(server, txn, "reject", ["address.non_ascii"], line)
+            return line
+        size = next((o.split("=", 1)[1] for o in options if o.startswith("SIZE=")), None)
         try:
             reply = await state.downstream.mail(
                 address, size=int(size) if size and size.isdigit() else None, smtputf8=smtputf8
             )
         except DownstreamError as exc:
             self.log.warning("relay.failed", stage="MAIL", reason=exc.reason, detail=exc.detail)
-            line = refusal(exc.reason, self.engine.policy).line()
-            await self._record_early(session, txn, "tempfail", exc.reason, line)
+            line = refusal(exc.reason, self.engine.policy).line(ref=txn.id)
+            await self._record_quietly(server, txn, "tempfail", [exc.reason], line)
             return line
         if not reply.ok:
-            reason = _downstream_reason(reply)
             line = reply.line(f"{reply.code // 100}.0.0")
-            await self._record_early(session, txn, _verdict_of(reply), reason, line)
+            await self._record_quietly(
+                server, txn, _verdict_of(reply), [_downstream_reason(reply)], line
+            )
             return line
         envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
+        envelope.mail_options.extend(options)
         state.txn = txn
         return "250 2.1.0 Sender ok"
 
-    async def _record_early(
-        self, session: Any, txn: _Transaction, verdict: str, reason: str, line: str
-    ) -> None:
-        # The reply is already a refusal; AuditLog logged the record if the store failed.
-        with contextlib.suppress(StoreError):
-            await self._write(session, txn, verdict=verdict, reasons=[reason], reply=line)
-
     async def handle_RCPT(
-        self, server: SMTP, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+        self,
+        server: GatewaySMTP,
+        session: Any,
+        envelope: Any,
+        address: str,
+        rcpt_options: list[str],
     ) -> str:
         """Relay check, then the downstream's own answer for this recipient."""
-        state = self._state(session)
+        return await self._guard(
+            server, lambda: self._rcpt(server, envelope, address, rcpt_options)
+        )
+
+    async def _rcpt(
+        self, server: GatewaySMTP, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        state = self._state(server)
         txn = state.txn
         if txn is None:  # pragma: no cover - aiosmtpd refuses RCPT before MAIL itself
             return "503 5.5.1 Error: need MAIL command"
-        ip, _, _ = self._client(session)
-        denied = self.engine.recipient_refusal(address, ip)
-        if denied is not None:
-            txn.recipients.append(RecipientOutcome(address, False, denied.line(), "relay.denied"))
-            return denied.line()
+
+        def refuse(code: str) -> str:
+            line = refusal(code, self.engine.policy).line(ref=txn.id)
+            txn.recipients.append(RecipientOutcome(address, False, line, code))
+            return line
+
+        if not address.isascii() and not txn.smtputf8:
+            return refuse("address.non_ascii")
+        ip, _, _ = self._client(server)
+        if self.engine.recipient_refusal(address, ip) is not None:
+            return refuse("relay.denied")
         try:
             reply = await state.downstream.rcpt(address)
         except DownstreamError as exc:
             self.log.warning("relay.failed", stage="RCPT", reason=exc.reason, detail=exc.detail)
-            line = refusal(exc.reason, self.engine.policy).line()
-            txn.recipients.append(RecipientOutcome(address, False, line, exc.reason))
-            return line
+            return refuse(exc.reason)
         if not reply.ok:
             line = reply.line("5.1.1" if reply.code >= 500 else "4.0.0")
             txn.recipients.append(RecipientOutcome(address, False, line, _downstream_reason(reply)))
             return line
         envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
+        envelope.rcpt_options.extend(options)
         line = "250 2.1.5 Recipient ok"
         txn.recipients.append(RecipientOutcome(address, True, line))
         return line
 
-    async def handle_RSET(self, server: SMTP, session: Any, envelope: Any) -> str:
+    async def handle_RSET(self, server: GatewaySMTP, session: Any, envelope: Any) -> str:
         """RSET abandons the transaction here and downstream."""
-        await self._finish_without_data(session, self._state(session))
+        await self._guard(server, lambda: self._finish_without_data(server))
         return "250 2.0.0 Ok"
 
-    async def handle_QUIT(self, server: SMTP, session: Any, envelope: Any) -> str:
+    async def handle_QUIT(self, server: GatewaySMTP, session: Any, envelope: Any) -> str:
         """Finish the session cleanly before saying goodbye."""
-        await self._disconnect(session)
+        task = asyncio.ensure_future(self._disconnect(server))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.shield(task)
         return "221 2.0.0 Bye"
 
-    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: GatewaySMTP, session: Any, envelope: Any) -> str:
         """Judge, then refuse or relay; record; only then reply."""
-        state = self._state(session)
-        txn, state.txn = state.txn, None
+        return await self._guard(server, lambda: self._data(server, envelope))
+
+    async def _data(self, server: GatewaySMTP, envelope: Any) -> str:
+        state = self._state(server)
+        txn = state.txn
         if txn is None:  # pragma: no cover - aiosmtpd refuses DATA before RCPT itself
             return "503 5.5.1 Error: need RCPT command"
         judgement: Judgement | None = None
         try:
-            ip, helo, tls = self._client(session)
+            ip, helo, tls = self._client(server)
             raw: bytes = envelope.original_content
             # Parsing and judging are CPU work: a worker thread keeps other sessions answered
             # while a large message is examined (process workers come with PDF validation).
@@ -326,36 +506,35 @@ class GatewayHandler:
             if decision.action is not Action.ACCEPT:
                 await state.downstream.rset()
                 assert decision.reply is not None
-                verdict, reasons, line = (
-                    decision.action.value,
-                    list(decision.reasons),
-                    decision.reply.line(),
-                )
+                verdict, reasons = decision.action.value, list(decision.reasons)
+                line = decision.reply.line(ref=txn.id)
             else:
-                verdict, reasons, line = await self._relay(state, txn, judgement, session)
+                verdict, reasons, line = await self._relay(server, state, txn, judgement)
         except Exception:
             self.log.exception("smtp.exception", stage="DATA", decision_id=txn.id)
             await state.downstream.rset()
             verdict, reasons = "tempfail", ["internal.check_error"]
-            line = refusal("internal.check_error", self.engine.policy).line()
+            line = refusal("internal.check_error", self.engine.policy).line(ref=txn.id)
         try:
             await self._write(
-                session, txn, verdict=verdict, reasons=reasons, reply=line, judgement=judgement
+                server, txn, verdict=verdict, reasons=reasons, reply=line, judgement=judgement
             )
         except StoreError:
             if verdict == "accept":
                 # Delivered but not recorded: 4xx makes the client retry (a duplicate), which
                 # is the lesser harm than a delivery nobody can account for.
                 self.log.error("store.accepted_unrecorded", decision_id=txn.id)
-            return refusal("store.unavailable", self.engine.policy).line()
+            return refusal("store.unavailable", self.engine.policy).line(ref=txn.id)
+        finally:
+            self._end_transaction(state)
         return line
 
     async def _relay(
-        self, state: _SessionState, txn: _Transaction, judgement: Judgement, session: Any
+        self, server: GatewaySMTP, state: _SessionState, txn: _Transaction, judgement: Judgement
     ) -> tuple[str, list[str], str]:
         decision = judgement.decision
         assert judgement.parsed is not None
-        ip, helo, tls = self._client(session)
+        ip, helo, tls = self._client(server)
         monitor = decision.monitor_reasons
         head = trace_headers(
             hostname=self.engine.config.hostname,
@@ -363,7 +542,7 @@ class GatewayHandler:
             helo=helo,
             client_ip=ip,
             tls=tls,
-            esmtp=bool(session.extended_smtp),
+            esmtp=bool(server.session is not None and server.session.extended_smtp),
             recipients=tuple(r.address for r in txn.recipients if r.accepted),
             result="neutral" if monitor else "pass",
             reason=f"monitor: would refuse {' '.join(monitor)}" if monitor else "",
@@ -374,7 +553,8 @@ class GatewayHandler:
             reply = await state.downstream.data(head + body)
         except DownstreamError as exc:
             self.log.warning("relay.failed", stage="DATA", reason=exc.reason, detail=exc.detail)
-            return "tempfail", [exc.reason], refusal(exc.reason, self.engine.policy).line()
+            line = refusal(exc.reason, self.engine.policy).line(ref=txn.id)
+            return "tempfail", [exc.reason], line
         if reply.ok:
             return "accept", [], accept_reply(txn.id)
         line = reply.line(f"{reply.code // 100}.0.0")

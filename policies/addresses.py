@@ -17,6 +17,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 
 __all__ = [
@@ -26,10 +27,12 @@ __all__ = [
     "ascii_fold",
     "canonical_domain",
     "comments_of",
+    "decode_words",
     "domain_in",
     "domain_matches",
     "parse_addr_spec",
     "parse_mailbox_list",
+    "shown_text",
 ]
 
 _SPECIALS = set('()<>[]:;@\\,."')
@@ -255,19 +258,36 @@ class _Parser:
         return Mailbox("", local, domain)
 
 
+def decode_words(text: str) -> str:
+    """Decode RFC 2047 encoded words as a mail client shows them (adjacent words joined).
+
+    Clients also decode encoded words inside quoted strings and comments, where RFC 2047
+    forbids them, so this is applied there too. Undecodable text is judged as it stands.
+    """
+    if "=?" not in text:
+        return text
+    try:
+        return str(make_header(decode_header(text)))
+    except (HeaderParseError, ValueError, LookupError, UnicodeError):
+        return text
+
+
+def shown_text(text: str) -> str:
+    """Text as a reader would take it: encoded words decoded, compatibility forms folded.
+
+    NFKC turns look-alike forms such as the full-width ``＠`` into ``@``, so an address
+    spelled with them in a display name is seen for what it shows.
+    """
+    return unicodedata.normalize("NFKC", decode_words(text))
+
+
 def _display_name(words: list[_Token]) -> str:
     parts: list[str] = []
     for word in words:
-        text = word.text
-        if word.kind == "atom" and text.startswith("=?") and text.endswith("?="):
-            try:
-                text = str(make_header(decode_header(text)))
-            except (ValueError, LookupError, UnicodeError):
-                text = word.text  # undecodable encoded-word: judged as shown, raw
         if parts and word.space_before:
             parts.append(" ")
-        parts.append(text)
-    return "".join(parts).strip()
+        parts.append(word.text)
+    return decode_words("".join(parts).strip()).strip()
 
 
 def parse_mailbox_list(value: str) -> list[Mailbox]:

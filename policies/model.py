@@ -12,6 +12,7 @@ from enum import StrEnum
 from policies.addresses import AddressError, Mailbox, parse_mailbox_list
 
 __all__ = [
+    "MAX_REPLY_LINE",
     "Action",
     "AddressField",
     "Attachment",
@@ -45,6 +46,9 @@ class Mode(StrEnum):
     OFF = "off"  # the rule does not run
 
 
+MAX_REPLY_LINE = 510  # RFC 5321 4.5.3.1.5: 512 octets including the code and CRLF
+
+
 @dataclass(frozen=True)
 class Reply:
     """An SMTP reply: code, enhanced status code (RFC 3463) and one line of text."""
@@ -53,9 +57,18 @@ class Reply:
     enhanced: str
     text: str
 
-    def line(self) -> str:
-        """The reply as sent: ``550 5.7.1 text``."""
-        return f"{self.code} {self.enhanced} {self.text}".rstrip()
+    def line(self, ref: str = "") -> str:
+        """The reply as sent: ``550 5.7.1 text (ref ID)``, cut to the SMTP line limit.
+
+        The decision id (``ref``) lets an officer or admin find the record of a refusal.
+        """
+        head = f"{self.code} {self.enhanced} "
+        tail = f" (ref {ref})" if ref else ""
+        text = self.text
+        room = MAX_REPLY_LINE - len(head) - len(tail)
+        if len(text) > room:
+            text = text[: room - 3].rstrip() + "..."
+        return f"{head}{text}{tail}".rstrip()
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,7 @@ class MessageFacts:
     message_id: str = ""
     size: int = 0
     attachments: tuple[Attachment, ...] = ()
+    header_defects: tuple[str, ...] = ()  # header lines that are not fields (see gateway)
 
 
 @dataclass(frozen=True)

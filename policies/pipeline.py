@@ -18,7 +18,9 @@ from policies.reasons import REASONS, reply_for
 from policies.rules import RULES, RuleContext
 from policies.schema import Policy
 
-__all__ = ["check_recipient", "evaluate", "refusal"]
+__all__ = ["HEADER_SYNTAX", "check_recipient", "evaluate", "refusal"]
+
+HEADER_SYNTAX = "message-header-syntax"  # the built-in check's id in findings
 
 
 def check_recipient(
@@ -48,6 +50,14 @@ def evaluate(facts: MessageFacts, policy: Policy, now: datetime) -> Decision:
     enforced: list[tuple[Action, str]] = []
     monitored: list[str] = []
     errors: list[str] = []
+    if facts.header_defects:
+        # Built in, like the relay check: a header section that readers can disagree about
+        # could hide the very From or Reply-To the rules judge. Not a policy choice.
+        detail = "; ".join(facts.header_defects[:5])
+        findings.append(
+            Finding(HEADER_SYNTAX, Mode.ENFORCE, "reject", "message.malformed_headers", detail)
+        )
+        enforced.append((Action.REJECT, "message.malformed_headers"))
     for config in policy.rules:
         mode = config.effective_mode(now)
         if mode is Mode.OFF:

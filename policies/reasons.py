@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policies.addresses import ascii_fold
-from policies.model import Action, Reply
+from policies.model import MAX_REPLY_LINE, Action, Reply
 
 __all__ = ["MAX_REPLY_LINE", "REASONS", "Reason", "reply_for"]
 
-MAX_REPLY_LINE = 510  # RFC 5321 4.5.3.1.5: 512 octets including the code and CRLF
 
 _PHU_MY_1 = (
     "Công văn của UBND huyện Phù Mỹ (Bình Định) năm 2022 về tăng cường sử dụng Văn phòng "
@@ -89,6 +88,65 @@ REASONS: dict[str, Reason] = {
             fix_vi="Gửi lại bằng phần mềm thư thông thường từ hộp thư công vụ của anh/chị.",
             fix_en="Send it again with an ordinary mail program from your official mailbox.",
             directive="RFC 5322 mục 3.6.2 (trường From xác định tác giả thư). " + _PHU_MY_1,
+        ),
+        Reason(
+            code="message.malformed_headers",
+            action=Action.REJECT,
+            smtp_code=550,
+            enhanced="5.6.0",
+            reply_vi="Phan tieu de thu sai cu phap",
+            reply_en="Malformed header section",
+            explain_vi=(
+                "Phần tiêu đề thư có dòng không phải trường tiêu đề hợp lệ (thiếu dấu hai chấm, "
+                "tên trường có ký tự lạ, ký tự NUL…). Các phần mềm thư có thể hiểu khác nhau về "
+                "người gửi của thư như vậy."
+            ),
+            explain_en=(
+                "The header section has a line that is not a valid header field (no colon, odd "
+                "characters in the name, a NUL...). Mail programs may disagree on who sent it."
+            ),
+            fix_vi="Gửi lại bằng phần mềm thư thông thường.",
+            fix_en="Send it again with an ordinary mail program.",
+            directive="RFC 5322 mục 2.2 và 3.6 (cú pháp trường tiêu đề).",
+        ),
+        Reason(
+            code="address.non_ascii",
+            action=Action.REJECT,
+            smtp_code=553,
+            enhanced="5.6.7",
+            reply_vi="Dia chi co dau can tham so SMTPUTF8",
+            reply_en="Non-ASCII address without SMTPUTF8",
+            explain_vi="Địa chỉ có ký tự ngoài ASCII chỉ được dùng khi máy gửi khai báo SMTPUTF8.",
+            explain_en="A non-ASCII address may only be used with the SMTPUTF8 parameter.",
+            fix_vi="Dùng địa chỉ không dấu, hoặc phần mềm thư hỗ trợ SMTPUTF8.",
+            fix_en="Use an ASCII address, or a mail program that supports SMTPUTF8.",
+            directive="RFC 6531 mục 3.4.",
+        ),
+        Reason(
+            code="message.too_large",
+            action=Action.REJECT,
+            smtp_code=552,
+            enhanced="5.3.4",
+            reply_vi="Thu vuot qua kich thuoc cho phep",
+            reply_en="Message exceeds the size limit",
+            explain_vi="Thư lớn hơn giới hạn kích thước của cổng thư.",
+            explain_en="The message is larger than the gateway's size limit.",
+            fix_vi="Giảm kích thước tệp đính kèm hoặc gửi qua hệ thống văn phòng điện tử.",
+            fix_en="Make the attachments smaller or send them through the e-office system.",
+            directive="",
+        ),
+        Reason(
+            code="message.line_too_long",
+            action=Action.REJECT,
+            smtp_code=500,
+            enhanced="5.5.2",
+            reply_vi="Dong thu qua dai",
+            reply_en="Line too long",
+            explain_vi="Thư có dòng dài hơn 998 ký tự, trái với RFC 5321/5322.",
+            explain_en="The message has a line longer than 998 characters (RFC 5321/5322).",
+            fix_vi="Gửi lại bằng phần mềm thư thông thường.",
+            fix_en="Send it again with an ordinary mail program.",
+            directive="RFC 5321 mục 4.5.3.1.6.",
         ),
         Reason(
             code="relay.denied",
@@ -213,7 +271,4 @@ def reply_for(code: str, help_contact: str = "") -> Reply:
     text = f"[{reason.code}] {reason.reply_vi} / {reason.reply_en}"
     if help_contact:
         text += f". Help: {ascii_fold(help_contact)}"
-    room = MAX_REPLY_LINE - len(f"{reason.smtp_code} {reason.enhanced} ")
-    if len(text) > room:
-        text = text[: room - 3].rstrip() + "..."
     return Reply(reason.smtp_code, reason.enhanced, text)

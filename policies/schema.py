@@ -55,6 +55,7 @@ def _locate(text: str, path: list[str | int]) -> int | None:
     *table, last = path
     header: list[str | int] = []
     counts: dict[str, int] = {}
+    table_line: int | None = None  # where the key's table starts: the answer if the key is absent
     header_re = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
     for number, line in enumerate(text.splitlines(), start=1):
         m = header_re.match(line)
@@ -67,6 +68,8 @@ def _locate(text: str, path: list[str | int]) -> int | None:
             header = names
             if header == path:
                 return number
+            if header == table:
+                table_line = number
             continue
         if (
             header == table
@@ -74,7 +77,7 @@ def _locate(text: str, path: list[str | int]) -> int | None:
             and re.match(rf'^\s*"?{re.escape(last)}"?\s*=', line)
         ):
             return number
-    return None
+    return table_line if table else None
 
 
 class TomlReader:
@@ -305,6 +308,8 @@ def parse_policy(text: str, source: str) -> Policy:
     rules: list[RuleConfig] = []
     seen: set[str] = set()
     for entry in root.tables("rules"):
+        if not entry.has("id"):
+            raise entry.error("id", "missing: every [[rules]] entry names its rule")
         rule_id = entry.string("id")
         if rule_id not in RULES:
             known = ", ".join(sorted(RULES))
@@ -314,10 +319,13 @@ def parse_policy(text: str, source: str) -> Policy:
         seen.add(rule_id)
         mode = Mode(entry.choice("mode", tuple(m.value for m in Mode), "enforce"))
         enforce_from = entry.date("enforce_from")
+        if enforce_from is not None and mode is not Mode.ENFORCE:
+            # A monitor rule with a start date would never enforce: surely not what was meant.
+            raise entry.error("enforce_from", 'only with mode = "enforce" (it starts enforcing)')
         options = RULES[rule_id].read_options(entry)
         entry.finish()
         rules.append(RuleConfig(rule_id, mode, enforce_from, options))
-    if not root.has("rules"):
+    if not rules:
         raise root.error("rules", "the policy names no rules ([[rules]] entries)")
     root.finish()
     return Policy(

@@ -83,6 +83,7 @@ class RecordingHandler:
     refuse_rcpt: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None
     drop_on_data: bool = False
+    data_delay: float = 0.0
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -106,6 +107,8 @@ class RecordingHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.commands.append("DATA")
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         if self.drop_on_data:
             server.transport.close()
             return "421 4.3.0 gone"

@@ -7,9 +7,11 @@ from typing import Any
 from policies.addresses import (
     AddressError,
     addresses_in_text,
+    canonical_domain,
     comments_of,
     domain_matches,
     parse_addr_spec,
+    shown_text,
 )
 from policies.model import AddressField, MessageFacts, Verdict
 from policies.rules import RuleContext, rule
@@ -18,17 +20,35 @@ from policies.schema import Policy, TomlReader
 _RECIPIENT_KEYWORDS = ("official", "*")
 
 
+def _local_key(local: str) -> str:
+    """A local part as mail servers route it: unquoted, lower case, without a +detail.
+
+    ``"vanthu"@`` and ``vanthu+x@`` reach the same mailbox as ``vanthu@`` on the usual
+    servers (Postfix with recipient_delimiter = +), so they must be protected alike.
+    """
+    return local.strip('"').lower().split("+", 1)[0]
+
+
 def _read_recipient_patterns(reader: TomlReader, key: str, default: list[str]) -> list[str]:
-    patterns = reader.strings(key, default)
-    for p in patterns:
+    """Validate and canonicalise recipient patterns: keywords, addresses or domains."""
+    out: list[str] = []
+    for p in reader.strings(key, default):
         if p in _RECIPIENT_KEYWORDS:
+            out.append(p)
             continue
-        target = p.split("@", 1)[1] if p.count("@") == 1 else p
-        if p.count("@") > 1 or not target or "." not in target:
+        try:
+            if "@" in p:
+                box = parse_addr_spec(p)
+                out.append(f"{_local_key(box.local_part)}@{box.domain}")
+            else:
+                out.append(canonical_domain(p))
+        except AddressError as exc:
             raise reader.error(
-                key, f"{p!r}: use 'official', '*', an address or a domain (subdomains included)"
-            )
-    return patterns
+                key,
+                f"{p!r} ({exc}): use 'official', '*', an address, or a domain "
+                "(which includes its subdomains)",
+            ) from exc
+    return out
 
 
 def _personal_domain_options(reader: TomlReader) -> dict[str, Any]:
@@ -49,13 +69,10 @@ def _recipient_matches(address: str, pattern: str, policy: Policy) -> bool:
     if "@" in pattern:
         p_local, _, p_domain = pattern.rpartition("@")
         try:
-            same_domain = (
-                parse_addr_spec(f"x@{domain}").domain == parse_addr_spec(f"x@{p_domain}").domain
-            )
+            same_domain = canonical_domain(domain) == p_domain
         except AddressError:
             return False
-        # Local parts are compared case-insensitively, as every mail server here treats them.
-        return same_domain and local.lower() == p_local.lower()
+        return same_domain and _local_key(local) == p_local
     return domain_matches(domain, pattern)
 
 
@@ -106,7 +123,9 @@ def _shown_but_not_real(field: AddressField) -> list[str]:
     shown_texts = [mb.display_name for mb in field.mailboxes] + comments_of(field.raw)
     found: list[str] = []
     for text in shown_texts:
-        found.extend(a for a in addresses_in_text(text) if a.lower().rstrip(".") not in real)
+        found.extend(
+            a for a in addresses_in_text(shown_text(text)) if a.lower().rstrip(".") not in real
+        )
     return found
 
 

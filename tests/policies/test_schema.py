@@ -23,6 +23,30 @@ def error_of(text: str) -> ConfigError:
     ("text", "key", "line", "problem"),
     [
         (BASE + 'mdoe = "enforce"\n', "rules[0].mdoe", 6, "unknown key"),
+        (
+            BASE + 'protected_recipients = ["*.x.gov.vn"]\n',
+            "rules[0].protected_recipients",
+            6,
+            "'*.x.gov.vn'",
+        ),
+        (
+            BASE + 'public_recipients = ["a@x..gov.vn"]\n',
+            "rules[0].public_recipients",
+            6,
+            "'a@x..gov.vn'",
+        ),
+        (
+            BASE + 'mode = "monitor"\nenforce_from = 2027-01-01\n',
+            "rules[0].enforce_from",
+            7,
+            'only with mode = "enforce"',
+        ),
+        (
+            BASE.replace('id = "sender-personal-domain"', 'mode = "off"'),
+            "rules[0].id",
+            4,
+            "missing",
+        ),
         (BASE + 'mode = "enforcing"\n', "rules[0].mode", 6, "must be one of enforce, monitor, off"),
         (BASE + "enforce_from = 2027\n", "rules[0].enforce_from", 6, "must be a date"),
         (

@@ -1,0 +1,245 @@
+"""Hostile and unlucky sessions: what is judged is what is delivered, and every transaction is
+recorded, whatever the client does (reviewed defects; each test reproduces one)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CLERK, OFFICIAL, Downstream, LoopThread, make_config, message
+
+from gateway.message import parse_message, strip_our_headers
+
+
+def wait_records(gw: Any, count: int, timeout: float = 5) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = gw.records()
+        if len(records) >= count:
+            return records
+        time.sleep(0.02)
+    raise AssertionError(f"expected {count} records, got {gw.records()}")
+
+
+def raw_session(port: int, lines: list[bytes], *, read_replies: int) -> list[bytes]:
+    """Speak SMTP over a plain socket (to send what smtplib would refuse to)."""
+    replies: list[bytes] = []
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+        sock.makefile("rb") as f,
+    ):
+        f.readline()  # greeting
+        for line in lines:
+            sock.sendall(line)
+        for _ in range(read_replies):
+            reply = f.readline()
+            while reply[3:4] == b"-":
+                reply = f.readline()
+            replies.append(reply)
+    return replies
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        # Bare CR: one header to a naive parser, two after the downstream normalises it.
+        ("X-A: a\rFrom: Boss <boss@gmail.com>\r\n", "sender.malformed_identity"),
+        # Obsolete space before the colon: still a Reply-To for Postfix and for us.
+        ("Reply-To : Boss <boss@gmail.com>\r\n", "sender.personal_domain"),
+        # An 8-bit field name, or no colon: readers disagree where the headers end.
+        ("X-é: 1\r\nReply-To: Boss <boss@gmail.com>\r\n", "message.malformed_headers"),
+        ("not a header\r\nReply-To: Boss <boss@gmail.com>\r\n", "message.malformed_headers"),
+    ],
+)
+def test_header_tricks_cannot_hide_a_sender(
+    start_gateway, downstream: Downstream, tmp_path: Path, extra: str, reason: str
+) -> None:
+    """Lines that a downstream or a client reads differently are judged as they will be read."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    _, (code, _) = gw.send(message(extra=extra), OFFICIAL, [CLERK])
+    assert code == 550
+    assert reason in gw.records()[0]["reasons"]
+    assert downstream.handler.messages == []
+
+
+def test_forged_authentication_results_in_any_spelling_are_removed() -> None:
+    """Quoted ids and ids behind (nested) comments are still our id (RFC 8601 section 5)."""
+    raw = (
+        b'Authentication-Results: "gw.lamdong.gov.vn"; congvu=pass\r\n'
+        b"Authentication-Results: (a(b)c)gw.lamdong.gov.vn; congvu=pass\r\n"
+        b"Authentication-Results: (;) GW.LAMDONG.GOV.VN ; congvu=pass\r\n"
+        b"Authentication-Results: gw.lamdong.gov.vn.evil.example; dkim=pass\r\n"
+        b"Authentication-Results: xgw.lamdong.gov.vn; dkim=pass\r\n"
+        b"From: a@x.gov.vn\r\n\r\nbody\r\n"
+    )
+    out = strip_our_headers(parse_message(raw), "gw.lamdong.gov.vn")
+    assert b"congvu=pass" not in out
+    assert b"gw.lamdong.gov.vn.evil.example; dkim=pass" in out
+    assert b"xgw.lamdong.gov.vn; dkim=pass" in out
+
+
+def test_client_vanishing_while_data_is_relayed_still_gets_recorded(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """The downstream took the message: the record exists though the client never saw 250."""
+    downstream.handler.data_delay = 0.5
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    body = message()
+    lines = [
+        b"EHLO c\r\n",
+        f"MAIL FROM:<{OFFICIAL}>\r\n".encode(),
+        f"RCPT TO:<{CLERK}>\r\n".encode(),
+        b"DATA\r\n",
+    ]
+    with (
+        socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock,
+        sock.makefile("rb") as f,
+    ):
+        f.readline()
+        for line in lines:
+            sock.sendall(line)
+            reply = f.readline()
+            while reply[3:4] == b"-":
+                reply = f.readline()
+        sock.sendall(body + b".\r\n")
+        time.sleep(0.1)  # the gateway is now waiting on the slow downstream
+    [record] = wait_records(gw, 1)
+    assert record["verdict"] == "accept"
+    assert len(downstream.handler.messages) == 1
+
+
+def test_rset_then_hang_up_is_recorded(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """Pipelined MAIL, RCPT, RSET, then close at once: one transaction, one record."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    raw_session(
+        gw.port,
+        [b"EHLO c\r\n" + f"MAIL FROM:<{OFFICIAL}>\r\nRCPT TO:<{CLERK}>\r\n".encode() + b"RSET\r\n"],
+        read_replies=4,
+    )
+    [record] = wait_records(gw, 1)
+    assert record["verdict"] == "abandoned"
+
+
+def test_starttls_inside_a_transaction_is_refused(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """STARTTLS after MAIL would orphan the transaction: 503 5.5.1, the transaction goes on."""
+    from test_tls_and_audit import self_signed
+
+    cert, key = self_signed(tmp_path)
+    gw = start_gateway(make_config(tmp_path, downstream.port, tls_cert=cert, tls_key=key))
+    with gw.client() as smtp:
+        smtp.mail(OFFICIAL)
+        assert smtp.docmd("STARTTLS") == (503, b"5.5.1 Error: MAIL transaction in progress")
+        smtp.rcpt(CLERK)
+        assert smtp.data(message())[0] == 250
+    assert len(downstream.handler.messages) == 1
+
+
+def test_oversize_data_is_recorded_as_a_refusal_at_once(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """aiosmtpd's own 552 for too much data is recorded before the next command."""
+    gw = start_gateway(make_config(tmp_path, downstream.port, max_message_size=2000))
+    with gw.client() as smtp:
+        smtp.mail(OFFICIAL)
+        smtp.rcpt(CLERK)
+        code, text = smtp.data(message(body="x" * 70 + "\r\n") * 40)
+        assert code == 552 and text.startswith(b"5.3.4 ")
+        [record] = gw.records()
+        assert record["verdict"] == "reject" and record["reasons"] == ["message.too_large"]
+        assert downstream.handler.commands[-1] == "RSET"
+
+
+def test_non_ascii_address_without_smtputf8_is_refused_and_recorded(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """A UTF-8 address without the SMTPUTF8 parameter: 553 5.6.7, not a 451 loop."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    replies = raw_session(
+        gw.port,
+        [b"EHLO c\r\n", "MAIL FROM:<văn@lamdong.gov.vn>\r\n".encode(), b"QUIT\r\n"],
+        read_replies=3,
+    )
+    assert replies[1].startswith(b"553 5.6.7 [address.non_ascii]")
+    [record] = wait_records(gw, 1)
+    assert record["reasons"] == ["address.non_ascii"]
+
+
+def test_refusals_quote_the_decision_id(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """An officer quoting a refusal gives the admin the id to look it up."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    _, (code, text) = gw.send(message(from_="x@gmail.com"), "x@gmail.com", [CLERK])
+    assert code == 550
+    [record] = gw.records()
+    assert text.decode().endswith(f" (ref {record['id']})")
+
+
+def test_xforward_from_the_proxy_sets_the_real_client(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """Behind Postfix (smtpd_proxy_filter) the real client's address decides the relay check."""
+    import ipaddress
+
+    loopback = (ipaddress.ip_network("127.0.0.0/8"),)
+    gw = start_gateway(
+        make_config(tmp_path, downstream.port, trusted_networks=loopback, xforward_hosts=loopback)
+    )
+    with gw.client() as smtp:
+        assert "xforward" in smtp.esmtp_features
+        assert (
+            smtp.docmd("XFORWARD", "ADDR=203.0.113.7 HELO=mx.example.com NAME=spam.example")[0]
+            == 250
+        )
+        smtp.mail(OFFICIAL)
+        code, text = smtp.rcpt("victim@example.com")  # outside: the internet client may not relay
+        assert code == 550 and b"[relay.denied]" in text
+        smtp.rcpt(CLERK)
+        assert smtp.data(message())[0] == 250
+    record = wait_records(gw, 1)[0]
+    assert record["client"]["ip"] == "203.0.113.7" and record["client"]["helo"] == "mx.example.com"
+    received = downstream.handler.messages[0].data
+    assert b"Received: from mx.example.com ([203.0.113.7])" in received
+
+
+def test_xforward_from_anyone_else_is_unknown(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """Without xforward_hosts, XFORWARD is neither advertised nor obeyed."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    with gw.client() as smtp:
+        assert "xforward" not in smtp.esmtp_features
+        assert smtp.docmd("XFORWARD", "ADDR=127.0.0.1")[0] == 500
+
+
+def test_shutdown_lets_an_open_transaction_finish(
+    start_gateway, downstream: Downstream, tmp_path: Path, loop_thread: LoopThread
+) -> None:
+    """On stop, idle sessions get 421; a session mid-transaction completes and is recorded."""
+    import asyncio
+    import smtplib
+
+    def told_421(smtp: smtplib.SMTP) -> bool:
+        try:
+            return smtp.noop()[0] == 421
+        except smtplib.SMTPServerDisconnected:
+            return True
+
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    with gw.client() as idle, gw.client() as busy:
+        busy.mail(OFFICIAL)
+        busy.rcpt(CLERK)
+        stopping = asyncio.run_coroutine_threadsafe(gw.gateway.stop(grace=10), loop_thread.loop)
+        time.sleep(0.3)
+        assert told_421(idle)
+        assert busy.data(message())[0] == 250
+        stopping.result(10)
+        assert told_421(busy)  # closed at the transaction boundary
+    assert len(downstream.handler.messages) == 1
