@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import sys
 import textwrap
@@ -28,8 +29,8 @@ from gateway.config import GatewayConfig, load_config
 from gateway.engine import Engine, accept_reply
 from gateway.ids import new_decision_id
 from gateway.logs import configure_logging
-from gateway.message import parse_message
-from policies import Action, ConfigError, Policy, load_policy
+from gateway.message import normalize_line_endings, parse_message
+from policies import ConfigError, Policy, load_policy
 from policies.addresses import AddressError, parse_mailbox_list
 from policies.rules import RULES
 
@@ -81,12 +82,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _default_envelope(raw: bytes) -> tuple[str, list[str]]:
-    parsed = parse_message(raw)
-    sender = parsed.first("Return-Path").strip().strip("<>").strip()
-    if not sender:
+    """Envelope sender from Return-Path (``<>`` is the null sender), else From; rcpts To/Cc."""
+    parsed = parse_message(normalize_line_endings(raw))
+    return_path = parsed.all("Return-Path")
+    if return_path:
+        sender = return_path[0].value.strip().removeprefix("<").removesuffix(">").strip()
+    else:
         try:
-            boxes = parse_mailbox_list(parsed.first("From"))
-            sender = boxes[0].address
+            sender = parse_mailbox_list(parsed.first("From"))[0].address
         except AddressError:
             sender = ""
     rcpts = [
@@ -98,10 +101,15 @@ def _default_envelope(raw: bytes) -> tuple[str, list[str]]:
 
 
 def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> int:
+    """Judge a stored message through the same Engine calls, in the same order, as serve."""
     try:
         raw = args.message.read_bytes()
+        ipaddress.ip_address(args.client_ip)
     except OSError as exc:
         print(f"congvu check: cannot read {args.message}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError:
+        print(f"congvu check: --client-ip {args.client_ip!r} is not an IP address", file=sys.stderr)
         return EXIT_USAGE
     default_from, default_rcpts = _default_envelope(raw)
     mail_from = default_from if args.mail_from is None else args.mail_from
@@ -110,39 +118,50 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
         print("congvu check: no recipients (give --rcpt, or To/Cc headers)", file=sys.stderr)
         return EXIT_USAGE
     engine = Engine(config, policy)
-    recipients, accepted = [], []
-    for rcpt in rcpts:
-        denied = engine.recipient_refusal(rcpt, args.client_ip)
-        recipients.append(
-            {
-                "address": rcpt,
-                "accepted": denied is None,
-                "reply": denied.line() if denied else "250 2.1.5 Recipient ok",
-            }
+    decision_id = new_decision_id()
+    smtputf8 = not (mail_from + "".join(rcpts)).isascii()  # as a client would declare it
+    result: dict[str, Any] = {
+        "verdict": "reject",
+        "reasons": [],
+        "monitor_reasons": [],
+        "smtp_reply": "",
+        "findings": [],
+        "envelope": {"mail_from": mail_from, "recipients": []},
+        "policy": {"name": policy.name, "source": policy.source, "sha256": policy.sha256},
+    }
+    refused = engine.sender_refusal(mail_from, smtputf8=smtputf8)
+    accepted = []
+    for rcpt in [] if refused else rcpts:
+        code = engine.recipient_refusal(rcpt, args.client_ip, smtputf8=smtputf8)
+        reply = engine.reply(code, ref=decision_id) if code else "250 2.1.5 Recipient ok"
+        result["envelope"]["recipients"].append(
+            {"address": rcpt, "accepted": code is None, "reply": reply, "reason": code}
         )
-        if denied is None:
+        if code is None:
             accepted.append(rcpt)
+        else:
+            refused = refused or code
     if not accepted:
-        verdict, reasons, reply, findings, monitor = (
-            "reject",
-            ["relay.denied"],
-            recipients[0]["reply"],
-            [],
-            [],
-        )
+        result["reasons"] = [refused]
+        result["smtp_reply"] = engine.reply(refused or "relay.denied", ref=decision_id)
+    elif code := engine.data_refusal(raw):
+        result["reasons"] = [code]
+        result["smtp_reply"] = engine.reply(code, ref=decision_id)
     else:
-        judgement = engine.judge(
+        decision = engine.judge(
             raw,
             mail_from=mail_from,
             recipients=tuple(accepted),
             client_ip=args.client_ip,
             helo=args.helo,
+        ).decision
+        result["verdict"] = decision.action.value
+        result["reasons"] = list(decision.reasons)
+        result["monitor_reasons"] = list(decision.monitor_reasons)
+        result["smtp_reply"] = (
+            decision.reply.line(ref=decision_id) if decision.reply else accept_reply(decision_id)
         )
-        decision = judgement.decision
-        verdict, reasons = decision.action.value, list(decision.reasons)
-        monitor = list(decision.monitor_reasons)
-        reply = decision.reply.line() if decision.reply else accept_reply(new_decision_id())
-        findings = [
+        result["findings"] = [
             {
                 "id": f.rule,
                 "mode": f.mode.value,
@@ -152,30 +171,19 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
             }
             for f in decision.findings
         ]
-    result: dict[str, Any] = {
-        "verdict": verdict,
-        "reasons": reasons,
-        "monitor_reasons": monitor,
-        "smtp_reply": reply,
-        "findings": findings,
-        "envelope": {"mail_from": mail_from, "recipients": recipients},
-        "policy": {"name": policy.name, "source": policy.source, "sha256": policy.sha256},
-    }
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
-        print(f"verdict: {verdict}")
-        print(f"reply:   {reply}")
-        for f in findings:
+        print(f"verdict: {result['verdict']}")
+        print(f"reply:   {result['smtp_reply']}")
+        for f in result["findings"]:
             line = f"  {f['id']:<28} {f['mode']:<8} {f['outcome']}"
             if f["reason"]:
                 line += f"  [{f['reason']}] {f['detail']}"
             print(line)
-        if monitor:
-            print(f"monitor: would refuse for {', '.join(monitor)}")
-    return {Action.ACCEPT.value: EXIT_OK, Action.REJECT.value: EXIT_REJECT}.get(
-        verdict, EXIT_TEMPFAIL
-    )
+        if result["monitor_reasons"]:
+            print(f"monitor: would refuse for {', '.join(result['monitor_reasons'])}")
+    return {"accept": EXIT_OK, "reject": EXIT_REJECT}.get(result["verdict"], EXIT_TEMPFAIL)
 
 
 def _explain(policy: Policy) -> str:
@@ -260,7 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(config.log_level, config.log_file)
         from gateway.server import Gateway, serve  # noqa: PLC0415 - only serve needs aiosmtpd
 
-        asyncio.run(serve(Gateway.from_config(config, policy)))
+        try:
+            asyncio.run(serve(Gateway.from_config(config, policy)))
+        except OSError as exc:  # typically: the port is taken, or not ours to bind
+            print(
+                f"congvu serve: cannot listen on {config.listen_host}:{config.listen_port}: {exc}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         return EXIT_OK
     except ConfigError as exc:
         print(f"congvu: configuration error: {exc}", file=sys.stderr)

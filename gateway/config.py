@@ -11,7 +11,9 @@ and its policy can travel together); the defaults are relative to the working di
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,6 +24,14 @@ from policies.schema import ConfigError, TomlReader
 __all__ = ["ConfigError", "DownstreamConfig", "GatewayConfig", "load_config"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def _default_hostname() -> str:
+    name = socket.getfqdn()
+    return name if _HOSTNAME.fullmatch(name) else "localhost"
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,7 @@ class GatewayConfig:
     source: str = "<embedded defaults>"
     listen_host: str = "127.0.0.1"
     listen_port: int = 2525
-    hostname: str = field(default_factory=socket.getfqdn)
+    hostname: str = field(default_factory=_default_hostname)
     max_message_size: int = 35 * 1024 * 1024
     timeout: float = 300.0
     tls_cert: Path | None = None
@@ -134,6 +144,8 @@ def _downstream(reader: TomlReader, base: Path, hostname: str) -> DownstreamConf
         port = parts.port or 25
     except ValueError as exc:
         raise reader.error("url", f"bad port in {url!r}") from exc
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise reader.error("url", "credentials, queries and fragments are not supported")
     if parts.scheme != "smtp" or not parts.hostname or parts.path not in ("", "/"):
         raise reader.error("url", f"must be smtp://HOST:PORT or maildir:PATH, got {url!r}")
     return DownstreamConfig(
@@ -155,13 +167,23 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
 
     server = root.table("server")
     host, port = _listen(server)
-    hostname = server.string("hostname", "") or socket.getfqdn()
+    hostname = server.string("hostname", "") or _default_hostname()
+    if not _HOSTNAME.fullmatch(hostname):
+        # It goes into HELO, Received and Authentication-Results: nothing but a host name.
+        raise server.error(
+            "hostname", f"must be a host name such as gw.lamdong.gov.vn, got {hostname!r}"
+        )
     max_size = server.integer("max_message_size", 35 * 1024 * 1024, minimum=1024)
     timeout = server.number("timeout", 300.0, minimum=1.0)
     tls_cert = _path(server, "tls_cert", base, None)
     tls_key = _path(server, "tls_key", base, None)
     if (tls_cert is None) != (tls_key is None):
         raise server.error("tls_cert", "tls_cert and tls_key go together")
+    if tls_cert is not None and tls_key is not None:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls_cert, tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise server.error("tls_cert", f"cannot load {tls_cert} with {tls_key}: {exc}") from exc
     server.finish()
 
     relay = root.table("relay")

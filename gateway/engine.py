@@ -22,13 +22,14 @@ from policies import (
     MessageFacts,
     Mode,
     Policy,
-    Reply,
     check_recipient,
     evaluate,
     refusal,
 )
 
-__all__ = ["Engine", "Judgement", "RecipientOutcome", "accept_reply", "build_record"]
+__all__ = ["MAX_LINE", "Engine", "Judgement", "RecipientOutcome", "accept_reply", "build_record"]
+
+MAX_LINE = 1001  # bytes with CRLF: aiosmtpd's line_length_limit, so check and serve agree
 
 
 @dataclass
@@ -64,14 +65,35 @@ class Engine:
         self.config = config
         self.policy = policy
 
-    def recipient_refusal(self, address: str, client_ip: str) -> Reply | None:
-        """The built-in relay check for one RCPT TO (policy cannot turn it off)."""
-        code = check_recipient(
+    @staticmethod
+    def sender_refusal(address: str, *, smtputf8: bool) -> str | None:
+        """The reason code refusing MAIL FROM ``address`` before any policy, or None."""
+        return "address.non_ascii" if not address.isascii() and not smtputf8 else None
+
+    def recipient_refusal(self, address: str, client_ip: str, *, smtputf8: bool) -> str | None:
+        """The reason code refusing RCPT TO ``address`` (built in: policy cannot turn it off)."""
+        if not address.isascii() and not smtputf8:
+            return "address.non_ascii"
+        return check_recipient(
             address,
             client_trusted=self.config.is_trusted(client_ip),
             local_domains=self.config.local_domains,
         )
-        return refusal(code, self.policy) if code else None
+
+    def data_refusal(self, raw: bytes) -> str | None:
+        """What the SMTP layer refuses before judging: too large, or a line too long.
+
+        ``serve`` gets this from aiosmtpd while reading DATA; ``check`` asks here.
+        """
+        if len(raw) > self.config.max_message_size:
+            return "message.too_large"
+        if any(len(line) > MAX_LINE for line in raw.splitlines(keepends=True)):
+            return "message.line_too_long"
+        return None
+
+    def reply(self, code: str, ref: str = "") -> str:
+        """The reply line for reason ``code`` under the current policy."""
+        return refusal(code, self.policy).line(ref=ref)
 
     def judge(
         self,

@@ -40,7 +40,7 @@ from gateway.ids import new_decision_id
 from gateway.logs import get_logger
 from gateway.message import strip_our_headers, trace_headers
 from gateway.relay import DownstreamError, DownstreamReply, DownstreamSession, Relay
-from policies import Action, refusal
+from policies import Action
 
 __all__ = ["GatewayHandler", "GatewaySMTP", "add_enhanced_code"]
 
@@ -83,7 +83,14 @@ class GatewaySMTP(SMTP):
 
     _in_ehlo = False
     _data_started = False
+    _in_command = True  # from a command's arrival to its final reply (and before the greeting)
+    _shutdown_requested = False
     state: _SessionState | None = None
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd calls this as each command line arrives, just before handling it.
+        self._in_command = True
+        super()._reset_timeout(duration)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register the session (for shutdown); STARTTLS calls this again on the same object."""
@@ -147,13 +154,19 @@ class GatewaySMTP(SMTP):
                 if isinstance(handler, GatewayHandler):
                     await handler.data_refused(self, status_text)
             await super().push(status_text)
+            if status_text[3:4] in (" ", ""):  # a final reply line (not 354, not "250-")
+                self._in_command = status_text.startswith("354")
+                if self._shutdown_requested:
+                    self.shut_idle()
             return
         await super().push(status)
 
     def shut_idle(self) -> bool:
-        """If no transaction is open or in flight, say 421 and close; True when closed."""
+        """Between transactions, say 421 and close (True); else do so at the next boundary."""
+        self._shutdown_requested = True
         state = self.state
-        if state is not None and (state.txn is not None or state.lock.locked()):
+        busy = state is not None and (state.txn is not None or state.lock.locked())
+        if busy or self._in_command:
             return False
         if self.transport is not None:
             with contextlib.suppress(Exception):
@@ -392,9 +405,10 @@ class GatewayHandler:
         txn = _Transaction(
             new_decision_id(), datetime.now(UTC), time.perf_counter(), address, smtputf8
         )
-        if not address.isascii() and not smtputf8:
-            line = refusal("address.non_ascii", self.engine.policy).line(ref=txn.id)
-            await self._record_quietly(server, txn, "reject", ["address.non_ascii"], line)
+        refused = self.engine.sender_refusal(address, smtputf8=smtputf8)
+        if refused is not None:
+            line = self.engine.reply(refused, ref=txn.id)
+            await self._record_quietly(server, txn, "reject", [refused], line)
             return line
         size = next((o.split("=", 1)[1] for o in options if o.startswith("SIZE=")), None)
         try:
@@ -403,7 +417,7 @@ class GatewayHandler:
             )
         except DownstreamError as exc:
             self.log.warning("relay.failed", stage="MAIL", reason=exc.reason, detail=exc.detail)
-            line = refusal(exc.reason, self.engine.policy).line(ref=txn.id)
+            line = self.engine.reply(exc.reason, ref=txn.id)
             await self._record_quietly(server, txn, "tempfail", [exc.reason], line)
             return line
         if not reply.ok:
@@ -439,15 +453,14 @@ class GatewayHandler:
             return "503 5.5.1 Error: need MAIL command"
 
         def refuse(code: str) -> str:
-            line = refusal(code, self.engine.policy).line(ref=txn.id)
+            line = self.engine.reply(code, ref=txn.id)
             txn.recipients.append(RecipientOutcome(address, False, line, code))
             return line
 
-        if not address.isascii() and not txn.smtputf8:
-            return refuse("address.non_ascii")
         ip, _, _ = self._client(server)
-        if self.engine.recipient_refusal(address, ip) is not None:
-            return refuse("relay.denied")
+        refused = self.engine.recipient_refusal(address, ip, smtputf8=txn.smtputf8)
+        if refused is not None:
+            return refuse(refused)
         try:
             reply = await state.downstream.rcpt(address)
         except DownstreamError as exc:
@@ -514,7 +527,7 @@ class GatewayHandler:
             self.log.exception("smtp.exception", stage="DATA", decision_id=txn.id)
             await state.downstream.rset()
             verdict, reasons = "tempfail", ["internal.check_error"]
-            line = refusal("internal.check_error", self.engine.policy).line(ref=txn.id)
+            line = self.engine.reply("internal.check_error", ref=txn.id)
         try:
             await self._write(
                 server, txn, verdict=verdict, reasons=reasons, reply=line, judgement=judgement
@@ -524,7 +537,7 @@ class GatewayHandler:
                 # Delivered but not recorded: 4xx makes the client retry (a duplicate), which
                 # is the lesser harm than a delivery nobody can account for.
                 self.log.error("store.accepted_unrecorded", decision_id=txn.id)
-            return refusal("store.unavailable", self.engine.policy).line(ref=txn.id)
+            return self.engine.reply("store.unavailable", ref=txn.id)
         finally:
             self._end_transaction(state)
         return line
@@ -553,7 +566,7 @@ class GatewayHandler:
             reply = await state.downstream.data(head + body)
         except DownstreamError as exc:
             self.log.warning("relay.failed", stage="DATA", reason=exc.reason, detail=exc.detail)
-            line = refusal(exc.reason, self.engine.policy).line(ref=txn.id)
+            line = self.engine.reply(exc.reason, ref=txn.id)
             return "tempfail", [exc.reason], line
         if reply.ok:
             return "accept", [], accept_reply(txn.id)
@@ -564,7 +577,7 @@ class GatewayHandler:
         """Any exception escaping a hook: log it, answer 451 4.3.0, show the client nothing."""
         with contextlib.suppress(Exception):  # the reply must not depend on logging
             self.log.error("smtp.exception", exc_info=error)
-        return refusal("internal.check_error", self.engine.policy).line()
+        return self.engine.reply("internal.check_error")
 
 
 def _downstream_reason(reply: DownstreamReply) -> str:

@@ -141,3 +141,78 @@ def test_console_script_is_installed() -> None:
     congvu = Path(sys.executable).parent / "congvu"
     out = subprocess.run([congvu, "policy", "explain"], capture_output=True, text=True, check=True)
     assert "sender-personal-domain" in out.stdout
+
+
+def test_check_follows_serve_on_null_sender_size_and_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Return-Path <> is the null sender; oversize is 552 as serve says; a bad IP exits 2."""
+    bounce = tmp_path / "bounce.eml"
+    bounce.write_bytes(b"Return-Path: <>\r\n" + message(from_="MAILER-DAEMON@mx.lamdong.gov.vn"))
+    status, out, _ = run(["check", "--json", str(bounce)], capsys)
+    assert json.loads(out)["envelope"]["mail_from"] == ""
+    assert status == 0
+
+    config = tmp_path / "small.toml"
+    config.write_text("[server]\nmax_message_size = 1024\n")
+    big = tmp_path / "big.eml"
+    big.write_bytes(message(body="x" * 70 + "\r\n") * 20)
+    status, out, _ = run(["check", "--json", "--config", str(config), str(big)], capsys)
+    result = json.loads(out)
+    assert status == 1 and result["reasons"] == ["message.too_large"]
+    assert result["smtp_reply"].startswith("552 5.3.4 [message.too_large]")
+
+    status, _, err = run(["check", "--client-ip", "banana", str(bounce)], capsys)
+    assert status == 2 and "'banana' is not an IP address" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message_part"),
+    [
+        (
+            '[server]\nhostname = "gw.x\\r\\nX-Injected: yes"\n',
+            "server.hostname: must be a host name",
+        ),
+        ('[server]\ntls_cert = "nope.crt"\ntls_key = "nope.key"\n', "server.tls_cert: cannot load"),
+        ('[downstream]\nurl = "smtp://user:secret@mx.local:25"\n', "downstream.url: credentials"),
+        ('[downstream]\nurl = "http://mx.local"\n', "downstream.url: must be smtp://HOST:PORT"),
+        ('[relay]\ntrusted_networks = ["10.0.0.1/8"]\n', "relay.trusted_networks: '10.0.0.1/8'"),
+        ('[server]\nlisten = "2525"\n', "server.listen: must be HOST:PORT"),
+        ('[log]\nlevel = "verbose"\n', "log.level: must be one of debug, info, warning, error"),
+    ],
+)
+def test_config_errors_name_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message_part: str
+) -> None:
+    """`congvu config check` refuses what would break at run time, naming file and key."""
+    path = tmp_path / "congvu.toml"
+    path.write_text(text)
+    status, _, err = run(["config", "check", str(path)], capsys)
+    assert status == 2
+    assert f"{path}:" in err and message_part in err
+
+
+def test_serve_on_a_taken_port_says_so(tmp_path: Path) -> None:
+    """A port already in use is a one-line error and exit 2, not a traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "c.toml"
+        config.write_text(
+            f'[server]\nlisten = "127.0.0.1:{port}"\n[store]\nsqlite = "d.sqlite"\n'
+            '[log]\nfile = "gw.log"\n'
+        )
+        congvu = Path(sys.executable).parent / "congvu"
+        out = subprocess.run(
+            [congvu, "serve", "--config", config],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert out.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr
