@@ -121,6 +121,9 @@ class GatewaySMTP(SMTP):
             await self.push("503 5.5.1 Error: MAIL transaction in progress")
             return
         await super().smtp_STARTTLS(arg)
+        # The TLS handshake re-runs connection_made (marking a command in progress) but no
+        # greeting follows: the session is between commands again.
+        self._in_command = False
 
     async def smtp_XFORWARD(self, arg: str) -> None:
         """Postfix's XFORWARD: the real client's address and name, from a trusted proxy only."""
