@@ -194,8 +194,11 @@ def _explain(policy: Policy) -> str:
         f"Personal mail providers: {len(policy.personal_providers)} domains",
         f"Help contact: {policy.help_contact or '(none)'}",
         "",
-        "Built in, before any rule: recipients outside the local domains are accepted only from "
-        "trusted networks (no open relay).",
+        "Built in, before any rule (policy cannot turn these off):",
+        "  - recipients outside the local domains only from trusted networks (no open relay);",
+        "  - non-ASCII addresses only with SMTPUTF8; size and line-length limits;",
+        "  - a header section with lines that are not header fields is refused",
+        "    (message.malformed_headers): readers could disagree on who sent it.",
         "",
         "Rules, in order (every rule runs; the most severe verdict wins):",
     ]
@@ -266,15 +269,12 @@ def main(argv: list[str] | None = None) -> int:
             configure_logging("error", "-")
             return _check(args, config, policy)
         configure_logging(config.log_level, config.log_file)
-        from gateway.server import Gateway, serve  # noqa: PLC0415 - only serve needs aiosmtpd
+        from gateway.server import Gateway, ListenError, serve  # noqa: PLC0415 - needs aiosmtpd
 
         try:
             asyncio.run(serve(Gateway.from_config(config, policy)))
-        except OSError as exc:  # typically: the port is taken, or not ours to bind
-            print(
-                f"congvu serve: cannot listen on {config.listen_host}:{config.listen_port}: {exc}",
-                file=sys.stderr,
-            )
+        except ListenError as exc:
+            print(f"congvu serve: {exc}", file=sys.stderr)
             return EXIT_USAGE
         return EXIT_OK
     except ConfigError as exc:

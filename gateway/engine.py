@@ -87,7 +87,9 @@ class Engine:
         """
         if len(raw) > self.config.max_message_size:
             return "message.too_large"
-        if any(len(line) > MAX_LINE for line in raw.splitlines(keepends=True)):
+        # As received over SMTP, every line ends in CRLF: measure it that way.
+        lines = normalize_line_endings(raw).split(b"\r\n")
+        if any(len(line) + 2 > MAX_LINE for line in lines):
             return "message.line_too_long"
         return None
 

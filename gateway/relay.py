@@ -59,6 +59,7 @@ class DownstreamReply:
 
     code: int
     text: str
+    reason: str | None = None  # our reason code when the refusal is ours, not the server's
 
     @classmethod
     def of(cls, code: int, message: str) -> DownstreamReply:
@@ -149,7 +150,11 @@ class SmtpDownstream:
                 options.append("BODY=8BITMIME")
             if smtputf8:
                 if not client.supports_extension("smtputf8"):
-                    return DownstreamReply(550, "5.6.7 downstream does not support SMTPUTF8")
+                    return DownstreamReply(
+                        550,
+                        "5.6.7 downstream does not support SMTPUTF8",
+                        "downstream.smtputf8_unsupported",
+                    )
                 options.append("SMTPUTF8")
             self._encoding = "utf-8" if smtputf8 else "ascii"
             try:

@@ -21,9 +21,13 @@ from gateway.relay import Relay, make_relay
 from gateway.smtp import GatewayHandler, GatewaySMTP
 from policies import ConfigError, Policy, load_policy
 
-__all__ = ["Gateway", "serve"]
+__all__ = ["Gateway", "ListenError", "serve"]
 
 SHUTDOWN_GRACE = 30.0  # seconds open sessions get to finish after SIGTERM
+
+
+class ListenError(OSError):
+    """The listening socket could not be opened (port taken, address not ours, no permission)."""
 
 
 def _tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
@@ -82,12 +86,16 @@ class Gateway:
     async def start(self, port: int | None = None) -> int:
         """Listen (``port`` 0 picks a free one, for tests); return the port."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            partial(self._protocol),
-            host=self.config.listen_host,
-            port=self.config.listen_port if port is None else port,
-            reuse_address=True,
-        )
+        where = f"{self.config.listen_host}:{self.config.listen_port if port is None else port}"
+        try:
+            self._server = await loop.create_server(
+                partial(self._protocol),
+                host=self.config.listen_host,
+                port=self.config.listen_port if port is None else port,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {where}: {exc}") from exc
         bound: int = self._server.sockets[0].getsockname()[1]
         self.log.info(
             "gateway.started",

@@ -155,7 +155,7 @@ class GatewaySMTP(SMTP):
                 # much data, a line too long): record that refusal before it is sent.
                 handler = self.event_handler
                 if isinstance(handler, GatewayHandler):
-                    await handler.data_refused(self, status_text)
+                    status_text = await handler.data_refused(self, status_text)
             await super().push(status_text)
             if status_text[3:4] in (" ", ""):  # a final reply line (not 354, not "250-")
                 self._in_command = status_text.startswith("354")
@@ -324,20 +324,26 @@ class GatewayHandler:
         self._end_transaction(state)
         await state.downstream.rset()
 
-    async def data_refused(self, server: GatewaySMTP, reply: str) -> None:
-        """aiosmtpd refused the DATA itself (too large, line too long): record that refusal."""
+    async def data_refused(self, server: GatewaySMTP, reply: str) -> str:
+        """aiosmtpd refused the DATA itself (too large, line too long): record the refusal.
 
-        async def work() -> None:
+        Returns the reply to send instead of aiosmtpd's: the reason table's, with the ref,
+        exactly as ``congvu check`` gives it.
+        """
+
+        async def work() -> str:
             state = self._state(server)
             txn = state.txn
             if txn is None:
-                return
+                return reply
             reason = "message.too_large" if reply.startswith("552") else "message.line_too_long"
-            await self._record_quietly(server, txn, "reject", [reason], reply)
+            line = self.engine.reply(reason, ref=txn.id)
+            await self._record_quietly(server, txn, "reject", [reason], line)
             self._end_transaction(state)
             await state.downstream.rset()
+            return line
 
-        await self._guard(server, work)
+        return await self._guard(server, work)
 
     def schedule_disconnect(self, server: GatewaySMTP) -> None:
         """Called when the client connection is gone (from a sync protocol callback)."""
@@ -584,6 +590,8 @@ class GatewayHandler:
 
 
 def _downstream_reason(reply: DownstreamReply) -> str:
+    if reply.reason:
+        return reply.reason
     return "downstream.refused" if reply.code >= 500 else "downstream.deferred"
 
 

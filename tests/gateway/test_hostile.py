@@ -150,8 +150,10 @@ def test_oversize_data_is_recorded_as_a_refusal_at_once(
         smtp.mail(OFFICIAL)
         smtp.rcpt(CLERK)
         code, text = smtp.data(message(body="x" * 70 + "\r\n") * 40)
-        assert code == 552 and text.startswith(b"5.3.4 ")
+        assert code == 552 and text.startswith(b"5.3.4 [message.too_large] ")
         [record] = gw.records()
+        assert text.decode().endswith(f"(ref {record['id']})")
+        assert record["reply"] == f"552 {text.decode()}"
         assert record["verdict"] == "reject" and record["reasons"] == ["message.too_large"]
         assert downstream.handler.commands[-1] == "RSET"
 
