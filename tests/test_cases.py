@@ -43,6 +43,7 @@ def test_case(eml: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
         sorted(expect["reasons"]),
     )
     assert status == EXIT[expect["verdict"]]
+    assert result["monitor_reasons"] == expect.get("monitor_reasons", [])
     first = {"accept": "250 2.0.0", "reject": "5", "tempfail": "4"}[expect["verdict"]]
     assert result["smtp_reply"].startswith(first)
     if expect["reasons"]:
