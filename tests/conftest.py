@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import smtplib
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +227,16 @@ class RunningGateway:
 
     def records(self) -> list[dict[str, Any]]:
         return self.gateway.store.tail(1000)
+
+    def wait_records(self, count: int, timeout: float = 5) -> list[dict[str, Any]]:
+        """Records of sessions that ended by QUIT or hang-up are written just after it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            records = self.records()
+            if len(records) >= count:
+                return records
+            time.sleep(0.02)
+        raise AssertionError(f"expected {count} records, got {self.records()}")
 
 
 @pytest.fixture

@@ -6,22 +6,11 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import CLERK, OFFICIAL, Downstream, LoopThread, make_config, message
 
 from gateway.message import parse_message, strip_our_headers
-
-
-def wait_records(gw: Any, count: int, timeout: float = 5) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        records = gw.records()
-        if len(records) >= count:
-            return records
-        time.sleep(0.02)
-    raise AssertionError(f"expected {count} records, got {gw.records()}")
 
 
 def raw_session(port: int, lines: list[bytes], *, read_replies: int) -> list[bytes]:
@@ -106,7 +95,7 @@ def test_client_vanishing_while_data_is_relayed_still_gets_recorded(
                 reply = f.readline()
         sock.sendall(body + b".\r\n")
         time.sleep(0.1)  # the gateway is now waiting on the slow downstream
-    [record] = wait_records(gw, 1)
+    [record] = gw.wait_records(1)
     assert record["verdict"] == "accept"
     assert len(downstream.handler.messages) == 1
 
@@ -121,7 +110,7 @@ def test_rset_then_hang_up_is_recorded(
         [b"EHLO c\r\n" + f"MAIL FROM:<{OFFICIAL}>\r\nRCPT TO:<{CLERK}>\r\n".encode() + b"RSET\r\n"],
         read_replies=4,
     )
-    [record] = wait_records(gw, 1)
+    [record] = gw.wait_records(1)
     assert record["verdict"] == "abandoned"
 
 
@@ -169,7 +158,7 @@ def test_non_ascii_address_without_smtputf8_is_refused_and_recorded(
         read_replies=3,
     )
     assert replies[1].startswith(b"553 5.6.7 [address.non_ascii]")
-    [record] = wait_records(gw, 1)
+    [record] = gw.wait_records(1)
     assert record["reasons"] == ["address.non_ascii"]
 
 
@@ -205,7 +194,7 @@ def test_xforward_from_the_proxy_sets_the_real_client(
         assert code == 550 and b"[relay.denied]" in text
         smtp.rcpt(CLERK)
         assert smtp.data(message())[0] == 250
-    record = wait_records(gw, 1)[0]
+    record = gw.wait_records(1)[0]
     assert record["client"]["ip"] == "203.0.113.7" and record["client"]["helo"] == "mx.example.com"
     received = downstream.handler.messages[0].data
     assert b"Received: from mx.example.com ([203.0.113.7])" in received

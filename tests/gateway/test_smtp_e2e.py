@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import smtplib
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +14,6 @@ from gateway.audit import StoreError
 from policies.rules import RULES, rule
 
 ID = re.compile(rb"accepted as ([0-9A-Z]{26})")
-
-
-def wait_records(gw: Any, count: int, timeout: float = 5) -> list[dict[str, Any]]:
-    """Records written in the background (after QUIT/disconnect) land shortly after."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        records = gw.records()
-        if len(records) >= count:
-            return records
-        time.sleep(0.02)
-    raise AssertionError(f"expected {count} records, got {gw.records()}")
 
 
 def test_clean_official_mail_is_delivered_byte_for_byte_with_our_headers(
@@ -157,7 +145,7 @@ def test_open_relay_attempt_is_refused_before_the_downstream_sees_it(
         code, text = smtp.rcpt("someone@example.com")
     assert code == 550 and text.startswith(b"5.7.1 [relay.denied]")
     assert "RCPT someone@example.com" not in downstream.handler.commands
-    [record] = wait_records(gw, 1)
+    [record] = gw.wait_records(1)
     assert record["verdict"] == "reject" and record["reasons"] == ["relay.denied"]
 
 
@@ -293,7 +281,7 @@ def test_pipelined_and_sequential_transactions_share_one_downstream_session(
             smtp.sendmail("x@gmail.com", [CLERK], message(from_="x@gmail.com"))
         smtp.sendmail(OFFICIAL, [CLERK], message(subject="third"))
     assert len(downstream.handler.messages) == 2
-    verdicts = [r["verdict"] for r in wait_records(gw, 3)]
+    verdicts = [r["verdict"] for r in gw.wait_records(3)]
     assert verdicts == ["accept", "reject", "accept"]
 
 
@@ -306,7 +294,7 @@ def test_rset_after_rcpt_records_an_abandoned_transaction(
         smtp.mail(OFFICIAL)
         smtp.rcpt(CLERK)
         assert smtp.rset() == (250, b"2.0.0 Ok")
-    [record] = wait_records(gw, 1)
+    [record] = gw.wait_records(1)
     assert record["verdict"] == "abandoned"
     assert downstream.handler.messages == []
 
