@@ -13,14 +13,19 @@ from policies.addresses import AddressError, Mailbox, parse_mailbox_list
 
 __all__ = [
     "MAX_REPLY_LINE",
+    "SIGNATURE_PROBLEMS",
     "Action",
     "AddressField",
     "Attachment",
     "Decision",
+    "DkimResult",
+    "DocumentEvidence",
     "Finding",
     "MessageFacts",
     "Mode",
     "Reply",
+    "SignatureCheck",
+    "Signer",
     "Verdict",
 ]
 
@@ -101,6 +106,69 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class Signer:
+    """Who made a signature, as an auditor needs to name them."""
+
+    subject: str  # RFC 4514 distinguished name
+    organisation: str  # O= of the subject, "" if none
+    serial: str  # certificate serial number, hex
+    fingerprint: str  # SHA-256 of the certificate (DER), hex
+    signing_time: str  # ISO 8601 UTC; from a trusted timestamp when there is one, else claimed
+    timestamped: bool  # signing_time is proven by a trusted timestamp
+    not_after: str  # certificate expiry, ISO 8601 UTC
+
+
+# What a signature check found, in RFC 8601 vocabulary, and which problem (if any).
+SIGNATURE_PROBLEMS = (
+    "unsigned",  # no signature at all (result "none")
+    "invalid",  # broken or malformed signature, or digest mismatch
+    "modified",  # content added or changed after the (last) signature
+    "untrusted",  # does not chain to a root in the trust store
+    "expired",  # certificate not valid at signing time
+    "revoked",  # certificate revoked (CRL) before signing time
+    "revocation_unknown",  # revocation status cannot be established (policy decides)
+    "revocation_unavailable",  # revocation data stale or missing under hard-fail: temporary
+    "unreadable",  # corrupt, encrypted, over the size or time limit
+)
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """The outcome of validating one signed object (a PDF, a detached CMS, an S/MIME message).
+
+    ``result`` is RFC 8601's ``pass``, ``fail``, ``none`` (unsigned), ``temperror`` or
+    ``permerror``; ``problem`` is one of :data:`SIGNATURE_PROBLEMS` or "" on pass.
+    """
+
+    method: str  # "pdf", "cms" (detached .p7s/.sig) or "smime"
+    result: str
+    problem: str = ""
+    detail: str = ""
+    signers: tuple[Signer, ...] = ()
+    elapsed_ms: float = 0.0
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class DocumentEvidence:
+    """One attachment that is a document, with every signature check that applies to it."""
+
+    attachment: Attachment
+    checks: tuple[SignatureCheck, ...] = ()  # the PDF's own, and/or a detached CMS over it
+    in_signed_smime: bool = False  # inside the signed part of a valid, aligned S/MIME message
+
+
+@dataclass(frozen=True)
+class DkimResult:
+    """One DKIM-Signature's verification, RFC 8601 vocabulary (pass/fail/temperror/permerror)."""
+
+    domain: str  # d=
+    selector: str  # s=
+    result: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class MessageFacts:
     """What the gateway knows about one SMTP transaction when it judges it."""
 
@@ -118,6 +186,10 @@ class MessageFacts:
     size: int = 0
     attachments: tuple[Attachment, ...] = ()
     header_defects: tuple[str, ...] = ()  # header lines that are not fields (see gateway)
+    document_class: str = ""  # the sender's declared exemption (X-Document-Class), lower case
+    documents: tuple[DocumentEvidence, ...] = ()
+    smime: SignatureCheck | None = None  # the message's own S/MIME signature, if any
+    dkim: tuple[DkimResult, ...] = ()
 
 
 @dataclass(frozen=True)
