@@ -204,7 +204,8 @@ class Verdict:
 class Finding:
     """What one rule concluded for one message, as recorded in the decision log.
 
-    ``outcome`` is ``pass`` (no objection), ``reject``/``tempfail`` (enforced),
+    ``outcome`` is ``pass`` (no objection), ``note`` (recorded, e.g. an exemption claimed),
+    ``reject``/``tempfail`` (enforced),
     ``would-reject``/``would-tempfail`` (monitor mode, or enforce before its start date),
     ``error`` (the rule raised in monitor mode) or ``off``.
     """

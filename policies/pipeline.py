@@ -80,7 +80,10 @@ def evaluate(facts: MessageFacts, policy: Policy, now: datetime) -> Decision:
             findings.append(Finding(config.id, mode, "pass"))
             continue
         action = REASONS[verdict.reason].action
-        if mode is Mode.ENFORCE:
+        if action is Action.ACCEPT:
+            # An accepting reason is a note for auditors (an exemption claimed), not a refusal.
+            findings.append(Finding(config.id, mode, "note", verdict.reason, verdict.detail))
+        elif mode is Mode.ENFORCE:
             findings.append(Finding(config.id, mode, action.value, verdict.reason, verdict.detail))
             enforced.append((action, verdict.reason))
         else:

@@ -26,6 +26,42 @@ _PHU_MY_1 = (
     "mục 1."
 )
 
+_PHU_MY_2 = (
+    "Công văn của UBND huyện Phù Mỹ (Bình Định) năm 2022, mục 2: thực hiện 100% việc gửi, "
+    "trình các loại văn bản được ký số điện tử (trừ văn bản mật, tài liệu quy hoạch, bản đồ, "
+    "bản vẽ thiết kế, ấn phẩm, vật phẩm); các văn bản gửi liên thông không được ký số điện tử "
+    "sẽ bị trả về, không được tiếp nhận. Nghị định 30/2020/NĐ-CP về công tác văn thư (chữ ký số "
+    "của người có thẩm quyền và của cơ quan, tổ chức)."
+)
+_FIX_SIGN_VI = (
+    "Ký số văn bản bằng chứng thư số của đơn vị (Ban Cơ yếu Chính phủ hoặc tổ chức cung cấp "
+    "dịch vụ chứng thực chữ ký số công cộng) rồi gửi lại; nếu văn bản thuộc loại được miễn "
+    "(bản đồ, bản vẽ thiết kế, quy hoạch, ấn phẩm), khai báo loại văn bản khi gửi."
+)
+_FIX_SIGN_EN = (
+    "Sign the document with your unit's certificate (Government CA or a licensed public CA) and "
+    "send it again; if it is an exempt kind (map, design drawing, planning, publication), "
+    "declare that kind when sending."
+)
+
+
+def _document(code: str, enhanced: str, *texts: str) -> Reason:
+    """A document-signature refusal: texts are reply_vi, reply_en, explain_vi, explain_en."""
+    vi, en, explain_vi, explain_en = texts
+    return Reason(
+        code,
+        Action.REJECT,
+        550,
+        enhanced,
+        vi,
+        en,
+        explain_vi,
+        explain_en,
+        _FIX_SIGN_VI,
+        _FIX_SIGN_EN,
+        _PHU_MY_2,
+    )
+
 
 @dataclass(frozen=True)
 class Reason:
@@ -47,6 +83,151 @@ class Reason:
 REASONS: dict[str, Reason] = {
     r.code: r
     for r in [
+        _document(
+            "document.unsigned",
+            "5.7.1",
+            "Van ban dinh kem chua duoc ky so",
+            "Attached official document is not digitally signed",
+            "Văn bản đính kèm không có chữ ký số. Văn bản gửi liên thông không được ký số bị trả "
+            "về, không được tiếp nhận.",
+            "The attached document carries no digital signature. Unsigned documents between "
+            "units are returned, not received.",
+        ),
+        _document(
+            "document.signature_invalid",
+            "5.7.7",
+            "Chu ky so cua van ban khong hop le",
+            "The document's digital signature is invalid",
+            "Chữ ký số trên văn bản bị hỏng hoặc không đúng định dạng, hoặc không khớp nội dung.",
+            "The document's signature is broken, malformed, or does not match the content.",
+        ),
+        _document(
+            "document.modified_after_signing",
+            "5.7.7",
+            "Van ban da bi sua sau khi ky so",
+            "The document was modified after it was signed",
+            "Chữ ký không hợp lệ: tài liệu đã bị sửa sau khi ký (thêm nội dung hoặc thay trang).",
+            "Invalid signature: the document was changed after signing (content added or "
+            "pages changed).",
+        ),
+        _document(
+            "document.signer_untrusted",
+            "5.7.1",
+            "Chung thu so cua nguoi ky khong duoc tin cay",
+            "The signer's certificate is not from a trusted authority",
+            "Chứng thư số của người ký không thuộc tổ chức chứng thực được tin cậy (Ban Cơ yếu "
+            "Chính phủ, tổ chức chứng thực công cộng được cấp phép).",
+            "The signing certificate does not chain to a trusted authority (Government CA or a "
+            "licensed public CA).",
+        ),
+        _document(
+            "document.signer_expired",
+            "5.7.1",
+            "Chung thu so cua nguoi ky da het han khi ky",
+            "The signer's certificate had expired at signing time",
+            "Chứng thư số của người ký đã hết hạn (hoặc chưa có hiệu lực) tại thời điểm ký.",
+            "The signing certificate was expired (or not yet valid) when the document was signed.",
+        ),
+        _document(
+            "document.signer_revoked",
+            "5.7.1",
+            "Chung thu so cua nguoi ky da bi thu hoi",
+            "The signer's certificate has been revoked",
+            "Chứng thư số của người ký đã bị thu hồi trước thời điểm ký.",
+            "The signing certificate was revoked before the document was signed.",
+        ),
+        _document(
+            "document.revocation_unknown",
+            "5.7.1",
+            "Khong xac dinh duoc tinh trang thu hoi cua chung thu so",
+            "The signer's revocation status cannot be established",
+            "Không xác định được chứng thư số của người ký có bị thu hồi hay không; chính sách "
+            "của đơn vị không nhận văn bản như vậy.",
+            "Whether the signing certificate is revoked cannot be established, and the policy "
+            "does not accept such documents.",
+        ),
+        _document(
+            "document.unreadable",
+            "5.6.0",
+            "Khong doc duoc van ban dinh kem",
+            "The attached document cannot be read",
+            "Tệp văn bản bị hỏng, bị mã hóa, hoặc vượt giới hạn kích thước/thời gian kiểm tra.",
+            "The document file is corrupt, encrypted, or over the size or time limit for checking.",
+        ),
+        Reason(
+            code="document.revocation_unavailable",
+            action=Action.TEMPFAIL,
+            smtp_code=451,
+            enhanced="4.7.5",
+            reply_vi="Chua kiem tra duoc tinh trang thu hoi chung thu so, vui long gui lai sau",
+            reply_en="Certificate revocation data unavailable, try again later",
+            explain_vi="Danh sách thu hồi chứng thư số (CRL) đã cũ hoặc chưa có; thư chưa được "
+            "nhận.",
+            explain_en="The certificate revocation list is stale or missing; nothing accepted.",
+            fix_vi="Máy chủ thư của anh/chị sẽ tự gửi lại; quản trị cập nhật CRL.",
+            fix_en="Your mail server will retry; the admin updates the CRLs.",
+            directive="",
+        ),
+        Reason(
+            code="message.smime_invalid",
+            action=Action.REJECT,
+            smtp_code=550,
+            enhanced="5.7.7",
+            reply_vi="Chu ky S/MIME cua thu khong hop le",
+            reply_en="The message's S/MIME signature is invalid",
+            explain_vi="Thư được ký S/MIME nhưng chữ ký không hợp lệ, không được tin cậy, hoặc "
+            "không khớp địa chỉ người gửi.",
+            explain_en="The message is S/MIME-signed but the signature is invalid, untrusted, or "
+            "does not match the From address.",
+            fix_vi=_FIX_SIGN_VI,
+            fix_en=_FIX_SIGN_EN,
+            directive=_PHU_MY_2,
+        ),
+        Reason(
+            code="document.exempted",
+            action=Action.ACCEPT,
+            smtp_code=250,
+            enhanced="2.0.0",
+            reply_vi="Van ban thuoc loai duoc mien ky so",
+            reply_en="Document of an exempt kind",
+            explain_vi="Người gửi khai báo văn bản thuộc loại được miễn ký số (bản đồ, bản vẽ "
+            "thiết kế, quy hoạch, ấn phẩm…); khai báo được ghi lại để kiểm tra.",
+            explain_en="The sender declared the document an exempt kind (map, design drawing, "
+            "planning, publication...); the claim is recorded for audit.",
+            fix_vi="Không cần làm gì.",
+            fix_en="Nothing to do.",
+            directive=_PHU_MY_2,
+        ),
+        Reason(
+            code="sender.official_unauthenticated",
+            action=Action.REJECT,
+            smtp_code=550,
+            enhanced="5.7.22",
+            reply_vi="Thu mang ten mien cong vu nhung khong co chu ky DKIM hop le",
+            reply_en="Official From domain without a valid aligned DKIM signature",
+            explain_vi="Địa chỉ người gửi thuộc tên miền công vụ nhưng thư không có chữ ký DKIM "
+            "hợp lệ của tên miền đó và không đến từ mạng nội bộ: có thể là thư giả mạo.",
+            explain_en="The From address is in an official domain but the message has no valid "
+            "DKIM signature of that domain and did not come from a trusted network: it may "
+            "be forged.",
+            fix_vi="Gửi từ máy chủ thư công vụ của đơn vị (máy chủ có ký DKIM).",
+            fix_en="Send through your unit's official mail server (which signs with DKIM).",
+            directive=_PHU_MY_1,
+        ),
+        Reason(
+            code="sender.authentication_temperror",
+            action=Action.TEMPFAIL,
+            smtp_code=451,
+            enhanced="4.4.3",
+            reply_vi="Loi DNS tam thoi khi kiem tra DKIM, vui long gui lai sau",
+            reply_en="Temporary DNS error while checking DKIM, try again later",
+            explain_vi="Không tra cứu được khóa DKIM do lỗi DNS tạm thời; thư chưa được nhận.",
+            explain_en="The DKIM key could not be looked up (temporary DNS error); nothing "
+            "accepted.",
+            fix_vi="Máy chủ thư của anh/chị sẽ tự gửi lại.",
+            fix_en="Your mail server will retry by itself.",
+            directive="",
+        ),
         Reason(
             code="sender.personal_domain",
             action=Action.REJECT,

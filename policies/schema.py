@@ -30,9 +30,11 @@ from policies.reasons import REASONS
 __all__ = [
     "VIETNAM_TIME",
     "ConfigError",
+    "DocumentPolicy",
     "Policy",
     "RuleConfig",
     "TomlReader",
+    "TrustPolicy",
     "builtin_personal_providers",
     "load_policy",
     "parse_policy",
@@ -219,6 +221,53 @@ class RuleConfig:
         return self.mode
 
 
+DOCUMENT_TYPES = (
+    "application/pdf",
+    "application/msword",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.oasis.opendocument.text",
+    "application/rtf",
+    "application/vnd.ms-excel",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.oasis.opendocument.spreadsheet",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.presentation",
+)
+# The directive's exempt kinds a sender may declare (secret documents are not sent by e-mail).
+DOCUMENT_CLASSES = {
+    "ban-do": "Bản đồ / map",
+    "ban-ve-thiet-ke": "Bản vẽ thiết kế / design drawing",
+    "quy-hoach": "Tài liệu quy hoạch / planning document",
+    "an-pham": "Ấn phẩm, vật phẩm / publication",
+}
+EXEMPT_EXTENSIONS = (".dwg", ".dxf", ".dgn", ".kmz", ".kml", ".shp", ".shx", ".dbf", ".prj")
+
+
+@dataclass(frozen=True)
+class DocumentPolicy:
+    """Which attachments are documents, and which the sender may declare exempt."""
+
+    types: frozenset[str] = frozenset(DOCUMENT_TYPES)
+    exempt_extensions: tuple[str, ...] = EXEMPT_EXTENSIONS
+    classes: Mapping[str, str] = field(default_factory=lambda: dict(DOCUMENT_CLASSES))
+    class_header: str = "X-Document-Class"
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """Which trust store signatures must chain to, and how revocation is treated.
+
+    ``revocation``: ``hard-fail`` (status must be established: a stale CRL is a temporary
+    failure, an unknown status is handled by ``unknown_revocation``), ``soft-fail`` (a
+    revoked certificate fails; unknown status passes, recorded) or ``off``.
+    """
+
+    store: str = "builtin"  # or a folder with trust/, intermediates/ and crl/
+    revocation: str = "soft-fail"
+    unknown_revocation: str = "tempfail"  # under hard-fail: "tempfail" or "reject"
+
+
 @dataclass(frozen=True)
 class Policy:
     """A validated policy: what rules run, in which order and mode, with which data."""
@@ -231,6 +280,8 @@ class Policy:
     personal_providers: frozenset[str]
     citations: Mapping[str, str]
     rules: tuple[RuleConfig, ...]
+    documents: DocumentPolicy = DocumentPolicy()
+    trust: TrustPolicy = TrustPolicy()
 
     def is_official(self, domain: str) -> bool:
         """True when ``domain`` is one of the official domains or a subdomain of one."""
@@ -266,6 +317,39 @@ def _domains(reader: TomlReader, key: str, default: list[str] | None = None) -> 
     return out
 
 
+def _read_documents(reader: TomlReader) -> DocumentPolicy:
+    types = reader.strings("types", list(DOCUMENT_TYPES))
+    for t in types:
+        if not re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", t):
+            raise reader.error("types", f"{t!r} is not a MIME type such as application/pdf")
+    extensions = reader.strings("exempt_extensions", list(EXEMPT_EXTENSIONS))
+    for e in extensions:
+        if not re.fullmatch(r"\.[a-z0-9]{1,10}", e):
+            raise reader.error("exempt_extensions", f"{e!r}: use lower-case '.ext' such as '.dwg'")
+    header = reader.string("class_header", "X-Document-Class")
+    if not re.fullmatch(r"[A-Za-z0-9-]+", header):
+        raise reader.error("class_header", f"{header!r} is not a header field name")
+    classes_reader = reader.table("classes") if reader.has("classes") else None
+    classes = dict(DOCUMENT_CLASSES)
+    if classes_reader is not None:
+        classes = {}
+        for name in list(classes_reader.data):
+            if not re.fullmatch(r"[a-z0-9-]+", name):
+                raise classes_reader.error(name, "class names are lower-case words joined by '-'")
+            classes[name] = classes_reader.string(name)
+        classes_reader.finish()
+    reader.finish()
+    return DocumentPolicy(frozenset(types), tuple(extensions), classes, header)
+
+
+def _read_trust(reader: TomlReader) -> TrustPolicy:
+    store = reader.string("store", "builtin")
+    revocation = reader.choice("revocation", ("hard-fail", "soft-fail", "off"), "soft-fail")
+    unknown = reader.choice("unknown_revocation", ("tempfail", "reject"), "tempfail")
+    reader.finish()
+    return TrustPolicy(store, revocation, unknown)
+
+
 def parse_policy(text: str, source: str) -> Policy:
     """Validate policy ``text`` (read from ``source``) and return the :class:`Policy`."""
     # Imported here: the rule modules import this module's types for their signatures.
@@ -296,6 +380,9 @@ def parse_policy(text: str, source: str) -> Policy:
     if overlap:
         raise domains.error("official", f"also listed as personal providers: {', '.join(overlap)}")
     domains.finish()
+
+    documents = _read_documents(root.table("documents"))
+    trust = _read_trust(root.table("trust"))
 
     cites = root.table("citations")
     citations: dict[str, str] = {}
@@ -337,6 +424,8 @@ def parse_policy(text: str, source: str) -> Policy:
         personal_providers=frozenset(personal),
         citations=citations,
         rules=tuple(rules),
+        documents=documents,
+        trust=trust,
     )
 
 

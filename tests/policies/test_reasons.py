@@ -14,11 +14,11 @@ CODES = sorted(REASONS)
 
 @pytest.mark.parametrize("code", CODES)
 def test_every_reason_is_consistent(code: str) -> None:
-    """5xx goes with reject, 4xx with tempfail; the enhanced code's class matches."""
+    """5xx goes with reject, 4xx with tempfail, 2xx with accept (a recorded note)."""
     reason = REASONS[code]
     assert reason.code == code
     assert re.fullmatch(r"[a-z]+\.[a-z0-9_]+", code)
-    expected_class = {Action.REJECT: 5, Action.TEMPFAIL: 4}[reason.action]
+    expected_class = {Action.REJECT: 5, Action.TEMPFAIL: 4, Action.ACCEPT: 2}[reason.action]
     assert reason.smtp_code // 100 == expected_class
     assert re.fullmatch(rf"{expected_class}\.\d{{1,3}}\.\d{{1,3}}", reason.enhanced)
     for text in (
