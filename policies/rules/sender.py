@@ -161,3 +161,56 @@ def sender_malformed_identity(facts: MessageFacts, ctx: RuleContext) -> Verdict 
     if problems:
         return Verdict(reason, "; ".join(problems))
     return None
+
+
+def aligned(dkim_domain: str, from_domain: str) -> bool:
+    """Relaxed alignment (as in DMARC): d= is the From domain or one of its parent domains."""
+    try:
+        d, f = canonical_domain(dkim_domain), canonical_domain(from_domain)
+    except AddressError:
+        return False
+    return f == d or f.endswith("." + d)
+
+
+@rule("sender-official-unauthenticated")
+def sender_official_unauthenticated(facts: MessageFacts, ctx: RuleContext) -> Verdict | None:
+    """Mail whose From claims an official domain must prove it, by a passing DKIM signature
+    aligned with that domain or by coming from a trusted network; else it is refused as forged.
+
+    Signatures with a body length limit (l=) do not count. A DNS failure while fetching a key
+    is a temporary error (4xx), never a failed signature. Many district servers do not sign
+    yet: start this rule in monitor mode.
+    """
+    if facts.client_trusted:
+        return None
+    claimed = sorted(
+        {
+            mb.domain
+            for field in facts.from_fields
+            for mb in field.mailboxes
+            if ctx.policy.is_official(mb.domain)
+        }
+    )
+    if not claimed:
+        return None
+    relevant = [d for d in facts.dkim if any(aligned(d.domain, c) for c in claimed)]
+    unproven = [
+        c
+        for c in claimed
+        if not any(d.result == "pass" and aligned(d.domain, c) for d in facts.dkim)
+    ]
+    if not unproven:
+        return None
+    seen = (
+        "; ".join(f"d={d.domain} s={d.selector}: {d.result} {d.detail}".strip() for d in facts.dkim)
+        or "no DKIM signature"
+    )
+    if any(d.result == "temperror" for d in relevant):
+        return Verdict(
+            "sender.authentication_temperror",
+            f"From {', '.join(unproven)}: DKIM key lookup failed ({seen})",
+        )
+    return Verdict(
+        "sender.official_unauthenticated",
+        f"From {', '.join(unproven)} without an aligned passing DKIM signature ({seen})",
+    )

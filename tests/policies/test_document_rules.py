@@ -1,0 +1,190 @@
+"""Truth tables for the document and DKIM rules (pure: evidence in, verdict out)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from policies import Action, AddressField, MessageFacts, evaluate, parse_policy
+from policies.model import Attachment, DkimResult, DocumentEvidence, SignatureCheck, Signer
+
+NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
+SIGNER = Signer(
+    subject="CN=Nguyen Van A,O=UBND huyen Di Linh,C=VN",
+    organisation="UBND huyen Di Linh",
+    serial="54010203",
+    fingerprint="ab" * 32,
+    signing_time="2026-11-20T02:00:00+00:00",
+    timestamped=True,
+    not_after="2028-01-01T00:00:00+00:00",
+)
+
+
+def policy(rules: str, extra: str = "") -> object:
+    return parse_policy(f'[domains]\nofficial = ["lamdong.gov.vn"]\n{extra}\n{rules}', "t.toml")
+
+
+def doc(
+    name: str = "cong-van.pdf", *checks: SignatureCheck, smime: bool = False
+) -> DocumentEvidence:
+    att = Attachment(name, "application/pdf", "application/pdf", 1000, "00" * 32)
+    return DocumentEvidence(att, tuple(checks), smime)
+
+
+def check(result: str, problem: str = "", method: str = "pdf") -> SignatureCheck:
+    return SignatureCheck(method, result, problem, "why", (SIGNER,) if result != "none" else ())
+
+
+def facts(
+    *documents: DocumentEvidence,
+    document_class: str = "",
+    smime: SignatureCheck | None = None,
+    dkim: tuple[DkimResult, ...] = (),
+    from_: str = "a@dilinh.lamdong.gov.vn",
+    trusted: bool = False,
+) -> MessageFacts:
+    return MessageFacts(
+        mail_from=from_,
+        recipients=("vanthu@lamdong.gov.vn",),
+        client_ip="192.0.2.1",
+        client_trusted=trusted,
+        from_fields=(AddressField.parse("From", from_),),
+        documents=documents,
+        document_class=document_class,
+        smime=smime,
+        dkim=dkim,
+    )
+
+
+SIGNED = '[[rules]]\nid = "document-exemption"\n[[rules]]\nid = "document-signature-required"\n'
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        (facts(), None),
+        (facts(doc("a.pdf", check("pass"))), None),
+        (facts(doc("a.pdf", check("none", "unsigned"))), "document.unsigned"),
+        (facts(doc("a.docx")), "document.unsigned"),  # a Word file with no signature at all
+        (facts(doc("a.pdf", check("fail", "modified"))), "document.modified_after_signing"),
+        (facts(doc("a.pdf", check("fail", "invalid"))), "document.signature_invalid"),
+        (facts(doc("a.pdf", check("fail", "untrusted"))), "document.signer_untrusted"),
+        (facts(doc("a.pdf", check("fail", "expired"))), "document.signer_expired"),
+        (facts(doc("a.pdf", check("fail", "revoked"))), "document.signer_revoked"),
+        (facts(doc("a.pdf", check("permerror", "unreadable"))), "document.unreadable"),
+        (
+            facts(doc("a.pdf", check("temperror", "revocation_unavailable"))),
+            "document.revocation_unavailable",
+        ),
+        # A detached signature that holds rescues an unsigned PDF, and vice versa.
+        (facts(doc("a.pdf", check("none", "unsigned"), check("pass", method="cms"))), None),
+        (facts(doc("a.pdf", check("pass"), check("fail", "invalid", "cms"))), None),
+        # Covered by a valid S/MIME signature.
+        (facts(doc("a.docx", smime=True)), None),
+        (facts(doc("a.docx"), smime=check("fail", "untrusted", "smime")), "message.smime_invalid"),
+        # Exempt: declared class, or exempt file type.
+        (facts(doc("ban-do.pdf"), document_class="ban-do"), None),
+        (facts(doc("map.dwg")), None),
+        (facts(doc("a.pdf"), document_class="khong-ro"), "document.unsigned"),
+        # One bad document refuses the message; a refusal beats a temporary failure.
+        (
+            facts(doc("ok.pdf", check("pass")), doc("bad.pdf", check("fail", "revoked"))),
+            "document.signer_revoked",
+        ),
+        (
+            facts(
+                doc("t.pdf", check("temperror", "revocation_unavailable")),
+                doc("u.pdf", check("none", "unsigned")),
+            ),
+            "document.unsigned",
+        ),
+    ],
+)
+def test_signature_required_truth_table(case: MessageFacts, reason: str | None) -> None:
+    """Each kind of signature evidence leads to its own reason, with the documents named."""
+    decision = evaluate(case, policy(SIGNED), NOW)
+    finding = next(f for f in decision.findings if f.rule == "document-signature-required")
+    if reason is None:
+        assert finding.outcome == "pass"
+        assert decision.action is Action.ACCEPT
+    else:
+        assert finding.reason == reason
+        for d in case.documents:
+            if d.attachment.filename in ("bad.pdf", "a.pdf", "a.docx", "t.pdf"):
+                assert d.attachment.filename in finding.detail
+
+
+def test_failure_detail_names_the_signer_for_auditors() -> None:
+    """Who signed (subject, organisation, serial, fingerprint) and when is in the finding."""
+    decision = evaluate(facts(doc("cv.pdf", check("fail", "expired"))), policy(SIGNED), NOW)
+    detail = next(f.detail for f in decision.findings if f.reason == "document.signer_expired")
+    for part in (
+        "cv.pdf",
+        "CN=Nguyen Van A",
+        "UBND huyen Di Linh",
+        "54010203",
+        "abababab",
+        "2026-11-20T02:00:00+00:00 timestamped",
+        "2028-01-01",
+    ):
+        assert part in detail
+
+
+@pytest.mark.parametrize(
+    ("unknown", "reason", "action"),
+    [
+        ("tempfail", "document.revocation_unavailable", Action.TEMPFAIL),
+        ("reject", "document.revocation_unknown", Action.REJECT),
+    ],
+)
+def test_unknown_revocation_is_never_silently_passed(
+    unknown: str, reason: str, action: Action
+) -> None:
+    """Under hard-fail an unknown revocation status is a tempfail or a refusal, as policy says."""
+    trust = f'[trust]\nrevocation = "hard-fail"\nunknown_revocation = "{unknown}"\n'
+    decision = evaluate(
+        facts(doc("a.pdf", check("fail", "revocation_unknown"))), policy(SIGNED, trust), NOW
+    )
+    assert decision.action is action and decision.reasons == (reason,)
+
+
+def test_exemptions_are_recorded_as_notes() -> None:
+    """A claimed exemption does not refuse; it is a 'note' finding auditors can count."""
+    decision = evaluate(facts(doc("ban-do.pdf"), document_class="ban-do"), policy(SIGNED), NOW)
+    note = next(f for f in decision.findings if f.rule == "document-exemption")
+    assert (note.outcome, note.reason) == ("note", "document.exempted")
+    assert "ban-do.pdf exempt by X-Document-Class: ban-do" in note.detail
+    unknown = evaluate(facts(doc("a.pdf"), document_class="mat"), policy(SIGNED), NOW)
+    note = next(f for f in unknown.findings if f.rule == "document-exemption")
+    assert "'mat' is not an exempt kind" in note.detail
+    assert unknown.action is Action.REJECT
+
+
+DKIM = '[[rules]]\nid = "sender-official-unauthenticated"\n'
+
+
+def dkim(domain: str, result: str) -> DkimResult:
+    return DkimResult(domain, "s1", result)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        (facts(dkim=(dkim("lamdong.gov.vn", "pass"),)), None),  # parent domain: aligned
+        (facts(dkim=(dkim("dilinh.lamdong.gov.vn", "pass"),)), None),
+        (facts(trusted=True), None),  # from the district's own network
+        (facts(from_="x@example.com"), None),  # not an official From
+        (facts(), "sender.official_unauthenticated"),
+        (facts(dkim=(dkim("example.com", "pass"),)), "sender.official_unauthenticated"),
+        (facts(dkim=(dkim("evil-lamdong.gov.vn", "pass"),)), "sender.official_unauthenticated"),
+        (facts(dkim=(dkim("lamdong.gov.vn", "fail"),)), "sender.official_unauthenticated"),
+        (facts(dkim=(dkim("lamdong.gov.vn", "policy"),)), "sender.official_unauthenticated"),
+        (facts(dkim=(dkim("lamdong.gov.vn", "temperror"),)), "sender.authentication_temperror"),
+        (facts(dkim=(dkim("example.com", "temperror"),)), "sender.official_unauthenticated"),
+    ],
+)
+def test_official_from_needs_aligned_dkim(case: MessageFacts, reason: str | None) -> None:
+    """Official From: aligned DKIM pass or trusted network; a DNS failure is temporary."""
+    decision = evaluate(case, policy(DKIM), NOW)
+    assert decision.reasons == ((reason,) if reason else ())
