@@ -1,0 +1,172 @@
+"""DKIM verification (dkimpy) with keys fetched through our own DNS resolver (dnspython).
+
+``dkim.verify()`` turns a DNS timeout into "signature invalid". Here the key is fetched first,
+by an asynchronous resolver that tells a temporary failure (timeout, SERVFAIL: ``temperror``,
+answered 4xx) from a missing key (``permerror``); only then does dkimpy check the signature,
+with the fetched key handed to it. Every signature is reported, in RFC 8601 vocabulary.
+
+Exceptions::
+
+    DnsTempError      timeout or server failure: try again later
+    DnsNoData         the name has no TXT record (NXDOMAIN or no answer)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Protocol
+
+import dkim
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+from policies.model import DkimResult
+
+__all__ = [
+    "MAX_SIGNATURES",
+    "DnsNoData",
+    "DnsResolver",
+    "DnsTempError",
+    "TxtResolver",
+    "verify_dkim",
+]
+
+MAX_SIGNATURES = 8  # more signatures than this are not checked (each costs a DNS lookup)
+_quiet = logging.getLogger("congvu.dkim")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
+
+
+class DnsTempError(Exception):
+    """A lookup failed for now (timeout, SERVFAIL): the answer may differ later."""
+
+
+class DnsNoData(Exception):
+    """The name exists nowhere with a TXT record (NXDOMAIN or no answer): a permanent fact."""
+
+
+class TxtResolver(Protocol):
+    """What DKIM needs from DNS."""
+
+    async def txt(self, name: str) -> bytes:
+        """The TXT record at ``name`` (strings joined); raise DnsTempError or DnsNoData."""
+
+
+class DnsResolver:
+    """dnspython's asynchronous resolver with a small TTL-bounded cache.
+
+    ``nameservers`` are ``"IP"`` or ``"IP:PORT"``; empty means the system's resolv.conf.
+    Temporary failures are never cached; missing records are, briefly.
+    """
+
+    def __init__(
+        self,
+        nameservers: Sequence[str] = (),
+        timeout: float = 5.0,
+        cache_size: int = 1024,
+        max_ttl: float = 300.0,
+        negative_ttl: float = 60.0,
+    ) -> None:
+        self._resolver = dns.asyncresolver.Resolver(configure=not nameservers)
+        if nameservers:
+            self._resolver.nameservers = [_nameserver(n) for n in nameservers]
+        self._resolver.lifetime = timeout
+        self._resolver.timeout = timeout
+        self._cache: OrderedDict[str, tuple[float, bytes | None]] = OrderedDict()
+        self._cache_size, self._max_ttl, self._negative_ttl = cache_size, max_ttl, negative_ttl
+
+    async def txt(self, name: str) -> bytes:
+        """The TXT record at ``name``; see :class:`TxtResolver`."""
+        key = name.lower().rstrip(".")
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            self._cache.move_to_end(key)
+            if hit[1] is None:
+                raise DnsNoData(name)
+            return hit[1]
+        try:
+            answer = await self._resolver.resolve(key + ".", dns.rdatatype.TXT)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer) as exc:
+            self._store(key, None, self._negative_ttl)
+            raise DnsNoData(name) from exc
+        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+            raise DnsTempError(f"{name}: {type(exc).__name__}") from exc
+        except dns.exception.DNSException as exc:
+            raise DnsTempError(f"{name}: {exc}") from exc
+        # A DKIM key record is one TXT record; its strings are concatenated (RFC 6376 3.6.2.2).
+        value = b"".join(b"".join(rdata.strings) for rdata in answer)
+        ttl = min(float(answer.rrset.ttl if answer.rrset else 0), self._max_ttl)
+        self._store(key, value, ttl)
+        return value
+
+    def _store(self, key: str, value: bytes | None, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        self._cache[key] = (time.monotonic() + ttl, value)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+
+def _nameserver(spec: str) -> dns.nameserver.Nameserver:
+    host, sep, port = spec.rpartition(":")
+    if sep and port.isdigit() and host and (":" not in host or host.startswith("[")):
+        return dns.nameserver.Do53Nameserver(host.strip("[]"), int(port))
+    return dns.nameserver.Do53Nameserver(spec.strip("[]"), 53)
+
+
+def _signature_count(raw: bytes) -> int:
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    return sum(1 for line in head.splitlines() if line[:15].lower() == b"dkim-signature:")
+
+
+async def verify_dkim(raw: bytes, resolver: TxtResolver) -> tuple[DkimResult, ...]:
+    """Verify every DKIM-Signature of ``raw`` (up to :data:`MAX_SIGNATURES`)."""
+    count = _signature_count(raw)
+    results: list[DkimResult] = []
+    for idx in range(min(count, MAX_SIGNATURES)):
+        results.append(await _verify_one(raw, idx, resolver))
+    if count > MAX_SIGNATURES:
+        results.append(DkimResult("", "", "policy", f"{count - MAX_SIGNATURES} more not checked"))
+    return tuple(results)
+
+
+async def _verify_one(raw: bytes, idx: int, resolver: TxtResolver) -> DkimResult:
+    checker = dkim.DKIM(raw, logger=_quiet)
+    try:
+        prep = checker.verify_headerprep(idx)
+    except dkim.DKIMException as exc:
+        return DkimResult("", "", "permerror", f"malformed signature: {exc}")
+    if not prep:
+        return DkimResult("", "", "permerror", "malformed signature")
+    sig = prep[0]
+    domain = sig[b"d"].decode("ascii", "replace").lower()
+    selector = sig[b"s"].decode("ascii", "replace")
+    if b"l" in sig:
+        # A body length limit lets anyone append content under the signature.
+        return DkimResult(domain, selector, "policy", "l= body length limit not accepted")
+    name = f"{selector}._domainkey.{domain}"
+    try:
+        record = await resolver.txt(name)
+    except DnsTempError as exc:
+        return DkimResult(domain, selector, "temperror", f"key lookup: {exc}")
+    except DnsNoData:
+        return DkimResult(domain, selector, "permerror", f"no key at {name}")
+    try:
+        # The CPU part (body hash, RSA) goes to a thread so other sessions are not held up.
+        ok = await asyncio.to_thread(checker.verify, idx, dnsfunc=lambda _name, timeout=5: record)
+    except dkim.ValidationError as exc:  # body hash mismatch, expired signature, ...
+        return DkimResult(domain, selector, "fail", str(exc)[:200])
+    except dkim.DKIMException as exc:  # malformed key or signature, key too small
+        return DkimResult(domain, selector, "permerror", str(exc)[:200])
+    if ok:
+        return DkimResult(domain, selector, "pass")
+    return DkimResult(domain, selector, "fail", "signature does not verify")

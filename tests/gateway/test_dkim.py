@@ -1,0 +1,129 @@
+"""DKIM through a real DNS server on loopback; DNS failures are temporary, never 'fail'."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from dns_server import DnsServer
+
+from gateway.dkim import MAX_SIGNATURES, DnsResolver, verify_dkim
+
+MESSAGE = (
+    b"From: Van thu <vanthu@lamdong.gov.vn>\r\nTo: a@dilinh.lamdong.gov.vn\r\n"
+    b"Subject: Cong van\r\nMessage-ID: <k1@lamdong.gov.vn>\r\n\r\nNoi dung cong van.\r\n"
+)
+
+
+class Key:
+    def __init__(self, bits: int = 2048) -> None:
+        self.private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        self.pem = self.private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        der = self.private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.record = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+
+    def sign(
+        self, message: bytes, domain: str = "lamdong.gov.vn", selector: str = "s1", **kwargs: object
+    ) -> bytes:
+        return (
+            dkim.sign(
+                message,
+                selector.encode(),
+                domain.encode(),
+                self.pem,
+                include_headers=[b"from", b"to", b"subject"],
+                **kwargs,
+            )
+            + message
+        )
+
+
+@pytest.fixture(scope="module")
+def key() -> Key:
+    return Key()
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    server = DnsServer()
+    yield server
+    server.close()
+
+
+async def test_valid_signature_passes_through_real_dns(dns_server: DnsServer, key: Key) -> None:
+    """A signature whose key is published verifies: pass, with d= and s= recorded."""
+    dns_server.txt["s1._domainkey.lamdong.gov.vn"] = key.record
+    resolver = DnsResolver([dns_server.address], timeout=2)
+    [result] = await verify_dkim(key.sign(MESSAGE), resolver)
+    assert (result.domain, result.selector, result.result) == ("lamdong.gov.vn", "s1", "pass")
+
+
+async def test_cache_answers_the_second_time(dns_server: DnsServer, key: Key) -> None:
+    """A circular to many units costs one key lookup."""
+    dns_server.txt["s1._domainkey.lamdong.gov.vn"] = key.record
+    resolver = DnsResolver([dns_server.address], timeout=2)
+    signed = key.sign(MESSAGE)
+    for _ in range(3):
+        assert (await verify_dkim(signed, resolver))[0].result == "pass"
+    assert dns_server.queries.count("s1._domainkey.lamdong.gov.vn") == 1
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected"),
+    [
+        (lambda m: m.replace(b"Noi dung", b"Noi dung sua"), "fail"),  # body changed
+        (lambda m: m.replace(b"Subject: Cong van", b"Subject: Cong van gia"), "fail"),
+    ],
+)
+async def test_changed_message_fails(
+    dns_server: DnsServer, key: Key, tamper, expected: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Any change to the signed body or headers is a DKIM fail."""
+    dns_server.txt["s1._domainkey.lamdong.gov.vn"] = key.record
+    resolver = DnsResolver([dns_server.address], timeout=2)
+    [result] = await verify_dkim(tamper(key.sign(MESSAGE)), resolver)
+    assert result.result == expected
+
+
+async def test_missing_key_is_permerror_and_dns_trouble_is_temperror(
+    dns_server: DnsServer, key: Key
+) -> None:
+    """NXDOMAIN is a permanent error; SERVFAIL and silence are temporary (4xx), not 'fail'."""
+    resolver = DnsResolver([dns_server.address], timeout=0.5)
+    signed = key.sign(MESSAGE)
+    assert (await verify_dkim(signed, resolver))[0].result == "permerror"
+    dns_server.servfail.add("s2._domainkey.lamdong.gov.vn")
+    assert (await verify_dkim(key.sign(MESSAGE, selector="s2"), resolver))[0].result == "temperror"
+    dns_server.silent.add("s3._domainkey.lamdong.gov.vn")
+    assert (await verify_dkim(key.sign(MESSAGE, selector="s3"), resolver))[0].result == "temperror"
+
+
+async def test_length_limited_signatures_do_not_count(dns_server: DnsServer, key: Key) -> None:
+    """l= lets anyone append to the signed body, so such a signature is 'policy', not 'pass'."""
+    dns_server.txt["s1._domainkey.lamdong.gov.vn"] = key.record
+    resolver = DnsResolver([dns_server.address], timeout=2)
+    [limited] = await verify_dkim(key.sign(MESSAGE, length=True), resolver)
+    assert limited.result == "policy"
+
+
+async def test_no_signature_and_too_many_signatures(dns_server: DnsServer, key: Key) -> None:
+    """No DKIM-Signature: no results. Beyond the limit, the rest are reported unchecked."""
+    resolver = DnsResolver([dns_server.address], timeout=2)
+    assert await verify_dkim(MESSAGE, resolver) == ()
+    dns_server.txt["s1._domainkey.lamdong.gov.vn"] = key.record
+    signed = MESSAGE
+    for _ in range(MAX_SIGNATURES + 2):
+        signed = key.sign(signed)
+    results = await verify_dkim(signed, resolver)
+    assert len(results) == MAX_SIGNATURES + 1
+    assert results[-1].result == "policy" and "2 more not checked" in results[-1].detail
