@@ -30,6 +30,15 @@ from gateway.engine import Engine, accept_reply
 from gateway.ids import new_decision_id
 from gateway.logs import configure_logging
 from gateway.message import normalize_line_endings, parse_message
+from gateway.server import (
+    Gateway,
+    ListenError,
+    make_resolver,
+    make_validator,
+    serve,
+    trust_for,
+)
+from gateway.trust import TrustStoreError
 from policies import ConfigError, Policy, load_policy
 from policies.addresses import AddressError, parse_mailbox_list
 from policies.rules import RULES
@@ -117,7 +126,9 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
     if not rcpts:
         print("congvu check: no recipients (give --rcpt, or To/Cc headers)", file=sys.stderr)
         return EXIT_USAGE
-    engine = Engine(config, policy)
+    # The same engine as serve; validation in threads (one message: no worker processes).
+    validator = make_validator(config, policy, processes=False)
+    engine = Engine(config, policy, validator=validator, resolver=make_resolver(config))
     decision_id = new_decision_id()
     smtputf8 = not (mail_from + "".join(rcpts)).isascii()  # as a client would declare it
     result: dict[str, Any] = {
@@ -148,13 +159,18 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
         result["reasons"] = [code]
         result["smtp_reply"] = engine.reply(code, ref=decision_id)
     else:
-        decision = engine.judge(
-            raw,
-            mail_from=mail_from,
-            recipients=tuple(accepted),
-            client_ip=args.client_ip,
-            helo=args.helo,
-        ).decision
+        try:
+            decision = asyncio.run(
+                engine.judge(
+                    raw,
+                    mail_from=mail_from,
+                    recipients=tuple(accepted),
+                    client_ip=args.client_ip,
+                    helo=args.helo,
+                )
+            ).decision
+        finally:
+            validator.close()
         result["verdict"] = decision.action.value
         result["reasons"] = list(decision.reasons)
         result["monitor_reasons"] = list(decision.monitor_reasons)
@@ -236,14 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "policy":
             policy = load_policy(args.file)
+            trust = trust_for(policy)
             if args.action == "check":
-                print(f"{args.file}: ok ({len(policy.rules)} rules, sha256 {policy.sha256})")
+                print(
+                    f"{args.file}: ok ({len(policy.rules)} rules, sha256 {policy.sha256}; "
+                    f"trust store {policy.trust.store}: {len(trust.roots)} roots, "
+                    f"{len(trust.intermediates)} intermediates, {len(trust.crls)} CRLs)"
+                )
             else:
                 print(_explain(policy))
             return EXIT_OK
         if args.command == "config":
             config = load_config(args.file)
-            load_policy(config.policy_file)
+            trust_for(load_policy(config.policy_file))
             print(f"{args.file}: ok")
             return EXIT_OK
         config = load_config(args.config)
@@ -269,15 +290,13 @@ def main(argv: list[str] | None = None) -> int:
             configure_logging("error", "-")
             return _check(args, config, policy)
         configure_logging(config.log_level, config.log_file)
-        from gateway.server import Gateway, ListenError, serve  # noqa: PLC0415 - needs aiosmtpd
-
         try:
             asyncio.run(serve(Gateway.from_config(config, policy)))
         except ListenError as exc:
             print(f"congvu serve: {exc}", file=sys.stderr)
             return EXIT_USAGE
         return EXIT_OK
-    except ConfigError as exc:
+    except (ConfigError, TrustStoreError) as exc:
         print(f"congvu: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StoreError as exc:

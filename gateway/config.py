@@ -73,6 +73,11 @@ class GatewayConfig:
     xforward_hosts: tuple[IPNetwork, ...] = ()
     downstream: DownstreamConfig = DownstreamConfig("maildir")
     policy_file: Path | None = None
+    validation_workers: int = 0  # 0: one per core
+    validation_timeout: float = 10.0
+    max_document_bytes: int = 25 * 1024 * 1024
+    dns_nameservers: tuple[str, ...] = ()  # empty: the system's resolv.conf
+    dns_timeout: float = 5.0
     log_file: str = "-"
     log_level: str = "info"
     store_path: Path = Path("var/decisions.sqlite")
@@ -205,6 +210,23 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
     policy_file = _path(policy, "file", base, None)
     policy.finish()
 
+    validation = root.table("validation")
+    workers = validation.integer("workers", 0)
+    validation_timeout = validation.number("timeout", 10.0, minimum=0.5)
+    max_document_bytes = validation.integer("max_document_bytes", 25 * 1024 * 1024, minimum=1024)
+    validation.finish()
+
+    dns_table = root.table("dns")
+    nameservers = dns_table.strings("nameservers", [])
+    for ns in nameservers:
+        host = ns.rsplit(":", 1)[0] if ns.count(":") == 1 else ns
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError as exc:
+            raise dns_table.error("nameservers", f"{ns!r} is not IP or IP:PORT") from exc
+    dns_timeout = dns_table.number("timeout", 5.0, minimum=0.1)
+    dns_table.finish()
+
     log = root.table("log")
     log_file = log.string("file", "-")
     if log_file != "-":
@@ -231,6 +253,11 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
         xforward_hosts=tuple(xforward_hosts),
         downstream=downstream,
         policy_file=policy_file,
+        validation_workers=workers,
+        validation_timeout=validation_timeout,
+        max_document_bytes=max_document_bytes,
+        dns_nameservers=tuple(nameservers),
+        dns_timeout=dns_timeout,
         log_file=log_file,
         log_level=log_level,
         store_path=store_path or Path("var/decisions.sqlite"),

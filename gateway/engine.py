@@ -7,14 +7,28 @@ kept for the log: never a pass, never an exception reaching the SMTP client.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+from gateway.audit import SCHEMA_VERSION
 from gateway.config import GatewayConfig
-from gateway.message import ParsedMessage, build_facts, normalize_line_endings, parse_message
+from gateway.dkim import TxtResolver, verify_dkim
+from gateway.evidence import gather_documents
+from gateway.message import (
+    FilePart,
+    ParsedMessage,
+    build_facts,
+    file_parts,
+    normalize_line_endings,
+    parse_message,
+)
+from gateway.validation import SignatureValidator
 from policies import (
     Action,
     Decision,
@@ -26,6 +40,7 @@ from policies import (
     evaluate,
     refusal,
 )
+from policies.model import SignatureCheck
 
 __all__ = ["MAX_LINE", "Engine", "Judgement", "RecipientOutcome", "accept_reply", "build_record"]
 
@@ -61,9 +76,18 @@ def accept_reply(decision_id: str) -> str:
 class Engine:
     """Configuration and policy, applied to one message at a time."""
 
-    def __init__(self, config: GatewayConfig, policy: Policy) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        policy: Policy,
+        *,
+        validator: SignatureValidator,
+        resolver: TxtResolver,
+    ) -> None:
         self.config = config
         self.policy = policy
+        self.validator = validator
+        self.resolver = resolver
 
     @staticmethod
     def sender_refusal(address: str, *, smtputf8: bool) -> str | None:
@@ -97,7 +121,32 @@ class Engine:
         """The reply line for reason ``code`` under the current policy."""
         return refusal(code, self.policy).line(ref=ref)
 
-    def judge(
+    def _prepare(
+        self,
+        raw: bytes,
+        *,
+        mail_from: str,
+        recipients: tuple[str, ...],
+        client_ip: str,
+        helo: str,
+        tls: bool,
+    ) -> tuple[ParsedMessage, list[FilePart], MessageFacts]:
+        parsed = parse_message(normalize_line_endings(raw))
+        files = file_parts(parsed.raw)
+        facts = build_facts(
+            parsed,
+            mail_from=mail_from,
+            recipients=recipients,
+            client_ip=client_ip,
+            client_trusted=self.config.is_trusted(client_ip),
+            helo=helo,
+            tls=tls,
+            files=files,
+        )
+        declared = parsed.first(self.policy.documents.class_header).strip().lower()
+        return parsed, files, dataclasses.replace(facts, document_class=declared)
+
+    async def judge(
         self,
         raw: bytes,
         *,
@@ -108,23 +157,35 @@ class Engine:
         tls: bool = False,
         now: datetime | None = None,
     ) -> Judgement:
-        """Decide on ``raw``; exceptions anywhere become a tempfail (``internal.check_error``)."""
+        """Decide on ``raw``; exceptions anywhere become a tempfail (``internal.check_error``).
+
+        Parsing runs in a thread, DKIM keys are fetched and documents validated (in worker
+        processes) concurrently; then the pure policy decides.
+        """
         started = time.perf_counter()
         now = now or datetime.now(UTC)
+        policy = self.policy  # one policy for the whole judgement, even across a reload
         parsed: ParsedMessage | None = None
         facts: MessageFacts | None = None
         try:
-            parsed = parse_message(normalize_line_endings(raw))
-            facts = build_facts(
-                parsed,
-                mail_from=mail_from,
-                recipients=recipients,
-                client_ip=client_ip,
-                client_trusted=self.config.is_trusted(client_ip),
-                helo=helo,
-                tls=tls,
+            prepared = await asyncio.to_thread(
+                partial(
+                    self._prepare,
+                    raw,
+                    mail_from=mail_from,
+                    recipients=recipients,
+                    client_ip=client_ip,
+                    helo=helo,
+                    tls=tls,
+                )
             )
-            decision = evaluate(facts, self.policy, now)
+            parsed, files, base = prepared
+            dkim_results, (documents, smime) = await asyncio.gather(
+                verify_dkim(parsed.raw, self.resolver),
+                gather_documents(parsed, files, base, policy, self.validator),
+            )
+            facts = dataclasses.replace(base, dkim=dkim_results, documents=documents, smime=smime)
+            decision = evaluate(facts, policy, now)
         except Exception:  # noqa: BLE001 - a bug in a check is a tempfail, never a pass
             decision = Decision(
                 Action.TEMPFAIL,
@@ -144,6 +205,18 @@ class Engine:
             )
         elapsed = (time.perf_counter() - started) * 1000
         return Judgement(decision, parsed, facts, elapsed, decision.errors)
+
+
+def _check_record(check: SignatureCheck) -> dict[str, Any]:
+    return {
+        "method": check.method,
+        "result": check.result,
+        "problem": check.problem,
+        "detail": check.detail,
+        "signers": [dataclasses.asdict(s) for s in check.signers],
+        "elapsed_ms": check.elapsed_ms,
+        "cached": check.cached,
+    }
 
 
 def _fields(facts: MessageFacts | None, name: str) -> list[dict[str, Any]]:
@@ -176,12 +249,18 @@ def build_record(
     policy: Policy,
     processing_ms: float,
 ) -> dict[str, Any]:
-    """The decision record (schema version 1) for one SMTP transaction."""
+    """The decision record for one SMTP transaction (see :data:`SCHEMA_VERSION`).
+
+    Version 2 added, per attachment, ``document`` and ``signatures`` (each check: method,
+    result, problem, detail, signers, elapsed_ms, cached), and ``smime``, ``dkim`` and
+    ``document_class`` at the top level.
+    """
     decision = judgement.decision if judgement else None
     facts = judgement.facts if judgement else None
+    documents = {d.attachment.sha256: d.checks for d in (facts.documents if facts else ())}
     monitor = list(decision.monitor_reasons) if decision else []
     return {
-        "schema": 1,
+        "schema": SCHEMA_VERSION,
         "id": decision_id,
         "time": when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "client": {"ip": client_ip, "helo": helo, "tls": tls},
@@ -207,9 +286,17 @@ def build_record(
                 "detected_type": a.detected_type,
                 "size": a.size,
                 "sha256": a.sha256,
+                "document": a.sha256 in documents,
+                "signatures": [_check_record(c) for c in documents.get(a.sha256, ())],
             }
             for a in (facts.attachments if facts else ())
         ],
+        "smime": _check_record(facts.smime) if facts and facts.smime else None,
+        "dkim": [
+            {"domain": d.domain, "selector": d.selector, "result": d.result, "detail": d.detail}
+            for d in (facts.dkim if facts else ())
+        ],
+        "document_class": facts.document_class if facts else "",
         "findings": [
             {
                 "id": f.rule,

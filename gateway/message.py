@@ -23,10 +23,14 @@ import filetype
 from policies.model import AddressField, Attachment, MessageFacts
 
 __all__ = [
+    "FilePart",
     "ParsedMessage",
     "RawHeader",
+    "auth_methods",
     "build_facts",
+    "file_parts",
     "parse_message",
+    "smime_parts",
     "split_headers",
     "strip_our_headers",
     "trace_headers",
@@ -163,38 +167,83 @@ def _detect_type(data: bytes, declared: str) -> str:
     return "application/octet-stream"
 
 
-def _attachments(raw: bytes) -> list[Attachment]:
+@dataclass(frozen=True)
+class FilePart:
+    """An attachment's description with its decoded bytes (for signature checks)."""
+
+    attachment: Attachment
+    data: bytes
+
+
+def file_parts(raw: bytes) -> list[FilePart]:
+    """Every MIME leaf that carries a file, decoded, in message order."""
     # compat32 is the fast, forgiving parser: MIME structure only, no header objects.
     message: Message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
-    found: list[Attachment] = []
+    found: list[FilePart] = []
     for part in message.walk():
         if part.is_multipart():
             continue
         declared = part.get_content_type()
         disposition = (part.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
         filename = part.get_filename() or ""
-        if (
-            not filename
-            and disposition != "attachment"
-            and part.get_content_maintype()
-            in (
-                "text",
-                "message",
-            )
-        ):
+        body_like = part.get_content_maintype() in ("text", "message")
+        if not filename and disposition != "attachment" and body_like:
             continue  # a body part, not a file
         payload = part.get_payload(decode=True)
         data = payload if isinstance(payload, bytes) else b""
-        found.append(
-            Attachment(
-                filename=_decoded_header(filename),
-                declared_type=declared,
-                detected_type=_detect_type(data, declared),
-                size=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
-            )
+        attachment = Attachment(
+            filename=_decoded_header(filename),
+            declared_type=declared,
+            detected_type=_detect_type(data, declared),
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
         )
+        found.append(FilePart(attachment, data))
     return found
+
+
+@dataclass(frozen=True)
+class SmimeParts:
+    """A top-level multipart/signed message: the signed part's exact bytes and the signature."""
+
+    signed: bytes
+    signature: bytes
+
+
+def smime_parts(parsed: ParsedMessage) -> SmimeParts | None:
+    """The signed content and CMS signature of a top-level S/MIME multipart/signed message.
+
+    The signature covers the first part exactly as sent (RFC 8551 3.5), so it is cut from the
+    raw bytes between the boundaries, not re-serialised from a parsed tree.
+    """
+    ctype = parsed.first("Content-Type")
+    if not ctype.lower().lstrip().startswith("multipart/signed"):
+        return None
+    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(parsed.raw)
+    boundary = message.get_boundary()
+    param = message.get_param("protocol")
+    protocol = param.lower() if isinstance(param, str) else ""
+    if not boundary or protocol not in (
+        "application/pkcs7-signature",
+        "application/x-pkcs7-signature",
+    ):
+        return None
+    body = parsed.raw[parsed.body_offset :]
+    delimiter = b"--" + boundary.encode("ascii", "replace")
+    start = body.find(delimiter + b"\r\n")
+    if start < 0:
+        return None
+    start += len(delimiter) + 2
+    end = body.find(b"\r\n" + delimiter, start)
+    if end < 0:
+        return None
+    parts = message.get_payload()
+    if not isinstance(parts, list) or len(parts) != 2 or not isinstance(parts[1], Message):
+        return None
+    signature = parts[1].get_payload(decode=True)
+    if not isinstance(signature, bytes) or not signature:
+        return None
+    return SmimeParts(body[start:end], signature)
 
 
 def build_facts(
@@ -206,8 +255,12 @@ def build_facts(
     client_trusted: bool,
     helo: str = "",
     tls: bool = False,
+    files: list[FilePart] | None = None,
 ) -> MessageFacts:
-    """Everything the policy judges, from the envelope and the parsed message."""
+    """Everything the policy judges, from the envelope and the parsed message.
+
+    Signature and DKIM evidence are added by the engine (they need I/O and worker processes).
+    """
     fields: dict[str, list[AddressField]] = {k: [] for k in _ADDRESS_HEADERS}
     for header in parsed.headers:
         if header.lname in fields:
@@ -228,7 +281,9 @@ def build_facts(
         subject=_decoded_header(parsed.first("Subject")),
         message_id=parsed.first("Message-ID"),
         size=len(parsed.raw),
-        attachments=tuple(_attachments(parsed.raw)),
+        attachments=tuple(
+            f.attachment for f in (file_parts(parsed.raw) if files is None else files)
+        ),
     )
 
 
@@ -281,6 +336,7 @@ def trace_headers(
     result: str,
     reason: str,
     when_utc: datetime,
+    methods: tuple[str, ...] = (),
 ) -> bytes:
     """Our ``Received:`` and ``Authentication-Results:`` lines, to prepend to the message."""
     protocol = ("ESMTPS" if tls else "ESMTP") if esmtp else "SMTP"
@@ -302,11 +358,41 @@ def trace_headers(
     words[-1] += ";"
     words += format_datetime(when_utc).split()
     received = _fold("Received", words)
-    ar_words = [f"{hostname};", f"congvu={result}"]
+    ar_words = [f"{hostname};"]
+    for method in methods:  # RFC 8601 resinfo: "dkim=pass header.d=... header.s=...;"
+        ar_words += method.split(" ")
+        ar_words[-1] += ";"
+    ar_words.append(f"congvu={result}")
     if reason:
         ar_words.append(f'reason="{_safe(reason)}"')
     ar_words.append(f"policy.decision={decision_id}")
     return (received + _fold("Authentication-Results", ar_words)).encode("utf-8")
+
+
+def auth_methods(facts: MessageFacts) -> tuple[str, ...]:
+    """RFC 8601 results for DKIM, S/MIME and each document, for our Authentication-Results."""
+    out = [
+        f"dkim={d.result} header.d={_token(d.domain)} header.s={_token(d.selector)}"
+        for d in facts.dkim
+        if d.domain
+    ]
+    if facts.smime is not None:
+        out.append(f"smime={facts.smime.result}")
+    for doc in facts.documents:
+        passed = [c for c in doc.checks if c.result == "pass"]
+        result = (
+            "pass"
+            if passed or doc.in_signed_smime
+            else (doc.checks[0].result if doc.checks else "none")
+        )
+        name = _token(doc.attachment.filename or "unnamed")
+        out.append(f'x-congvu-document={result} reason="{name}"')
+    return tuple(out)
+
+
+def _token(text: str) -> str:
+    """A value safe as an RFC 8601 pvalue / reason: printable ASCII, no quotes or separators."""
+    return "".join(c if "!" <= c <= "~" and c not in '";()' else "_" for c in text)[:100] or "_"
 
 
 def _safe(text: str) -> str:

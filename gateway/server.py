@@ -12,16 +12,20 @@ import signal
 import ssl
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from gateway.audit import AuditLog, DecisionStore, SqliteStore
 from gateway.config import GatewayConfig
+from gateway.dkim import DnsResolver, TxtResolver
 from gateway.engine import Engine
 from gateway.logs import get_logger
 from gateway.relay import Relay, make_relay
 from gateway.smtp import GatewayHandler, GatewaySMTP
+from gateway.trust import TrustStore, TrustStoreError, default_trust_store, load_trust_store
+from gateway.validation import PoolValidator
 from policies import ConfigError, Policy, load_policy
 
-__all__ = ["Gateway", "ListenError", "serve"]
+__all__ = ["Gateway", "ListenError", "make_resolver", "make_validator", "serve", "trust_for"]
 
 SHUTDOWN_GRACE = 30.0  # seconds open sessions get to finish after SIGTERM
 
@@ -38,6 +42,40 @@ def _tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
     return context
 
 
+def trust_for(policy: Policy) -> TrustStore:
+    """The trust store the policy names ("builtin", or a folder relative to the policy file)."""
+    settings = policy.trust
+    if settings.store == "builtin":
+        return default_trust_store(
+            revocation=settings.revocation, unknown_revocation=settings.unknown_revocation
+        )
+    base = Path(settings.store).expanduser()
+    if not base.is_absolute() and not policy.source.startswith("<"):
+        base = Path(policy.source).resolve().parent / base
+    return load_trust_store(
+        base, revocation=settings.revocation, unknown_revocation=settings.unknown_revocation
+    )
+
+
+def make_validator(
+    config: GatewayConfig, policy: Policy, *, processes: bool = True
+) -> PoolValidator:
+    """The signature validator the configuration and policy ask for."""
+    return PoolValidator(
+        trust_for(policy),
+        allow_hybrid_xrefs=policy.documents.allow_hybrid_xref,
+        workers=config.validation_workers,
+        timeout=config.validation_timeout,
+        max_bytes=config.max_document_bytes,
+        processes=processes,
+    )
+
+
+def make_resolver(config: GatewayConfig) -> DnsResolver:
+    """The DNS resolver the configuration asks for."""
+    return DnsResolver(config.dns_nameservers, timeout=config.dns_timeout)
+
+
 @dataclass
 class Gateway:
     """The assembled gateway; ``start`` listens, ``stop`` closes."""
@@ -46,6 +84,8 @@ class Gateway:
     policy: Policy
     store: DecisionStore
     relay: Relay
+    validator: PoolValidator
+    resolver: TxtResolver
 
     @classmethod
     def from_config(
@@ -54,17 +94,23 @@ class Gateway:
         policy: Policy | None = None,
         store: DecisionStore | None = None,
         relay: Relay | None = None,
+        resolver: TxtResolver | None = None,
     ) -> Gateway:
         """Build every part from ``config``; parts passed in replace the configured ones."""
+        policy = policy or load_policy(config.policy_file)
         return cls(
             config,
-            policy or load_policy(config.policy_file),
+            policy,
             store or SqliteStore(config.store_path),
             relay or make_relay(config.downstream),
+            make_validator(config, policy),
+            resolver or make_resolver(config),
         )
 
     def __post_init__(self) -> None:
-        self.engine = Engine(self.config, self.policy)
+        self.engine = Engine(
+            self.config, self.policy, validator=self.validator, resolver=self.resolver
+        )
         self.handler = GatewayHandler(self.engine, self.relay, AuditLog(self.store))
         self.tls = _tls_context(self.config)
         self._server: asyncio.Server | None = None
@@ -109,14 +155,21 @@ class Gateway:
         return bound
 
     def reload_policy(self) -> bool:
-        """Re-read the policy file; keep the old policy if the new one is invalid."""
+        """Re-read the policy and its trust store together; on any error keep both old ones."""
         try:
             policy = load_policy(self.config.policy_file)
-        except ConfigError as exc:
+            trust = trust_for(policy)
+        except (ConfigError, TrustStoreError) as exc:
             self.log.error("policy.reload_refused", error=str(exc), kept=self.policy.sha256)
             return False
+        self.validator.replace_trust(trust, allow_hybrid_xrefs=policy.documents.allow_hybrid_xref)
         self.policy = self.engine.policy = policy
-        self.log.info("policy.reloaded", policy=policy.source, policy_sha256=policy.sha256)
+        self.log.info(
+            "policy.reloaded",
+            policy=policy.source,
+            policy_sha256=policy.sha256,
+            trust_store=trust.version,
+        )
         return True
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
@@ -147,6 +200,7 @@ class Gateway:
                 protocol.transport.close()
         await asyncio.sleep(0)  # let connection_lost callbacks schedule their clean-ups
         await self.handler.drain()
+        self.validator.close()
         self.store.close()
         self.log.info("gateway.stopped")
 

@@ -28,7 +28,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any, AnyStr, TypeVar
 from urllib.parse import unquote
 
@@ -38,7 +37,7 @@ from gateway.audit import AuditLog, StoreError
 from gateway.engine import Engine, Judgement, RecipientOutcome, accept_reply, build_record
 from gateway.ids import new_decision_id
 from gateway.logs import get_logger
-from gateway.message import strip_our_headers, trace_headers
+from gateway.message import auth_methods, strip_our_headers, trace_headers
 from gateway.relay import DownstreamError, DownstreamReply, DownstreamSession, Relay
 from policies import Action
 
@@ -511,10 +510,8 @@ class GatewayHandler:
         try:
             ip, helo, tls = self._client(server)
             raw: bytes = envelope.original_content
-            # Parsing and judging are CPU work: a worker thread keeps other sessions answered
-            # while a large message is examined (process workers come with PDF validation).
-            judgement = await asyncio.to_thread(
-                partial(self.engine.judge, raw),
+            judgement = await self.engine.judge(
+                raw,
                 mail_from=envelope.mail_from,
                 recipients=tuple(envelope.rcpt_tos),
                 client_ip=ip,
@@ -569,6 +566,7 @@ class GatewayHandler:
             result="neutral" if monitor else "pass",
             reason=f"monitor: would refuse {' '.join(monitor)}" if monitor else "",
             when_utc=txn.when,
+            methods=auth_methods(judgement.facts) if judgement.facts else (),
         )
         body = strip_our_headers(judgement.parsed, self.engine.config.hostname)
         try:

@@ -252,6 +252,9 @@ class DocumentPolicy:
     exempt_extensions: tuple[str, ...] = EXEMPT_EXTENSIONS
     classes: Mapping[str, str] = field(default_factory=lambda: dict(DOCUMENT_CLASSES))
     class_header: str = "X-Document-Class"
+    # Word's "Save as PDF" writes hybrid cross-reference tables; readers could in theory
+    # disagree on such a file's content, but refusing them would refuse most real documents.
+    allow_hybrid_xref: bool = True
 
 
 @dataclass(frozen=True)
@@ -327,6 +330,7 @@ def _read_documents(reader: TomlReader) -> DocumentPolicy:
         if not re.fullmatch(r"\.[a-z0-9]{1,10}", e):
             raise reader.error("exempt_extensions", f"{e!r}: use lower-case '.ext' such as '.dwg'")
     header = reader.string("class_header", "X-Document-Class")
+    hybrid = reader.boolean("allow_hybrid_xref", True)
     if not re.fullmatch(r"[A-Za-z0-9-]+", header):
         raise reader.error("class_header", f"{header!r} is not a header field name")
     classes_reader = reader.table("classes") if reader.has("classes") else None
@@ -339,7 +343,7 @@ def _read_documents(reader: TomlReader) -> DocumentPolicy:
             classes[name] = classes_reader.string(name)
         classes_reader.finish()
     reader.finish()
-    return DocumentPolicy(frozenset(types), tuple(extensions), classes, header)
+    return DocumentPolicy(frozenset(types), tuple(extensions), classes, header, hybrid)
 
 
 def _read_trust(reader: TomlReader) -> TrustPolicy:

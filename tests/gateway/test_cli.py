@@ -40,6 +40,9 @@ def test_check_json_contract_for_a_reject(eml: Path, capsys: pytest.CaptureFixtu
     assert {f["id"]: f["outcome"] for f in result["findings"]} == {
         "sender-malformed-identity": "pass",
         "sender-personal-domain": "reject",
+        "sender-official-unauthenticated": "pass",
+        "document-exemption": "pass",
+        "document-signature-required": "pass",
     }
     assert all(set(f) >= {"id", "outcome", "reason", "detail"} for f in result["findings"])
 

@@ -20,7 +20,7 @@ def test_clean_official_mail_is_delivered_byte_for_byte_with_our_headers(
     start_gateway, downstream: Downstream, tmp_path: Path
 ) -> None:
     """Official mail reaches the downstream unchanged, behind our Received and A-R headers."""
-    gw = start_gateway(make_config(tmp_path, downstream.port))
+    gw = start_gateway(make_config(tmp_path, downstream.port), policy_text())
     data = message()
     rcpts, (code, text) = gw.send(data, OFFICIAL, [CLERK])
     assert rcpts == [(250, b"2.1.5 Recipient ok")]

@@ -77,6 +77,9 @@ RECORD_KEYS = {
     "reply",
     "policy",
     "processing_ms",
+    "smime",
+    "dkim",
+    "document_class",
 }
 
 
@@ -95,7 +98,7 @@ def test_decision_record_schema_is_frozen(
     gw.send(message(extra=attachment, body=body), OFFICIAL, [CLERK])
     [record] = gw.records()
     assert set(record) == RECORD_KEYS
-    assert record["schema"] == 1
+    assert record["schema"] == 2
     assert len(record["id"]) == 26 and record["time"].endswith("Z")
     assert set(record["client"]) == {"ip", "helo", "tls"}
     assert set(record["envelope"]) == {"mail_from", "recipients"}
@@ -113,4 +116,22 @@ def test_decision_record_schema_is_frozen(
         "detected_type": "application/pdf",  # by content, not by the declared type
         "size": len(content),
         "sha256": hashlib.sha256(content).hexdigest(),
+        "document": True,
+        "signatures": [att["signatures"][0]],
+    }
+    # Not a real PDF (a header and EOF only): unreadable, said so, never a crash.
+    [check] = att["signatures"]
+    assert (check["method"], check["result"], check["problem"]) == (
+        "pdf",
+        "permerror",
+        "unreadable",
+    )
+    assert set(check) == {
+        "method",
+        "result",
+        "problem",
+        "detail",
+        "signers",
+        "elapsed_ms",
+        "cached",
     }

@@ -118,7 +118,13 @@ def test_default_policy_is_valid_and_ships_a_real_provider_list() -> None:
         "proton.me",
     } <= providers
     assert policy.personal_providers == providers
-    assert [r.id for r in policy.rules] == ["sender-malformed-identity", "sender-personal-domain"]
+    assert [(r.id, r.mode.value) for r in policy.rules] == [
+        ("sender-malformed-identity", "enforce"),
+        ("sender-personal-domain", "enforce"),
+        ("sender-official-unauthenticated", "monitor"),  # the issue: start in monitor
+        ("document-exemption", "enforce"),
+        ("document-signature-required", "enforce"),
+    ]
 
 
 def test_personal_list_can_be_extended_and_trimmed() -> None:

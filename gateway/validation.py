@@ -1,0 +1,190 @@
+"""Signature validation off the event loop: worker processes, a time limit, and a cache.
+
+PDF validation costs tens of milliseconds of CPU (more for large or hostile files), so it runs
+in a process pool sized to the cores. Each job has a wall-clock limit; a job over it is
+answered ``permerror``/``unreadable`` and the pool is replaced (a stuck worker cannot be
+cancelled, only killed). Results are cached by (what was validated, trust-store version), so
+a circular sent to fifty units is validated once.
+
+A worker that dies makes :class:`ValidationUnavailable` rise: the engine answers 4xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import hashlib
+import multiprocessing
+import os
+import time
+from collections import OrderedDict
+from concurrent.futures.process import BrokenProcessPool
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from gateway import signatures
+from gateway.trust import TrustStore
+from policies.model import SignatureCheck
+
+__all__ = ["PoolValidator", "SignatureValidator", "ValidationUnavailable"]
+
+
+class ValidationUnavailable(Exception):
+    """A validation worker failed (crashed, killed): temporary, answer 4xx."""
+
+
+class SignatureValidator(Protocol):
+    """What the engine asks of a validator."""
+
+    async def pdf(self, data: bytes) -> SignatureCheck:
+        """Validate a PDF's embedded signatures."""
+
+    async def detached(self, content: bytes, signature: bytes) -> SignatureCheck:
+        """Validate a detached CMS signature over ``content``."""
+
+    async def smime(self, signed: bytes, signature: bytes, from_address: str) -> SignatureCheck:
+        """Validate an S/MIME signature over the signed part, for ``from_address``."""
+
+
+# -- worker side -------------------------------------------------------------------------------
+
+_TRUST: TrustStore | None = None
+
+
+def _init_worker(trust: TrustStore) -> None:
+    global _TRUST  # noqa: PLW0603 - one trust store per worker process, set once at start
+    _TRUST = trust
+    signatures.quiet_library_logs()  # pyHanko logs every failed signature with a traceback
+
+
+def _work(kind: str, args: tuple[Any, ...]) -> SignatureCheck:
+    trust = _TRUST
+    if trust is None:  # pragma: no cover - the initializer always runs first
+        raise RuntimeError("worker has no trust store")
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    if kind == "pdf":
+        check = signatures.validate_pdf(args[0], trust, now, allow_hybrid_xrefs=args[1])
+    elif kind == "cms":
+        check = signatures.validate_detached(args[0], args[1], trust, now)
+    else:
+        check = signatures.validate_smime(args[0], args[1], trust, now, args[2])
+    elapsed = (time.perf_counter() - started) * 1000
+    return dataclasses.replace(check, elapsed_ms=round(elapsed, 3))
+
+
+# -- gateway side ------------------------------------------------------------------------------
+
+
+class PoolValidator:
+    """Validates in worker processes (or threads, for the one-shot ``congvu check``)."""
+
+    def __init__(
+        self,
+        trust: TrustStore,
+        *,
+        workers: int = 0,
+        timeout: float = 10.0,
+        max_bytes: int = 25 * 1024 * 1024,
+        processes: bool = True,
+        allow_hybrid_xrefs: bool = True,
+        cache_size: int = 2048,
+        cache_ttl: float = 600.0,
+    ) -> None:
+        self.trust = trust
+        self.workers = workers or os.cpu_count() or 1
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.processes = processes
+        self.allow_hybrid_xrefs = allow_hybrid_xrefs
+        self._pool: concurrent.futures.Executor | None = None
+        self._cache: OrderedDict[str, tuple[float, SignatureCheck]] = OrderedDict()
+        self._cache_size, self._cache_ttl = cache_size, cache_ttl
+        self.hits = 0
+        self.misses = 0
+
+    def _executor(self) -> concurrent.futures.Executor:
+        if self._pool is None:
+            if self.processes:
+                # spawn: workers never inherit the event loop's threads or sockets.
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker,
+                    initargs=(self.trust,),
+                )
+            else:
+                _init_worker(self.trust)
+                self._pool = concurrent.futures.ThreadPoolExecutor(self.workers)
+        return self._pool
+
+    def replace_trust(self, trust: TrustStore, *, allow_hybrid_xrefs: bool = True) -> None:
+        """Use a new trust store (policy reload): new workers; cached results no longer match."""
+        self.trust = trust
+        self.allow_hybrid_xrefs = allow_hybrid_xrefs
+        self._discard_pool()
+
+    def _discard_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if isinstance(pool, concurrent.futures.ProcessPoolExecutor):
+            # A stuck worker ignores cancellation: kill the processes themselves.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Stop the workers."""
+        self._discard_pool()
+
+    async def _run(self, kind: str, args: tuple[Any, ...], size: int) -> SignatureCheck:
+        digest = hashlib.sha256(kind.encode())
+        for arg in args:
+            if isinstance(arg, bool):
+                digest.update(b"1" if arg else b"0")
+            else:
+                digest.update(
+                    hashlib.sha256(arg if isinstance(arg, bytes) else arg.encode()).digest()
+                )
+        key = f"{digest.hexdigest()}:{self.trust.version}"
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            self.hits += 1
+            self._cache.move_to_end(key)
+            return dataclasses.replace(hit[1], cached=True)
+        self.misses += 1
+        if size > self.max_bytes:
+            return SignatureCheck(
+                kind, "permerror", "unreadable", f"{size} bytes: over the {self.max_bytes} limit"
+            )
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self._executor(), _work, kind, args)
+            check = await asyncio.wait_for(future, self.timeout)
+        except TimeoutError:
+            self._discard_pool()
+            return SignatureCheck(
+                kind, "permerror", "unreadable", f"validation took longer than {self.timeout:g} s"
+            )
+        except BrokenProcessPool as exc:
+            self._discard_pool()
+            raise ValidationUnavailable("a validation worker died") from exc
+        self._cache[key] = (now + self._cache_ttl, check)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return check
+
+    async def pdf(self, data: bytes) -> SignatureCheck:
+        """Validate a PDF's embedded signatures."""
+        return await self._run("pdf", (data, self.allow_hybrid_xrefs), len(data))
+
+    async def detached(self, content: bytes, signature: bytes) -> SignatureCheck:
+        """Validate a detached CMS signature over ``content``."""
+        return await self._run("cms", (content, signature), len(content))
+
+    async def smime(self, signed: bytes, signature: bytes, from_address: str) -> SignatureCheck:
+        """Validate an S/MIME signature over the signed part, for ``from_address``."""
+        return await self._run("smime", (signed, signature, from_address), len(signed))
