@@ -92,9 +92,11 @@ class Gateway:
         cls,
         config: GatewayConfig,
         policy: Policy | None = None,
+        *,
         store: DecisionStore | None = None,
         relay: Relay | None = None,
         resolver: TxtResolver | None = None,
+        validator: PoolValidator | None = None,
     ) -> Gateway:
         """Build every part from ``config``; parts passed in replace the configured ones."""
         policy = policy or load_policy(config.policy_file)
@@ -103,7 +105,7 @@ class Gateway:
             policy,
             store or SqliteStore(config.store_path),
             relay or make_relay(config.downstream),
-            make_validator(config, policy),
+            validator or make_validator(config, policy),
             resolver or make_resolver(config),
         )
 

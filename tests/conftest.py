@@ -256,7 +256,10 @@ def start_gateway(
         if isinstance(policy, str):
             policy = parse_policy(policy, "test-policy.toml")
         gw = Gateway.from_config(
-            config, policy or load_policy(), store or SqliteStore(config.store_path), **kwargs
+            config,
+            policy or load_policy(config.policy_file),
+            store=store or SqliteStore(config.store_path),
+            **kwargs,
         )
         port = loop_thread.run(gw.start(port=0))
         started.append(gw)

@@ -1,0 +1,252 @@
+"""Signed documents end to end: real signatures (test PKI), real SMTP, real downstream.
+
+The gateway trusts the test PKI's root (never the shipped VGCA roots: test certificates must
+not pretend to be government ones). Validation runs in worker processes as in production.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CLERK, OFFICIAL, Downstream, make_config, policy_text
+from pki import (
+    TestPKI,
+    add_content_after_signing,
+    build_pki,
+    countersign,
+    detached_cms,
+    make_pdf,
+    sign_pdf,
+    smime_parts,
+)
+
+from gateway.validation import PoolValidator
+
+DOCUMENT_RULES = (
+    '[[rules]]\nid = "sender-malformed-identity"\n'
+    '[[rules]]\nid = "document-exemption"\n'
+    '[[rules]]\nid = "document-signature-required"\n'
+)
+
+
+@pytest.fixture(scope="module")
+def pki() -> TestPKI:
+    return build_pki()
+
+
+@pytest.fixture
+def gateway(start_gateway, downstream: Downstream, tmp_path: Path, pki: TestPKI) -> Any:
+    validator = PoolValidator(pki.store(), workers=1, timeout=30)
+    return start_gateway(
+        make_config(tmp_path, downstream.port), policy_text(DOCUMENT_RULES), validator=validator
+    )
+
+
+def docx() -> bytes:
+    """A minimal Word document (detected as such by content)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(
+            "[Content_Types].xml",
+            '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>',
+        )
+        z.writestr("word/document.xml", "<w:document/>")
+    return buf.getvalue()
+
+
+def attach(filename: str, data: bytes, ctype: str = "application/octet-stream") -> str:
+    encoded = base64.encodebytes(data).decode().replace("\n", "\r\n")
+    return (
+        f'--MIX\r\nContent-Type: {ctype}; name="{filename}"\r\n'
+        f'Content-Disposition: attachment; filename="{filename}"\r\n'
+        f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}"
+    )
+
+
+def with_files(*files: tuple[str, bytes], extra: str = "", from_: str = OFFICIAL) -> bytes:
+    head = (
+        f"From: Nguyen Van A <{from_}>\r\nTo: {CLERK}\r\nSubject: Cong van\r\n"
+        f"Message-ID: <doc@test>\r\n{extra}MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="MIX"\r\n\r\n'
+    )
+    body = "--MIX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nKinh gui van thu.\r\n"
+    body += "".join(attach(name, data) for name, data in files) + "--MIX--\r\n"
+    return (head + body).encode()
+
+
+def smime_message(inner: bytes, signer: Any, from_: str = OFFICIAL) -> bytes:
+    """A multipart/signed message whose first part is ``inner`` (a MIME entity)."""
+    signed, signature = smime_parts(inner, signer)
+    sig_b64 = base64.encodebytes(signature).replace(b"\n", b"\r\n")
+    return (
+        f"From: Nguyen Van A <{from_}>\r\nTo: {CLERK}\r\nSubject: Cong van ky S/MIME\r\n"
+        "Message-ID: <smime@test>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; '
+        'micalg=sha-256; boundary="SIG"\r\n\r\n'
+    ).encode() + (
+        b"--SIG\r\n" + signed + b"\r\n--SIG\r\n"
+        b'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="smime.p7s"\r\n\r\n' + sig_b64 + b"--SIG--\r\n"
+    )
+
+
+def inner_entity(*files: tuple[str, bytes]) -> bytes:
+    body = "--MIX\r\nContent-Type: text/plain\r\n\r\nVan ban dinh kem.\r\n"
+    body += "".join(attach(n, d) for n, d in files) + "--MIX--\r\n"
+    return ('Content-Type: multipart/mixed; boundary="MIX"\r\n\r\n' + body).encode()
+
+
+def test_signed_pdf_is_delivered_and_the_signer_recorded(
+    gateway, downstream: Downstream, pki: TestPKI
+) -> None:
+    """A PDF signed by a trusted, valid certificate passes; who signed is in the record."""
+    pdf = sign_pdf(make_pdf(), pki.person)
+    _, (code, text) = gateway.send(with_files(("cong-van.pdf", pdf)), OFFICIAL, [CLERK])
+    assert code == 250, text
+    [record] = gateway.records()
+    [att] = record["attachments"]
+    assert att["document"] is True
+    [check] = att["signatures"]
+    assert (check["method"], check["result"]) == ("pdf", "pass")
+    [signer] = check["signers"]
+    assert signer["fingerprint"] == pki.person.fingerprint and signer["serial"] == pki.person.serial
+    assert "Nguyen Van A" in signer["subject"]
+    got = b" ".join(downstream.handler.messages[0].data.split())
+    assert b'x-congvu-document=pass reason="cong-van.pdf";' in got
+
+
+def test_clerk_countersignature_passes(gateway, pki: TestPKI) -> None:
+    """Decree 30: the officer signs, then the clerk signs for the organisation: still valid."""
+    pdf = countersign(sign_pdf(make_pdf(), pki.person), pki.clerk)
+    _, (code, _) = gateway.send(with_files(("cv.pdf", pdf)), OFFICIAL, [CLERK])
+    assert code == 250
+    [check] = gateway.records()[0]["attachments"][0]["signatures"]
+    assert len(check["signers"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("make", "reply"),
+    [
+        (lambda p: make_pdf(), b"5.7.1 [document.unsigned]"),
+        (
+            lambda p: add_content_after_signing(sign_pdf(make_pdf(), p.person)),
+            b"5.7.7 [document.modified_after_signing]",
+        ),
+        (lambda p: sign_pdf(make_pdf(), p.expired), b"5.7.1 [document.signer_expired]"),
+        (lambda p: sign_pdf(make_pdf(), p.revoked), b"5.7.1 [document.signer_revoked]"),
+        (lambda p: sign_pdf(make_pdf(), p.stranger), b"5.7.1 [document.signer_untrusted]"),
+        (lambda p: b"%PDF-1.7\r\n garbage", b"5.6.0 [document.unreadable]"),
+    ],
+)
+def test_bad_documents_are_returned_with_the_reason(
+    gateway, downstream: Downstream, pki: TestPKI, make, reply: bytes
+) -> None:  # type: ignore[no-untyped-def]
+    """Unsigned, modified, expired, revoked, untrusted, unreadable: each its own refusal."""
+    _, (code, text) = gateway.send(with_files(("cv.pdf", make(pki))), OFFICIAL, [CLERK])
+    assert code == 550 and text.startswith(reply), text
+    assert downstream.handler.messages == []
+    finding = next(
+        f for f in gateway.records()[0]["findings"] if f["id"] == "document-signature-required"
+    )
+    assert finding["detail"].startswith("cv.pdf: pdf ")
+
+
+def test_detached_signature_covers_a_word_document(gateway, pki: TestPKI) -> None:
+    """A .docx with a .p7s beside it, signing exactly its bytes, passes; a mismatch does not."""
+    doc = docx()
+    ok = with_files(("to-trinh.docx", doc), ("to-trinh.docx.p7s", detached_cms(doc, pki.clerk)))
+    assert gateway.send(ok, OFFICIAL, [CLERK])[1][0] == 250
+    other = detached_cms(doc + b"x", pki.clerk)
+    bad = with_files(("to-trinh.docx", doc), ("to-trinh.p7s", other))
+    _, (code, text) = gateway.send(bad, OFFICIAL, [CLERK])
+    assert code == 550 and b"[document.signature_invalid]" in text
+
+
+def test_smime_signed_message_covers_its_documents(gateway, pki: TestPKI) -> None:
+    """S/MIME by a certificate for the From address covers the documents inside it."""
+    inner = inner_entity(("to-trinh.docx", docx()))
+    good = smime_message(inner, pki.person)
+    assert gateway.send(good, OFFICIAL, [CLERK])[1][0] == 250
+    record = gateway.records()[-1]
+    assert record["smime"]["result"] == "pass"
+    forged = smime_message(inner, pki.person, from_="truong.phong@dilinh.lamdong.gov.vn")
+    _, (code, text) = gateway.send(forged, OFFICIAL, [CLERK])
+    assert code == 550 and b"[message.smime_invalid]" in text
+
+
+@pytest.mark.parametrize(
+    ("files", "extra"),
+    [
+        ((("ban-do-quy-hoach.pdf", make_pdf("Ban do")),), "X-Document-Class: ban-do\r\n"),
+        ((("mat-bang.dwg", b"AC1027 drawing bytes"),), ""),
+    ],
+)
+def test_declared_exemptions_pass_and_are_recorded(
+    gateway, files: tuple[tuple[str, bytes], ...], extra: str
+) -> None:
+    """Maps and drawings pass unsigned when declared; the claim is a recorded note."""
+    _, (code, _) = gateway.send(with_files(*files, extra=extra), OFFICIAL, [CLERK])
+    assert code == 250
+    note = next(f for f in gateway.records()[0]["findings"] if f["id"] == "document-exemption")
+    assert note["outcome"] == "note" and "exempt by" in note["detail"]
+
+
+def test_a_circular_to_many_units_is_validated_once(gateway, pki: TestPKI) -> None:
+    """The same signed PDF sent again is answered from the cache."""
+    data = with_files(("thong-bao.pdf", sign_pdf(make_pdf("Thong bao"), pki.clerk)))
+    for _ in range(3):
+        assert gateway.send(data, OFFICIAL, [CLERK])[1][0] == 250
+    cached = [r["attachments"][0]["signatures"][0]["cached"] for r in gateway.records()]
+    assert cached == [False, True, True]
+    assert gateway.gateway.validator.hits == 2
+
+
+def test_trust_store_reload_takes_effect(
+    start_gateway, downstream: Downstream, tmp_path: Path, pki: TestPKI
+) -> None:
+    """SIGHUP reloads the trust store named by the policy: a removed root stops passing."""
+    from cryptography.hazmat.primitives import serialization
+
+    store = tmp_path / "certs"
+    (store / "trust").mkdir(parents=True)
+    (store / "intermediates").mkdir()
+    pem = pki.root.cert.public_bytes(serialization.Encoding.PEM)
+    (store / "trust" / "test-root.pem").write_bytes(pem)
+    (store / "intermediates" / "issuing.pem").write_bytes(
+        pki.issuing.cert.public_bytes(serialization.Encoding.PEM)
+    )
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(policy_text(DOCUMENT_RULES, extra='[trust]\nstore = "certs"\n'))
+    config = make_config(tmp_path, downstream.port, policy_file=policy_file)
+    gw = start_gateway(config, None)
+    data = with_files(("cv.pdf", sign_pdf(make_pdf(), pki.person)))
+    assert gw.send(data, OFFICIAL, [CLERK])[1][0] == 250
+    rogue = pki.rogue_root.cert.public_bytes(serialization.Encoding.PEM)
+    (store / "trust" / "test-root.pem").write_bytes(rogue)
+    assert gw.gateway.reload_policy() is True
+    _, (code, text) = gw.send(data, OFFICIAL, [CLERK])
+    assert code == 550 and b"[document.signer_untrusted]" in text
+
+
+def test_validation_over_the_time_limit_is_unreadable(pki: TestPKI) -> None:
+    """A document that takes too long to check is refused as unreadable, the worker replaced."""
+    import asyncio
+
+    pdf = sign_pdf(make_pdf(), pki.person)
+
+    async def run() -> Any:
+        validator = PoolValidator(pki.store(), workers=1, timeout=0.001)
+        try:
+            return await validator.pdf(pdf)
+        finally:
+            validator.close()
+
+    check = asyncio.run(run())
+    assert (check.result, check.problem) == ("permerror", "unreadable")
+    assert "longer than" in check.detail
