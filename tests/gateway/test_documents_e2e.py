@@ -250,3 +250,41 @@ def test_validation_over_the_time_limit_is_unreadable(pki: TestPKI) -> None:
     check = asyncio.run(run())
     assert (check.result, check.problem) == ("permerror", "unreadable")
     assert "longer than" in check.detail
+
+
+def test_congvu_check_judges_documents_as_serve_does(
+    tmp_path: Path, pki: TestPKI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The offline check validates signatures with the policy's trust store, same reasons."""
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway.cli import main
+
+    store = tmp_path / "certs"
+    (store / "trust").mkdir(parents=True)
+    (store / "intermediates").mkdir()
+    (store / "trust" / "root.pem").write_bytes(
+        pki.root.cert.public_bytes(serialization.Encoding.PEM)
+    )
+    (store / "intermediates" / "issuing.pem").write_bytes(
+        pki.issuing.cert.public_bytes(serialization.Encoding.PEM)
+    )
+    policy = tmp_path / "policy.toml"
+    policy.write_text(policy_text(DOCUMENT_RULES, extra='[trust]\nstore = "certs"\n'))
+    config = tmp_path / "congvu.toml"
+    config.write_text(f'[policy]\nfile = "{policy}"\n')
+    signed = tmp_path / "signed.eml"
+    signed.write_bytes(with_files(("cv.pdf", sign_pdf(make_pdf(), pki.clerk))))
+    modified = tmp_path / "modified.eml"
+    modified.write_bytes(
+        with_files(("cv.pdf", add_content_after_signing(sign_pdf(make_pdf(), pki.clerk))))
+    )
+
+    assert main(["check", "--json", "--config", str(config), str(signed)]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == "accept"
+    assert main(["check", "--json", "--config", str(config), str(modified)]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["reasons"] == ["document.modified_after_signing"]
+    assert result["smtp_reply"].startswith("550 5.7.7 [document.modified_after_signing]")
