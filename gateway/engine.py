@@ -180,6 +180,7 @@ class Engine:
                 )
             )
             parsed, files, base = prepared
+            facts = base  # recorded as far as known, even if gathering evidence fails below
             dkim_results, (documents, smime) = await asyncio.gather(
                 verify_dkim(parsed.raw, self.resolver),
                 gather_documents(parsed, files, base, policy, self.validator),

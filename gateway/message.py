@@ -10,7 +10,9 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import hashlib
+import io
 import re
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 from email.errors import HeaderParseError
@@ -28,6 +30,7 @@ __all__ = [
     "RawHeader",
     "auth_methods",
     "build_facts",
+    "detect_type",
     "file_parts",
     "parse_message",
     "smime_parts",
@@ -155,13 +158,51 @@ def _decoded_header(value: str) -> str:
         return value
 
 
-def _detect_type(data: bytes, declared: str) -> str:
-    # Some producers put bytes before the PDF header; readers accept it within the first KiB.
-    if b"%PDF-" in data[:1024]:
+_OOXML = {
+    "word/": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "xl/": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "ppt/": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+}
+
+
+def _zip_type(data: bytes) -> str:
+    """OOXML and ODF files are zips: tell them apart by their central directory, not the
+    first few local headers (which is all a magic-number sniffer sees)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+            if "mimetype" in names:
+                mimetype = archive.read("mimetype")[:100].decode("ascii", "replace").strip()
+                if mimetype.startswith("application/vnd.oasis.opendocument."):
+                    return mimetype
+            if "[Content_Types].xml" in names:
+                for prefix, kind in _OOXML.items():
+                    if any(n.startswith(prefix) for n in names):
+                        return kind
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError):
+        return "application/zip"
+    return "application/zip"
+
+
+def _looks_like_pdf(data: bytes) -> bool:
+    """A header in the first KiB (as Acrobat accepts), or one anywhere with a PDF trailer at
+    the end (as repairing readers such as pdf.js and MuPDF open it)."""
+    if data[:1024].find(b"%PDF-") >= 0 and (b"%%EOF" in data[-2048:] or b"startxref" in data):
+        return True
+    return b"%PDF-" in data and b"%%EOF" in data[-2048:]
+
+
+def detect_type(data: bytes, declared: str) -> str:
+    # Magic numbers of containers win: a zip holding a PDF is a zip, inspected as such.
+    if data[:4] == b"PK\x03\x04":
+        return _zip_type(data)
+    if _looks_like_pdf(data):
         return "application/pdf"
     kind = filetype.guess_mime(data)
     if kind:
         return str(kind)
+    if data.lstrip()[:5] == b"%PDF-":
+        return "application/pdf"  # a truncated PDF is still a document (judged unreadable)
     if declared.startswith("text/"):
         return "text/plain"
     return "application/octet-stream"
@@ -194,7 +235,7 @@ def file_parts(raw: bytes) -> list[FilePart]:
         attachment = Attachment(
             filename=_decoded_header(filename),
             declared_type=declared,
-            detected_type=_detect_type(data, declared),
+            detected_type=detect_type(data, declared),
             size=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
         )
@@ -229,14 +270,18 @@ def smime_parts(parsed: ParsedMessage) -> SmimeParts | None:
     ):
         return None
     body = parsed.raw[parsed.body_offset :]
-    delimiter = b"--" + boundary.encode("ascii", "replace")
-    start = body.find(delimiter + b"\r\n")
-    if start < 0:
+    delimiter = re.escape(b"--" + boundary.encode("ascii", "replace"))
+    # Delimiters only count at the start of a line and followed by white space to the end of
+    # it, exactly as a MIME parser reads them: a "--boundary" inside a line is content.
+    opening = re.search(rb"(?:\A|\r\n)" + delimiter + rb"[ \t]*\r\n", body)
+    if opening is None:
         return None
-    start += len(delimiter) + 2
-    end = body.find(b"\r\n" + delimiter, start)
-    if end < 0:
+    start = opening.end()
+    closing = re.compile(rb"\r\n" + delimiter + rb"(?:--)?[ \t]*(?:\r\n|\Z)")
+    following = closing.search(body, start)
+    if following is None:
         return None
+    end = following.start()
     parts = message.get_payload()
     if not isinstance(parts, list) or len(parts) != 2 or not isinstance(parts[1], Message):
         return None

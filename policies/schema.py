@@ -242,6 +242,15 @@ DOCUMENT_CLASSES = {
     "an-pham": "Ấn phẩm, vật phẩm / publication",
 }
 EXEMPT_EXTENSIONS = (".dwg", ".dxf", ".dgn", ".kmz", ".kml", ".shp", ".shx", ".dbf", ".prj")
+# Containers the gateway cannot look into: treated as documents that cannot be checked.
+# (Zip archives are opened one level and their documents judged; OOXML/ODF are documents.)
+OPAQUE_TYPES = (
+    "application/ms-tnef",
+    "application/vnd.ms-tnef",
+    "application/x-rar-compressed",
+    "application/vnd.rar",
+    "application/x-7z-compressed",
+)
 
 
 @dataclass(frozen=True)
@@ -255,6 +264,7 @@ class DocumentPolicy:
     # Word's "Save as PDF" writes hybrid cross-reference tables; readers could in theory
     # disagree on such a file's content, but refusing them would refuse most real documents.
     allow_hybrid_xref: bool = True
+    opaque_types: frozenset[str] = frozenset(OPAQUE_TYPES)
 
 
 @dataclass(frozen=True)
@@ -331,6 +341,10 @@ def _read_documents(reader: TomlReader) -> DocumentPolicy:
             raise reader.error("exempt_extensions", f"{e!r}: use lower-case '.ext' such as '.dwg'")
     header = reader.string("class_header", "X-Document-Class")
     hybrid = reader.boolean("allow_hybrid_xref", True)
+    opaque = reader.strings("opaque_types", list(OPAQUE_TYPES))
+    for t in opaque:
+        if not re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", t):
+            raise reader.error("opaque_types", f"{t!r} is not a MIME type")
     if not re.fullmatch(r"[A-Za-z0-9-]+", header):
         raise reader.error("class_header", f"{header!r} is not a header field name")
     classes_reader = reader.table("classes") if reader.has("classes") else None
@@ -343,7 +357,9 @@ def _read_documents(reader: TomlReader) -> DocumentPolicy:
             classes[name] = classes_reader.string(name)
         classes_reader.finish()
     reader.finish()
-    return DocumentPolicy(frozenset(types), tuple(extensions), classes, header, hybrid)
+    return DocumentPolicy(
+        frozenset(types), tuple(extensions), classes, header, hybrid, frozenset(opaque)
+    )
 
 
 def _read_trust(reader: TomlReader) -> TrustPolicy:

@@ -3,7 +3,7 @@ kinds the directive exempts, which the sender declares and the log records."""
 
 from __future__ import annotations
 
-from policies.model import DocumentEvidence, MessageFacts, SignatureCheck, Verdict
+from policies.model import Action, DocumentEvidence, MessageFacts, Mode, SignatureCheck, Verdict
 from policies.reasons import REASONS
 from policies.rules import RuleContext, rule
 from policies.schema import Policy
@@ -33,10 +33,20 @@ _PREFERENCE = (
 )
 
 
+def _exemptions_honoured(policy: Policy) -> bool:
+    # Exemptions are claimed, recorded, never silently assumed: without the rule that records
+    # them (document-exemption, not off) there are none.
+    return any(r.id == "document-exemption" and r.mode is not Mode.OFF for r in policy.rules)
+
+
 def exemption(document: DocumentEvidence, facts: MessageFacts, policy: Policy) -> str:
     """Why ``document`` is exempt (a declared class or an exempt file type), or ""."""
+    if not _exemptions_honoured(policy):
+        return ""
     if facts.document_class and facts.document_class in policy.documents.classes:
         return f"{policy.documents.class_header}: {facts.document_class}"
+    if document.attachment.detected_type in policy.documents.types:
+        return ""  # a PDF named "cv.pdf.dwg" is still a PDF: its name exempts nothing
     name = document.attachment.filename.lower()
     for ext in policy.documents.exempt_extensions:
         if name.endswith(ext):
@@ -69,17 +79,31 @@ def _describe(check: SignatureCheck) -> str:
     return "; ".join(parts)
 
 
-def _failure(document: DocumentEvidence, facts: MessageFacts) -> tuple[str, str]:
-    """The problem that refuses ``document`` and a description of every check, for the log."""
+def _failure(document: DocumentEvidence, facts: MessageFacts, policy: Policy) -> tuple[str, str]:
+    """The reason that refuses ``document``, and a description of every check, for the log.
+
+    The most telling problem wins (a modified document says more than a missing signature);
+    a failed S/MIME signature that was the document's only cover is ``message.smime_invalid``
+    when permanent, and a temporary failure stays temporary whichever check it came from.
+    """
     checks = list(document.checks)
-    problems = [c.problem or "invalid" for c in checks if c.result != "pass"]
-    if not checks:
-        problems = ["unsigned"]
     if facts.smime is not None and facts.smime.result != "pass":
-        problems.append("smime")
-    ranked = sorted(problems, key=lambda p: _PREFERENCE.index(p) if p in _PREFERENCE else -1)
+        checks.append(facts.smime)
+    failed = [c for c in checks if c.result != "pass"] or [
+        SignatureCheck("pdf", "none", "unsigned", "no signature")
+    ]
+
+    def rank(check: SignatureCheck) -> int:
+        problem = check.problem or "invalid"
+        return _PREFERENCE.index(problem) if problem in _PREFERENCE else 0
+
+    best = sorted(failed, key=rank)[0]
+    problem = best.problem or "invalid"
+    reason = _reason(problem, policy)
+    if best.method == "smime" and REASONS[reason].action is Action.REJECT:
+        reason = "message.smime_invalid"
     description = " | ".join(_describe(c) for c in checks) or "no signature"
-    return ranked[0], description
+    return reason, description
 
 
 @rule("document-signature-required")
@@ -98,8 +122,7 @@ def document_signature_required(facts: MessageFacts, ctx: RuleContext) -> Verdic
             continue
         if any(c.result == "pass" for c in document.checks):
             continue
-        problem, description = _failure(document, facts)
-        reason = "message.smime_invalid" if problem == "smime" else _reason(problem, ctx.policy)
+        reason, description = _failure(document, facts, ctx.policy)
         failures.append((reason, f"{document.attachment.filename or '(unnamed)'}: {description}"))
     if not failures:
         return None

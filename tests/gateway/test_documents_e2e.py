@@ -288,3 +288,106 @@ def test_congvu_check_judges_documents_as_serve_does(
     result = json.loads(capsys.readouterr().out)
     assert result["reasons"] == ["document.modified_after_signing"]
     assert result["smtp_reply"].startswith("550 5.7.7 [document.modified_after_signing]")
+
+
+def _zip(members: dict[str, bytes], *, compress: bool = True) -> bytes:
+    buf = io.BytesIO()
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buf, "w", method) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _late_docx() -> bytes:
+    """A .docx whose word/ part comes after many others (magic sniffers give up early)."""
+    members = {"[Content_Types].xml": b"<Types/>"}
+    members |= {f"customXml/item{i}.xml": b"<x/>" for i in range(8)}
+    members["word/document.xml"] = b"<w:document/>"
+    return _zip(members)
+
+
+def _attach_typed(filename: str, data: bytes, ctype: str) -> bytes:
+    body = "--MIX\r\nContent-Type: text/plain\r\n\r\nxem\r\n" + attach(filename, data, ctype)
+    head = (
+        f"From: Nguyen Van A <{OFFICIAL}>\r\nTo: {CLERK}\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="MIX"\r\n\r\n'
+    )
+    return (head + body + "--MIX--\r\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("build", "accepted"),
+    [
+        # A PDF dressed as a signature is still a document.
+        (lambda p: _attach_typed("qd.pdf", make_pdf(), "application/pkcs7-signature"), False),
+        (lambda p: with_files(("qd.sig", make_pdf())), False),
+        # Documents inside archives and behind odd detection are found.
+        (lambda p: with_files(("ho-so.zip", _zip({"qd.pdf": make_pdf()}))), False),
+        (
+            lambda p: with_files(
+                ("ho-so.zip", _zip({"qd.pdf": sign_pdf(make_pdf(), p.clerk)}, compress=False))
+            ),
+            True,
+        ),
+        (lambda p: with_files(("bao-cao.bin", _late_docx())), False),
+        (lambda p: with_files(("qd.bin", b"x" * 3000 + make_pdf())), False),
+        (lambda p: with_files(("qd.pdf.dwg", make_pdf())), False),
+        (
+            lambda p: _attach_typed("winmail.dat", b"\x78\x9f\x3e\x22tnef", "application/ms-tnef"),
+            False,
+        ),
+        # Not documents: a note that merely mentions a PDF header.
+        (lambda p: with_files(("ghi-chu.txt", b"file bi loi: %PDF-1.7 ...")), True),
+    ],
+)
+def test_documents_cannot_hide(gateway, pki: TestPKI, build, accepted: bool) -> None:  # type: ignore[no-untyped-def]
+    """Documents are recognised by content, inside zips, whatever they are called."""
+    code = gateway.send(build(pki), OFFICIAL, [CLERK])[1][0]
+    assert code == (250 if accepted else 550), gateway.records()[-1]["findings"]
+
+
+def test_smime_covers_only_what_it_signs(gateway, pki: TestPKI) -> None:
+    """A replayed S/MIME signature hidden in the preamble covers nothing that is shown."""
+    old = b"Content-Type: text/plain\r\n\r\nChuc mung nam moi.\r\n"
+    canon, sig = smime_parts(old, pki.person)
+    shown = inner_entity(("qd-gia-mao.pdf", make_pdf("Quyet dinh gia mao")))
+    head = (
+        f"From: Nguyen Van A <{OFFICIAL}>\r\nTo: {CLERK}\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; '
+        'micalg=sha-256; boundary="SIG"\r\n\r\n'
+    ).encode()
+    sig_part = (
+        b"--SIG\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(sig).replace(b"\n", b"\r\n")
+        + b"--SIG--\r\n"
+    )
+    spliced = head + b"preamble x--SIG\r\n" + canon + b"\r\n--SIG\r\n" + shown + b"\r\n" + sig_part
+    _, (code, _) = gateway.send(spliced, OFFICIAL, [CLERK])
+    assert code == 550
+
+
+def test_opaque_smime_is_unwrapped(gateway, pki: TestPKI) -> None:
+    """application/pkcs7-mime signed-data: its signature is checked and its documents judged."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.serialization import pkcs7
+
+    def opaque(inner: bytes, signer: Any) -> bytes:
+        builder = pkcs7.PKCS7SignatureBuilder().set_data(inner)
+        builder = builder.add_signer(signer.cert, signer.key, hashes.SHA256())
+        for cert in signer.chain:
+            builder = builder.add_certificate(cert)
+        der = builder.sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+        b64 = base64.encodebytes(der).replace(b"\n", b"\r\n")
+        return (
+            f"From: Nguyen Van A <{OFFICIAL}>\r\nTo: {CLERK}\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\r\n'
+            "Content-Transfer-Encoding: base64\r\n"
+            'Content-Disposition: attachment; filename="smime.p7m"\r\n\r\n'
+        ).encode() + b64
+
+    inner = inner_entity(("to-trinh.docx", docx()))
+    assert gateway.send(opaque(inner, pki.person), OFFICIAL, [CLERK])[1][0] == 250
+    _, (code, text) = gateway.send(opaque(inner, pki.stranger), OFFICIAL, [CLERK])
+    assert code == 550 and b"[message.smime_invalid]" in text

@@ -28,7 +28,12 @@ def policy(rules: str, extra: str = "") -> object:
 def doc(
     name: str = "cong-van.pdf", *checks: SignatureCheck, smime: bool = False
 ) -> DocumentEvidence:
-    att = Attachment(name, "application/pdf", "application/pdf", 1000, "00" * 32)
+    detected = (
+        "application/octet-stream"
+        if name.endswith(".dwg") and "pdf" not in name
+        else ("application/pdf")
+    )
+    att = Attachment(name, "application/pdf", detected, 1000, "00" * 32)
     return DocumentEvidence(att, tuple(checks), smime)
 
 
@@ -83,9 +88,22 @@ SIGNED = '[[rules]]\nid = "document-exemption"\n[[rules]]\nid = "document-signat
         # Covered by a valid S/MIME signature.
         (facts(doc("a.docx", smime=True)), None),
         (facts(doc("a.docx"), smime=check("fail", "untrusted", "smime")), "message.smime_invalid"),
+        # A stale CRL behind the S/MIME signature is temporary, not a forged signature.
+        (
+            facts(doc("a.docx"), smime=check("temperror", "revocation_unavailable", "smime")),
+            "document.revocation_unavailable",
+        ),
+        # The document's own, more telling problem is not hidden behind the S/MIME one.
+        (
+            facts(
+                doc("a.pdf", check("fail", "modified")), smime=check("fail", "untrusted", "smime")
+            ),
+            "document.modified_after_signing",
+        ),
         # Exempt: declared class, or exempt file type.
         (facts(doc("ban-do.pdf"), document_class="ban-do"), None),
         (facts(doc("map.dwg")), None),
+        (facts(doc("cv.pdf.dwg")), "document.unsigned"),  # PDF content: the name exempts nothing
         (facts(doc("a.pdf"), document_class="khong-ro"), "document.unsigned"),
         # One bad document refuses the message; a refusal beats a temporary failure.
         (
@@ -188,3 +206,12 @@ def test_official_from_needs_aligned_dkim(case: MessageFacts, reason: str | None
     """Official From: aligned DKIM pass or trusted network; a DNS failure is temporary."""
     decision = evaluate(case, policy(DKIM), NOW)
     assert decision.reasons == ((reason,) if reason else ())
+
+
+def test_exemptions_need_the_exemption_rule() -> None:
+    """Without document-exemption (or with it off) nothing is exempt: never silently assumed."""
+    only_required = '[[rules]]\nid = "document-signature-required"\n'
+    case = facts(doc("map.dwg"), document_class="ban-do")
+    assert evaluate(case, policy(only_required), NOW).reasons == ("document.unsigned",)
+    off = '[[rules]]\nid = "document-exemption"\nmode = "off"\n' + only_required
+    assert evaluate(case, policy(off), NOW).reasons == ("document.unsigned",)
