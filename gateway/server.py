@@ -215,5 +215,8 @@ async def serve(gateway: Gateway) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload_policy)
     await gateway.start()
+    # Spawn the validation workers now rather than on the first signed document.
+    warm = asyncio.create_task(gateway.validator.warm_up())
     await stop.wait()
+    warm.cancel()
     await gateway.stop()

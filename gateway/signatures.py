@@ -45,6 +45,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import itertools
 import logging
 import re
 import threading
@@ -322,7 +323,13 @@ def _validate_pdf(
                     "hybrid cross-reference PDF (as Microsoft Office writes), not allowed",
                 )
             reader = PdfFileReader(BytesIO(data), strict=False)
-        fields = list(enumerate_sig_fields(reader, filled_status=True))
+        # Stop reading fields one past the limit: a file with 200,000 filled fields would
+        # otherwise hold a worker for many seconds before being refused anyway.
+        fields = list(
+            itertools.islice(
+                enumerate_sig_fields(reader, filled_status=True), MAX_PDF_SIGNATURES + 1
+            )
+        )
     except _PDF_ERRORS as exc:
         return SignatureCheck(
             "pdf", "permerror", "unreadable", _short(f"not a readable PDF: {exc}")

@@ -17,6 +17,8 @@ import dataclasses
 import hashlib
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures.process import BrokenProcessPool
@@ -58,7 +60,37 @@ def _init_worker(trust: TrustStore) -> None:
     signatures.quiet_library_logs()  # pyHanko logs every failed signature with a traceback
 
 
-def _work(kind: str, args: tuple[Any, ...]) -> SignatureCheck:
+class _TimeUp(BaseException):  # BaseException: it must get past "except Exception"
+    """The per-document time limit ran out inside the worker."""
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise _TimeUp
+
+
+def _work(kind: str, args: tuple[Any, ...], limit: float) -> SignatureCheck:
+    """Validate in the worker; the time limit starts when the worker starts the job.
+
+    In a worker process a SIGALRM interrupts a validation that runs too long, and the worker
+    survives for the next job. (In threads, for ``congvu check``, only the caller's wait
+    bounds the time.)
+    """
+    use_alarm = threading.current_thread() is threading.main_thread()
+    if use_alarm:
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        return _validate(kind, args)
+    except _TimeUp:
+        return SignatureCheck(
+            kind, "permerror", "unreadable", f"validation took longer than {limit:g} s"
+        )
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _validate(kind: str, args: tuple[Any, ...]) -> SignatureCheck:
     trust = _TRUST
     if trust is None:  # pragma: no cover - the initializer always runs first
         raise RuntimeError("worker has no trust store")
@@ -72,6 +104,10 @@ def _work(kind: str, args: tuple[Any, ...]) -> SignatureCheck:
         check = signatures.validate_smime(args[0], args[1], trust, now, args[2])
     elapsed = (time.perf_counter() - started) * 1000
     return dataclasses.replace(check, elapsed_ms=round(elapsed, 3))
+
+
+def _noop() -> None:
+    """Nothing: submitted once per worker to make it start."""
 
 
 # -- gateway side ------------------------------------------------------------------------------
@@ -91,10 +127,12 @@ class PoolValidator:
         allow_hybrid_xrefs: bool = True,
         cache_size: int = 2048,
         cache_ttl: float = 600.0,
+        queue_wait: float = 30.0,
     ) -> None:
         self.trust = trust
         self.workers = workers or os.cpu_count() or 1
         self.timeout = timeout
+        self.queue_wait = queue_wait
         self.max_bytes = max_bytes
         self.processes = processes
         self.allow_hybrid_xrefs = allow_hybrid_xrefs
@@ -125,19 +163,34 @@ class PoolValidator:
         self.allow_hybrid_xrefs = allow_hybrid_xrefs
         self._discard_pool()
 
-    def _discard_pool(self) -> None:
+    def _discard_pool(self, *, kill: bool = False) -> None:
+        """Stop using the current pool; ``kill`` its processes only when one is stuck.
+
+        Without ``kill`` (a reload) jobs already running finish in the old pool.
+        """
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        if isinstance(pool, concurrent.futures.ProcessPoolExecutor):
+        if kill and isinstance(pool, concurrent.futures.ProcessPoolExecutor):
             # A stuck worker ignores cancellation: kill the processes themselves.
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=kill)
+
+    async def warm_up(self) -> None:
+        """Start the workers now, so the first document does not wait for them to spawn."""
+        if not self.processes:
+            return
+        loop = asyncio.get_running_loop()
+        pool = self._executor()
+        await asyncio.gather(
+            *(loop.run_in_executor(pool, _noop) for _ in range(self.workers)),
+            return_exceptions=True,
+        )
 
     def close(self) -> None:
         """Stop the workers."""
-        self._discard_pool()
+        self._discard_pool(kill=True)
 
     async def _run(self, kind: str, args: tuple[Any, ...], size: int) -> SignatureCheck:
         digest = hashlib.sha256(kind.encode())
@@ -162,15 +215,22 @@ class PoolValidator:
             )
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self._executor(), _work, kind, args)
-            check = await asyncio.wait_for(future, self.timeout)
-        except TimeoutError:
-            self._discard_pool()
-            return SignatureCheck(
-                kind, "permerror", "unreadable", f"validation took longer than {self.timeout:g} s"
-            )
+            future = loop.run_in_executor(self._executor(), _work, kind, args, self.timeout)
+            # The worker enforces the document's own limit; this wait only catches a worker
+            # that is stuck beyond it, or a queue too long to wait for: temporary, never 5xx.
+            check = await asyncio.wait_for(future, self.timeout + self.queue_wait)
+        except TimeoutError as exc:
+            if not self.processes:
+                return SignatureCheck(
+                    kind,
+                    "permerror",
+                    "unreadable",
+                    f"validation took longer than {self.timeout:g} s",
+                )
+            self._discard_pool(kill=True)
+            raise ValidationUnavailable("validation workers overloaded or stuck") from exc
         except BrokenProcessPool as exc:
-            self._discard_pool()
+            self._discard_pool(kill=True)
             raise ValidationUnavailable("a validation worker died") from exc
         self._cache[key] = (now + self._cache_ttl, check)
         while len(self._cache) > self._cache_size:
