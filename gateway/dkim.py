@@ -131,9 +131,12 @@ def _signature_count(raw: bytes) -> int:
 async def verify_dkim(raw: bytes, resolver: TxtResolver) -> tuple[DkimResult, ...]:
     """Verify every DKIM-Signature of ``raw`` (up to :data:`MAX_SIGNATURES`)."""
     count = _signature_count(raw)
-    results: list[DkimResult] = []
-    for idx in range(min(count, MAX_SIGNATURES)):
-        results.append(await _verify_one(raw, idx, resolver))
+    # Lookups in parallel: eight signatures must not cost eight DNS timeouts in a row.
+    results = list(
+        await asyncio.gather(
+            *(_verify_one(raw, idx, resolver) for idx in range(min(count, MAX_SIGNATURES)))
+        )
+    )
     if count > MAX_SIGNATURES:
         results.append(DkimResult("", "", "policy", f"{count - MAX_SIGNATURES} more not checked"))
     return tuple(results)
@@ -160,6 +163,10 @@ async def _verify_one(raw: bytes, idx: int, resolver: TxtResolver) -> DkimResult
         return DkimResult(domain, selector, "temperror", f"key lookup: {exc}")
     except DnsNoData:
         return DkimResult(domain, selector, "permerror", f"no key at {name}")
+    try:
+        dkim.evaluate_pk(name.encode(), record)  # a malformed key record is permerror, not fail
+    except (dkim.DKIMException, ValueError, TypeError) as exc:
+        return DkimResult(domain, selector, "permerror", f"bad key record: {str(exc)[:150]}")
     try:
         # The CPU part (body hash, RSA) goes to a thread so other sessions are not held up.
         ok = await asyncio.to_thread(checker.verify, idx, dnsfunc=lambda _name, timeout=5: record)

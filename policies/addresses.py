@@ -13,12 +13,15 @@ A pattern ``gov.vn`` matches ``gov.vn`` and ``x.gov.vn`` but never ``evil-gov.vn
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
+
+from publicsuffixlist import PublicSuffixList
 
 __all__ = [
     "AddressError",
@@ -30,6 +33,7 @@ __all__ = [
     "decode_words",
     "domain_in",
     "domain_matches",
+    "organisational_domain",
     "parse_addr_spec",
     "parse_mailbox_list",
     "shown_text",
@@ -98,6 +102,22 @@ def domain_matches(domain: str, pattern: str) -> bool:
 def domain_in(domain: str, patterns: Iterable[str]) -> bool:
     """True when ``domain`` matches any of ``patterns`` (see :func:`domain_matches`)."""
     return any(domain_matches(domain, p) for p in patterns)
+
+
+@functools.cache
+def _psl() -> PublicSuffixList:
+    return PublicSuffixList()  # the list bundled with the package: no network
+
+
+def organisational_domain(domain: str) -> str | None:
+    """The registered domain (one label under a public suffix): ``lamdong.gov.vn`` for
+    ``dilinh.lamdong.gov.vn``; None for a public suffix itself such as ``gov.vn``."""
+    try:
+        name = canonical_domain(domain)
+    except AddressError:
+        return None
+    org: str | None = _psl().privatesuffix(name)
+    return org
 
 
 def ascii_fold(text: str) -> str:

@@ -10,6 +10,7 @@ from policies.addresses import (
     canonical_domain,
     comments_of,
     domain_matches,
+    organisational_domain,
     parse_addr_spec,
     shown_text,
 )
@@ -164,12 +165,11 @@ def sender_malformed_identity(facts: MessageFacts, ctx: RuleContext) -> Verdict 
 
 
 def aligned(dkim_domain: str, from_domain: str) -> bool:
-    """Relaxed alignment (as in DMARC): d= is the From domain or one of its parent domains."""
-    try:
-        d, f = canonical_domain(dkim_domain), canonical_domain(from_domain)
-    except AddressError:
-        return False
-    return f == d or f.endswith("." + d)
+    """Relaxed alignment, as DMARC defines it: d= and the From domain have the same
+    organisational domain (Public Suffix List), so a signature by ``gov.vn`` aligns with
+    nothing and one by ``mail.lamdong.gov.vn`` aligns with ``lamdong.gov.vn``."""
+    d, f = organisational_domain(dkim_domain), organisational_domain(from_domain)
+    return d is not None and d == f
 
 
 @rule("sender-official-unauthenticated")

@@ -127,3 +127,33 @@ async def test_no_signature_and_too_many_signatures(dns_server: DnsServer, key: 
     results = await verify_dkim(signed, resolver)
     assert len(results) == MAX_SIGNATURES + 1
     assert results[-1].result == "policy" and "2 more not checked" in results[-1].detail
+
+
+async def test_ed25519_signatures_verify(dns_server: DnsServer) -> None:
+    """RFC 8463 Ed25519 keys work (dkimpy needs PyNaCl for them)."""
+    import nacl.signing
+
+    signing = nacl.signing.SigningKey.generate()
+    seed = base64.b64encode(bytes(signing))
+    public = base64.b64encode(bytes(signing.verify_key)).decode()
+    dns_server.txt["ed._domainkey.lamdong.gov.vn"] = f"v=DKIM1; k=ed25519; p={public}"
+    signed = (
+        dkim.sign(
+            MESSAGE,
+            b"ed",
+            b"lamdong.gov.vn",
+            seed,
+            signature_algorithm=b"ed25519-sha256",
+            include_headers=[b"from", b"subject"],
+        )
+        + MESSAGE
+    )
+    [result] = await verify_dkim(signed, DnsResolver([dns_server.address], timeout=2))
+    assert result.result == "pass"
+
+
+async def test_a_malformed_key_record_is_permerror(dns_server: DnsServer, key: Key) -> None:
+    """A key that is not base64 is the publisher's error (permerror), not a bad signature."""
+    dns_server.txt["s1._domainkey.lamdong.gov.vn"] = "v=DKIM1; k=rsa; p=!!!not-base64!!!"
+    [result] = await verify_dkim(key.sign(MESSAGE), DnsResolver([dns_server.address], timeout=2))
+    assert result.result == "permerror"

@@ -199,6 +199,10 @@ def dkim(domain: str, result: str) -> DkimResult:
         (facts(dkim=(dkim("lamdong.gov.vn", "fail"),)), "sender.official_unauthenticated"),
         (facts(dkim=(dkim("lamdong.gov.vn", "policy"),)), "sender.official_unauthenticated"),
         (facts(dkim=(dkim("lamdong.gov.vn", "temperror"),)), "sender.authentication_temperror"),
+        # Organisational-domain alignment: a public suffix aligns with nothing; a sibling
+        # host of the same registered domain aligns.
+        (facts(dkim=(dkim("gov.vn", "pass"),)), "sender.official_unauthenticated"),
+        (facts(from_="vanthu@lamdong.gov.vn", dkim=(dkim("mail.lamdong.gov.vn", "pass"),)), None),
         (facts(dkim=(dkim("example.com", "temperror"),)), "sender.official_unauthenticated"),
     ],
 )
