@@ -446,7 +446,14 @@ def _validate_cms(
     try:
         signed_data = _load_signed_data(signature)
         attached = signed_data["encap_content_info"]["content"].native is not None
-        judge = _Judge(trust, now, signed_data)
+        signer_infos = list(signed_data["signer_infos"])
+        # A co-signed .p7s (officer and clerk in one file, as Decree 30 wants) carries several
+        # SignerInfos; pyHanko validates one at a time, so each gets a copy of its own.
+        singles = []
+        for signer_info in signer_infos[: MAX_PDF_SIGNATURES + 1]:
+            single = signed_data.copy()
+            single["signer_infos"] = cms.SignerInfos([signer_info])
+            singles.append((single, _Judge(trust, now, single)))
     except _CMS_ERRORS as exc:
         return SignatureCheck(method, "fail", "invalid", _short(f"malformed CMS signature: {exc}"))
     if attached:
@@ -467,17 +474,25 @@ def _validate_cms(
             f"signer certificate names {named}, not the From address {from_address}",
         )
 
-    async def validate() -> Any:
-        return await async_validate_detached_cms(
-            content,
-            signed_data,
-            signer_validation_context=judge.integrity_context(),
-            ts_validation_context=judge.timestamp_context(),
-            key_usage_settings=_SIGNER_KEY_USAGE,
+    if not signer_infos or len(signer_infos) > MAX_PDF_SIGNATURES:
+        return SignatureCheck(
+            method, "fail", "invalid", f"CMS signature with {len(signer_infos)} signers"
         )
+    outcomes: list[tuple[str, _Outcome]] = []
+    for index, (single, judge) in enumerate(singles):
 
-    outcome = judge.run(validate, address_problem)
-    return _combine(method, [("", outcome)])
+        async def validate(single: cms.SignedData = single, judge: _Judge = judge) -> Any:
+            return await async_validate_detached_cms(
+                content,
+                single,
+                signer_validation_context=judge.integrity_context(),
+                ts_validation_context=judge.timestamp_context(),
+                key_usage_settings=_SIGNER_KEY_USAGE,
+            )
+
+        label = f"signer {index + 1}" if len(singles) > 1 else ""
+        outcomes.append((label, judge.run(validate, address_problem)))
+    return _combine(method, outcomes)
 
 
 def _load_signed_data(signature: bytes) -> cms.SignedData:

@@ -391,3 +391,28 @@ def test_opaque_smime_is_unwrapped(gateway, pki: TestPKI) -> None:
     assert gateway.send(opaque(inner, pki.person), OFFICIAL, [CLERK])[1][0] == 250
     _, (code, text) = gateway.send(opaque(inner, pki.stranger), OFFICIAL, [CLERK])
     assert code == 550 and b"[message.smime_invalid]" in text
+
+
+def test_cosigned_detached_signature_passes(pki: TestPKI) -> None:
+    """One .p7s signed by the officer and the clerk (Decree 30) is valid, both signers named."""
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.serialization import pkcs7
+
+    from gateway.signatures import validate_detached
+
+    content = docx()
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(content)
+    for signer in (pki.person, pki.clerk):
+        builder = builder.add_signer(signer.cert, signer.key, hashes.SHA256())
+    builder = builder.add_certificate(pki.issuing.cert)
+    der = builder.sign(
+        serialization.Encoding.DER,
+        [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary],
+    )
+    check = validate_detached(content, der, pki.store(), datetime.now(UTC))
+    assert check.result == "pass", check.detail
+    assert {s.fingerprint for s in check.signers} == {pki.person.fingerprint, pki.clerk.fingerprint}
+    wrong = validate_detached(content + b"x", der, pki.store(), datetime.now(UTC))
+    assert (wrong.result, wrong.problem) == ("fail", "invalid")
