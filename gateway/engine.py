@@ -143,7 +143,10 @@ class Engine:
             tls=tls,
             files=files,
         )
-        declared = parsed.first(self.policy.documents.class_header).strip().lower()
+        # Several declarations are joined: "ban-do, an-pham" is no kind, so exempts nothing.
+        declared = ", ".join(
+            h.value.strip().lower() for h in parsed.all(self.policy.documents.class_header)
+        )
         return parsed, files, dataclasses.replace(facts, document_class=declared)
 
     async def judge(

@@ -416,3 +416,27 @@ def test_cosigned_detached_signature_passes(pki: TestPKI) -> None:
     assert {s.fingerprint for s in check.signers} == {pki.person.fingerprint, pki.clerk.fingerprint}
     wrong = validate_detached(content + b"x", der, pki.store(), datetime.now(UTC))
     assert (wrong.result, wrong.problem) == ("fail", "invalid")
+
+
+def test_stale_crl_under_hard_fail_is_a_temporary_refusal(
+    start_gateway, downstream: Downstream, tmp_path: Path, pki: TestPKI
+) -> None:
+    """Hard-fail with an out-of-date CRL: 451 (try later), not a verdict on the document."""
+    store = pki.store(revocation="hard-fail", crls=(pki.root_crl, pki.stale_issuing_crl))
+    gw = start_gateway(
+        make_config(tmp_path, downstream.port),
+        policy_text(DOCUMENT_RULES, extra='[trust]\nrevocation = "hard-fail"\n'),
+        validator=PoolValidator(store, workers=1, processes=False),
+    )
+    data = with_files(("cv.pdf", sign_pdf(make_pdf(), pki.person)))
+    _, (code, text) = gw.send(data, OFFICIAL, [CLERK])
+    assert code == 451 and text.startswith(b"4.7.5 [document.revocation_unavailable]")
+
+
+def test_two_class_declarations_exempt_nothing(gateway) -> None:
+    """X-Document-Class given twice is ambiguous: no exemption, and the claim is recorded."""
+    extra = "X-Document-Class: ban-do\r\nX-Document-Class: an-pham\r\n"
+    _, (code, _) = gateway.send(with_files(("bd.pdf", make_pdf()), extra=extra), OFFICIAL, [CLERK])
+    assert code == 550
+    note = next(f for f in gateway.records()[0]["findings"] if f["id"] == "document-exemption")
+    assert "'ban-do, an-pham' is not an exempt kind" in note["detail"]
