@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import CLERK, Downstream, make_config, message, policy_text
@@ -29,19 +30,27 @@ def dns_server(key: Key) -> Iterator[DnsServer]:
     server.close()
 
 
+@pytest.fixture
+def dkim_gateway(
+    start_gateway, downstream: Downstream, tmp_path: Path, dns_server: DnsServer
+) -> Any:
+    """A gateway enforcing the official-domain rule, its DNS on the loopback server."""
+    return start_gateway(
+        make_config(tmp_path, downstream.port),
+        policy_text(RULE),
+        resolver=DnsResolver([dns_server.address], timeout=2),
+    )
+
+
 def official_message() -> bytes:
     return message(from_=f"Van thu <{SENDER}>", to=CLERK)
 
 
 def test_aligned_dkim_pass_is_accepted_and_reported(
-    start_gateway, downstream: Downstream, tmp_path: Path, dns_server: DnsServer, key: Key
+    dkim_gateway, downstream: Downstream, key: Key
 ) -> None:
     """Signed by the From domain's key: accepted, with dkim=pass in Authentication-Results."""
-    gw = start_gateway(
-        make_config(tmp_path, downstream.port),
-        policy_text(RULE),
-        resolver=DnsResolver([dns_server.address], timeout=2),
-    )
+    gw = dkim_gateway
     _, (code, text) = gw.send(key.sign(official_message()), SENDER, [CLERK])
     assert code == 250, text
     got = b" ".join(downstream.handler.messages[0].data.split())
@@ -51,15 +60,9 @@ def test_aligned_dkim_pass_is_accepted_and_reported(
     ]
 
 
-def test_forged_official_sender_is_refused(
-    start_gateway, downstream: Downstream, tmp_path: Path, dns_server: DnsServer, key: Key
-) -> None:
+def test_forged_official_sender_is_refused(dkim_gateway, downstream: Downstream, key: Key) -> None:
     """No signature, or a signature of another domain: 550 5.7.22, nothing delivered."""
-    gw = start_gateway(
-        make_config(tmp_path, downstream.port),
-        policy_text(RULE),
-        resolver=DnsResolver([dns_server.address], timeout=2),
-    )
+    gw = dkim_gateway
     for data in (official_message(), key.sign(official_message(), domain="example.com")):
         _, (code, text) = gw.send(data, SENDER, [CLERK])
         assert code == 550 and text.startswith(b"5.7.22 [sender.official_unauthenticated]")

@@ -47,6 +47,18 @@ def gateway(start_gateway, downstream: Downstream, tmp_path: Path, pki: TestPKI)
     )
 
 
+def write_store(folder: Path, pki: TestPKI, root: Any = None) -> Path:
+    """A trust-store folder (trust/, intermediates/) holding the test root (or ``root``)."""
+    from cryptography.hazmat.primitives import serialization
+
+    (folder / "trust").mkdir(parents=True, exist_ok=True)
+    (folder / "intermediates").mkdir(exist_ok=True)
+    pem = serialization.Encoding.PEM
+    (folder / "trust" / "root.pem").write_bytes((root or pki.root).cert.public_bytes(pem))
+    (folder / "intermediates" / "issuing.pem").write_bytes(pki.issuing.cert.public_bytes(pem))
+    return folder
+
+
 def docx() -> bytes:
     """A minimal Word document (detected as such by content)."""
     buf = io.BytesIO()
@@ -211,24 +223,14 @@ def test_trust_store_reload_takes_effect(
     start_gateway, downstream: Downstream, tmp_path: Path, pki: TestPKI
 ) -> None:
     """SIGHUP reloads the trust store named by the policy: a removed root stops passing."""
-    from cryptography.hazmat.primitives import serialization
-
-    store = tmp_path / "certs"
-    (store / "trust").mkdir(parents=True)
-    (store / "intermediates").mkdir()
-    pem = pki.root.cert.public_bytes(serialization.Encoding.PEM)
-    (store / "trust" / "test-root.pem").write_bytes(pem)
-    (store / "intermediates" / "issuing.pem").write_bytes(
-        pki.issuing.cert.public_bytes(serialization.Encoding.PEM)
-    )
+    write_store(tmp_path / "certs", pki)
     policy_file = tmp_path / "policy.toml"
     policy_file.write_text(policy_text(DOCUMENT_RULES, extra='[trust]\nstore = "certs"\n'))
     config = make_config(tmp_path, downstream.port, policy_file=policy_file)
     gw = start_gateway(config, None)
     data = with_files(("cv.pdf", sign_pdf(make_pdf(), pki.person)))
     assert gw.send(data, OFFICIAL, [CLERK])[1][0] == 250
-    rogue = pki.rogue_root.cert.public_bytes(serialization.Encoding.PEM)
-    (store / "trust" / "test-root.pem").write_bytes(rogue)
+    write_store(tmp_path / "certs", pki, root=pki.rogue_root)
     assert gw.gateway.reload_policy() is True
     _, (code, text) = gw.send(data, OFFICIAL, [CLERK])
     assert code == 550 and b"[document.signer_untrusted]" in text
@@ -258,19 +260,9 @@ def test_congvu_check_judges_documents_as_serve_does(
     """The offline check validates signatures with the policy's trust store, same reasons."""
     import json
 
-    from cryptography.hazmat.primitives import serialization
-
     from gateway.cli import main
 
-    store = tmp_path / "certs"
-    (store / "trust").mkdir(parents=True)
-    (store / "intermediates").mkdir()
-    (store / "trust" / "root.pem").write_bytes(
-        pki.root.cert.public_bytes(serialization.Encoding.PEM)
-    )
-    (store / "intermediates" / "issuing.pem").write_bytes(
-        pki.issuing.cert.public_bytes(serialization.Encoding.PEM)
-    )
+    write_store(tmp_path / "certs", pki)
     policy = tmp_path / "policy.toml"
     policy.write_text(policy_text(DOCUMENT_RULES, extra='[trust]\nstore = "certs"\n'))
     config = tmp_path / "congvu.toml"
