@@ -26,6 +26,8 @@ RUN groupadd --system --gid 2525 congvu \
 COPY pyproject.toml README.md /tmp/src/
 COPY gateway/ /tmp/src/gateway/
 COPY policies/ /tmp/src/policies/
+# The default trust store: gateway/data/certs links to ../../certs, packaged as real files.
+COPY certs/ /tmp/src/certs/
 RUN pip install /tmp/src && rm -rf /tmp/src
 
 # /etc/congvu: configuration, policy and certs/, mounted read-only at run time.

@@ -193,7 +193,7 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
         print(f"verdict: {result['verdict']}")
         print(f"reply:   {result['smtp_reply']}")
         for f in result["findings"]:
-            line = f"  {f['id']:<28} {f['mode']:<8} {f['outcome']}"
+            line = f"  {f['id']:<32} {f['mode']:<8} {f['outcome']}"
             if f["reason"]:
                 line += f"  [{f['reason']}] {f['detail']}"
             print(line)
@@ -209,6 +209,16 @@ def _explain(policy: Policy) -> str:
         f"Official domains (and subdomains): {', '.join(policy.official_domains)}",
         f"Personal mail providers: {len(policy.personal_providers)} domains",
         f"Help contact: {policy.help_contact or '(none)'}",
+        "",
+        f"Documents: {len(policy.documents.types)} content types; exempt file types "
+        f"{', '.join(policy.documents.exempt_extensions) or '(none)'}; declared with "
+        f"{policy.documents.class_header}: {', '.join(policy.documents.classes) or '(none)'}",
+        f"Trust store: {policy.trust.store}; revocation {policy.trust.revocation}"
+        + (
+            f" (unknown status: {policy.trust.unknown_revocation})"
+            if policy.trust.revocation == "hard-fail"
+            else ""
+        ),
         "",
         "Built in, before any rule (policy cannot turn these off):",
         "  - recipients outside the local domains only from trusted networks (no open relay);",

@@ -219,11 +219,21 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
     dns_table = root.table("dns")
     nameservers = dns_table.strings("nameservers", [])
     for ns in nameservers:
-        host = ns.rsplit(":", 1)[0] if ns.count(":") == 1 else ns
+        if ns.startswith("["):  # [IPv6]:PORT
+            host, _, rest = ns[1:].partition("]")
+            ns_port = rest.removeprefix(":")
+        elif ns.count(":") == 1:  # IPv4:PORT
+            host, _, ns_port = ns.partition(":")
+        else:  # a bare IPv4 or IPv6 address
+            host, ns_port = ns, "53"
         try:
-            ipaddress.ip_address(host.strip("[]"))
+            ipaddress.ip_address(host)
+            if not (ns_port.isdigit() and 0 < int(ns_port) < 65536):
+                raise ValueError(ns_port)
         except ValueError as exc:
-            raise dns_table.error("nameservers", f"{ns!r} is not IP or IP:PORT") from exc
+            raise dns_table.error(
+                "nameservers", f"{ns!r} is not IP, IPv4:PORT or [IPv6]:PORT"
+            ) from exc
     dns_timeout = dns_table.number("timeout", 5.0, minimum=0.1)
     dns_table.finish()
 

@@ -256,12 +256,14 @@ def build_record(
     """The decision record for one SMTP transaction (see :data:`SCHEMA_VERSION`).
 
     Version 2 added, per attachment, ``document`` and ``signatures`` (each check: method,
-    result, problem, detail, signers, elapsed_ms, cached), and ``smime``, ``dkim`` and
-    ``document_class`` at the top level.
+    result, problem, detail, signers, elapsed_ms, cached), and ``inner_documents`` (documents
+    found inside zip archives or S/MIME content), ``smime``, ``dkim`` and ``document_class`` at
+    the top level.
     """
     decision = judgement.decision if judgement else None
     facts = judgement.facts if judgement else None
     documents = {d.attachment.sha256: d.checks for d in (facts.documents if facts else ())}
+    top_level = {a.sha256 for a in (facts.attachments if facts else ())}
     monitor = list(decision.monitor_reasons) if decision else []
     return {
         "schema": SCHEMA_VERSION,
@@ -294,6 +296,20 @@ def build_record(
                 "signatures": [_check_record(c) for c in documents.get(a.sha256, ())],
             }
             for a in (facts.attachments if facts else ())
+        ],
+        # Documents found inside containers (zip members, signed S/MIME content) are listed too,
+        # so who signed them is on record like any attachment's signer.
+        "inner_documents": [
+            {
+                "filename": d.attachment.filename,
+                "detected_type": d.attachment.detected_type,
+                "size": d.attachment.size,
+                "sha256": d.attachment.sha256,
+                "signatures": [_check_record(c) for c in d.checks],
+                "in_signed_smime": d.in_signed_smime,
+            }
+            for d in (facts.documents if facts else ())
+            if d.attachment.sha256 not in top_level
         ],
         "smime": _check_record(facts.smime) if facts and facts.smime else None,
         "dkim": [

@@ -202,11 +202,15 @@ async def gather_documents(
         ):
             found.remove(item)
             check, inner = await _opaque_smime(item.part, facts, validator)
-            smime_check = check if smime_check is None or check.result != "pass" else smime_check
+            if check.problem == "unreadable" and not inner:
+                # Encrypted or broken: nothing inside can be seen, so it is judged as a
+                # document that cannot be checked (not as a bad signature).
+                found.append(_Found(item.part, _unreadable("pdf", check.detail)))
+                continue
+            if smime_check is None or check.result != "pass":
+                smime_check = check
             if check.result == "pass":
                 covered |= {f.attachment.sha256 for f in inner}
-            if check.result != "pass" and not inner:
-                found.append(_Found(item.part, check))  # cannot see inside: judged as such
             found.extend(_Found(f) for f in inner)
     signature_files = [
         f.part

@@ -153,6 +153,7 @@ class Gateway:
             policy_sha256=self.policy.sha256,
             config=self.config.source,
             store=str(self.config.store_path),
+            trust_store=self.validator.trust.describe(),
         )
         return bound
 

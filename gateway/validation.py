@@ -232,9 +232,11 @@ class PoolValidator:
         except BrokenProcessPool as exc:
             self._discard_pool(kill=True)
             raise ValidationUnavailable("a validation worker died") from exc
-        self._cache[key] = (now + self._cache_ttl, check)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        # Temporary outcomes and time-outs (which may come from load) are not remembered.
+        if check.result != "temperror" and not check.detail.startswith("validation took longer"):
+            self._cache[key] = (now + self._cache_ttl, check)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return check
 
     async def pdf(self, data: bytes) -> SignatureCheck:

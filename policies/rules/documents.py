@@ -100,7 +100,11 @@ def _failure(document: DocumentEvidence, facts: MessageFacts, policy: Policy) ->
     best = sorted(failed, key=rank)[0]
     problem = best.problem or "invalid"
     reason = _reason(problem, policy)
-    if best.method == "smime" and REASONS[reason].action is Action.REJECT:
+    if (
+        best.method == "smime"
+        and problem != "unreadable"
+        and REASONS[reason].action is Action.REJECT
+    ):
         reason = "message.smime_invalid"
     description = " | ".join(_describe(c) for c in checks) or "no signature"
     return reason, description

@@ -432,3 +432,26 @@ def test_two_class_declarations_exempt_nothing(gateway) -> None:
     assert code == 550
     note = next(f for f in gateway.records()[0]["findings"] if f["id"] == "document-exemption")
     assert "'ban-do, an-pham' is not an exempt kind" in note["detail"]
+
+
+def test_documents_inside_archives_are_on_record(gateway, pki: TestPKI) -> None:
+    """A signed PDF inside a zip is accepted, and who signed it is in the decision record."""
+    inner = sign_pdf(make_pdf("Ho so"), pki.clerk)
+    data = with_files(("ho-so.zip", _zip({"to-trinh.pdf": inner})))
+    assert gateway.send(data, OFFICIAL, [CLERK])[1][0] == 250
+    [doc] = gateway.records()[0]["inner_documents"]
+    assert doc["filename"] == "ho-so.zip/to-trinh.pdf"
+    assert doc["signatures"][0]["signers"][0]["fingerprint"] == pki.clerk.fingerprint
+
+
+def test_encrypted_smime_cannot_be_checked(gateway) -> None:
+    """An S/MIME-encrypted message hides its documents: refused as unreadable, not 'forged'."""
+    head = (
+        f"From: Nguyen Van A <{OFFICIAL}>\r\nTo: {CLERK}\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name="smime.p7m"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+    )
+    # An EnvelopedData ContentInfo header (OID 1.2.840.113549.1.7.3), content elided.
+    body = base64.encodebytes(bytes.fromhex("301306092a864886f70d010703a0063004020100")).decode()
+    _, (code, text) = gateway.send((head + body).encode(), OFFICIAL, [CLERK])
+    assert code == 550 and b"[document.unreadable]" in text

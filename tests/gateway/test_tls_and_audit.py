@@ -69,6 +69,7 @@ RECORD_KEYS = {
     "headers",
     "size",
     "attachments",
+    "inner_documents",
     "findings",
     "verdict",
     "reasons",
