@@ -20,7 +20,7 @@ from gateway.logs import get_logger
 
 __all__ = ["SCHEMA_VERSION", "AuditLog", "DecisionStore", "SqliteStore", "StoreError"]
 
-SCHEMA_VERSION = 2  # see gateway.engine.build_record for what each version added
+SCHEMA_VERSION = 3  # see gateway.engine.build_record for what each version added
 Record = dict[str, Any]
 
 

@@ -252,13 +252,15 @@ def build_record(
     reply: str,
     policy: Policy,
     processing_ms: float,
+    notice: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The decision record for one SMTP transaction (see :data:`SCHEMA_VERSION`).
 
     Version 2 added, per attachment, ``document`` and ``signatures`` (each check: method,
     result, problem, detail, signers, elapsed_ms, cached), and ``inner_documents`` (documents
     found inside zip archives or S/MIME content), ``smime``, ``dkim`` and ``document_class`` at
-    the top level.
+    the top level. Version 3 added ``notice``: ``{kind, sent, to, message_id, reason}`` (or
+    null when the message was not judged), whether a refusal notice or advisory was sent.
     """
     decision = judgement.decision if judgement else None
     facts = judgement.facts if judgement else None
@@ -334,4 +336,5 @@ def build_record(
         "reply": reply,
         "policy": {"name": policy.name, "source": policy.source, "sha256": policy.sha256},
         "processing_ms": round(processing_ms, 3),
+        "notice": notice,
     }

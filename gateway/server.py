@@ -19,6 +19,7 @@ from gateway.config import GatewayConfig
 from gateway.dkim import DnsResolver, TxtResolver
 from gateway.engine import Engine
 from gateway.logs import get_logger
+from gateway.notices import Notifier
 from gateway.relay import Relay, make_relay
 from gateway.smtp import GatewayHandler, GatewaySMTP
 from gateway.trust import TrustStore, TrustStoreError, default_trust_store, load_trust_store
@@ -113,7 +114,12 @@ class Gateway:
         self.engine = Engine(
             self.config, self.policy, validator=self.validator, resolver=self.resolver
         )
-        self.handler = GatewayHandler(self.engine, self.relay, AuditLog(self.store))
+        self.handler = GatewayHandler(
+            self.engine,
+            self.relay,
+            AuditLog(self.store),
+            Notifier(self.relay, self.config.hostname),
+        )
         self.tls = _tls_context(self.config)
         self._server: asyncio.Server | None = None
         self.log = get_logger()

@@ -38,6 +38,7 @@ from gateway.engine import Engine, Judgement, RecipientOutcome, accept_reply, bu
 from gateway.ids import new_decision_id
 from gateway.logs import get_logger
 from gateway.message import auth_methods, strip_our_headers, trace_headers
+from gateway.notices import Notifier
 from gateway.relay import DownstreamError, DownstreamReply, DownstreamSession, Relay
 from policies import Action
 
@@ -199,10 +200,13 @@ class _SessionState:
 class GatewayHandler:
     """aiosmtpd handler: relay check, real-time downstream proxying, judging, recording."""
 
-    def __init__(self, engine: Engine, relay: Relay, audit: AuditLog) -> None:
+    def __init__(
+        self, engine: Engine, relay: Relay, audit: AuditLog, notifier: Notifier | None = None
+    ) -> None:
         self.engine = engine
         self.relay = relay
         self.audit = audit
+        self.notifier = notifier
         self.log = get_logger()
         self.protocols: set[GatewaySMTP] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -275,6 +279,7 @@ class GatewayHandler:
         reasons: list[str],
         reply: str,
         judgement: Judgement | None = None,
+        notice: dict[str, Any] | None = None,
     ) -> None:
         ip, helo, tls = self._client(server)
         record = build_record(
@@ -291,6 +296,7 @@ class GatewayHandler:
             reply=reply,
             policy=self.engine.policy,
             processing_ms=(time.perf_counter() - txn.started) * 1000,
+            notice=notice,
         )
         await self.audit.record(record)
 
@@ -534,9 +540,16 @@ class GatewayHandler:
             await state.downstream.rset()
             verdict, reasons = "tempfail", ["internal.check_error"]
             line = self.engine.reply("internal.check_error", ref=txn.id)
+        notice = await self._notify(judgement, txn, verdict, line)
         try:
             await self._write(
-                server, txn, verdict=verdict, reasons=reasons, reply=line, judgement=judgement
+                server,
+                txn,
+                verdict=verdict,
+                reasons=reasons,
+                reply=line,
+                judgement=judgement,
+                notice=notice,
             )
         except StoreError:
             if verdict == "accept":
@@ -547,6 +560,38 @@ class GatewayHandler:
         finally:
             self._end_transaction(state)
         return line
+
+    async def _notify(
+        self, judgement: Judgement | None, txn: _Transaction, verdict: str, line: str
+    ) -> dict[str, Any] | None:
+        """Tell an internal sender what was refused (or will be); never changes the answer."""
+        if (
+            self.notifier is None
+            or judgement is None
+            or judgement.facts is None
+            or judgement.parsed is None
+            or verdict not in ("accept", "reject")
+        ):
+            return None
+        try:
+            return await self.notifier.notify(
+                facts=judgement.facts,
+                decision=judgement.decision,
+                parsed=judgement.parsed,
+                policy=self.engine.policy,
+                reply=line,
+                decision_id=txn.id,
+                when=txn.when,
+            )
+        except Exception as exc:
+            self.log.exception("notice.failed", decision_id=txn.id)
+            return {
+                "kind": None,
+                "sent": False,
+                "to": None,
+                "message_id": None,
+                "reason": f"notice failed: {type(exc).__name__}",
+            }
 
     async def _relay(
         self, server: GatewaySMTP, state: _SessionState, txn: _Transaction, judgement: Judgement

@@ -190,6 +190,11 @@ class MessageFacts:
     documents: tuple[DocumentEvidence, ...] = ()
     smime: SignatureCheck | None = None  # the message's own S/MIME signature, if any
     dkim: tuple[DkimResult, ...] = ()
+    # What decides whether a refusal notice may be sent (no notices to lists or robots).
+    auto_submitted: str = ""  # Auto-Submitted, lower case ("" when absent)
+    precedence: str = ""  # Precedence, lower case
+    list_id: str = ""
+    content_type: str = ""  # top-level type/subtype, lower case
 
 
 @dataclass(frozen=True)

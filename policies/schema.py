@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from policies.addresses import AddressError, canonical_domain, domain_in
+from policies.addresses import AddressError, canonical_domain, domain_in, parse_addr_spec
 from policies.model import Mode
 from policies.reasons import REASONS
 
@@ -31,6 +31,7 @@ __all__ = [
     "VIETNAM_TIME",
     "ConfigError",
     "DocumentPolicy",
+    "NoticePolicy",
     "Policy",
     "RuleConfig",
     "TomlReader",
@@ -281,6 +282,23 @@ class TrustPolicy:
     unknown_revocation: str = "tempfail"  # under hard-fail: "tempfail" or "reject"
 
 
+def _builtin_template(name: str) -> str:
+    return resources.files("policies").joinpath("data", "notices", name).read_text("utf-8")
+
+
+@dataclass(frozen=True)
+class NoticePolicy:
+    """Refusal notices to internal senders: on or off, rate, sender, templates."""
+
+    enabled: bool = True
+    advisory_in_monitor: bool = False  # monitor mode: "this will be refused from <date>"
+    rate_per_hour: int = 10  # notices to one address per hour, at most
+    from_address: str = ""  # "" = MAILER-DAEMON@<the gateway's host name>
+    templates: str = "builtin"  # or a folder with notice.txt.j2 and notice.html.j2
+    text_template: str = field(default_factory=lambda: _builtin_template("notice.txt.j2"))
+    html_template: str = field(default_factory=lambda: _builtin_template("notice.html.j2"))
+
+
 @dataclass(frozen=True)
 class Policy:
     """A validated policy: what rules run, in which order and mode, with which data."""
@@ -295,6 +313,7 @@ class Policy:
     rules: tuple[RuleConfig, ...]
     documents: DocumentPolicy = DocumentPolicy()
     trust: TrustPolicy = TrustPolicy()
+    notices: NoticePolicy = field(default_factory=NoticePolicy)
 
     def is_official(self, domain: str) -> bool:
         """True when ``domain`` is one of the official domains or a subdomain of one."""
@@ -370,6 +389,46 @@ def _read_trust(reader: TomlReader) -> TrustPolicy:
     return TrustPolicy(store, revocation, unknown)
 
 
+def _read_notices(reader: TomlReader, source: str) -> NoticePolicy:
+    # Imported here: policies.notices needs Policy for its signatures.
+    import jinja2  # noqa: PLC0415
+
+    from policies.notices import compile_templates  # noqa: PLC0415
+
+    enabled = reader.boolean("enabled", True)
+    advisory = reader.boolean("advisory_in_monitor", False)
+    rate = reader.integer("rate_per_hour", 10, minimum=0)
+    sender = reader.string("from_address", "")
+    if sender:
+        try:
+            parse_addr_spec(sender)
+        except AddressError as exc:
+            raise reader.error("from_address", f"{sender!r}: {exc}") from exc
+    templates = reader.string("templates", "builtin")
+    reader.finish()
+    if templates == "builtin":
+        text, html = _builtin_template("notice.txt.j2"), _builtin_template("notice.html.j2")
+        where = "policies/data/notices"
+    else:
+        folder = Path(templates).expanduser()
+        if not folder.is_absolute() and not source.startswith("<"):
+            folder = Path(source).resolve().parent / folder
+        where = str(folder)
+        try:
+            text = (folder / "notice.txt.j2").read_text("utf-8")
+            html = (folder / "notice.html.j2").read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise reader.error("templates", f"cannot read the templates: {exc}") from exc
+    try:
+        compile_templates(text, html)
+    except jinja2.TemplateError as exc:
+        line = getattr(exc, "lineno", None)
+        raise ConfigError(
+            f"{where}/notice.*.j2", "templates", f"template error: {exc}", line
+        ) from exc
+    return NoticePolicy(enabled, advisory, rate, sender, templates, text, html)
+
+
 def parse_policy(text: str, source: str) -> Policy:
     """Validate policy ``text`` (read from ``source``) and return the :class:`Policy`."""
     # Imported here: the rule modules import this module's types for their signatures.
@@ -403,6 +462,7 @@ def parse_policy(text: str, source: str) -> Policy:
 
     documents = _read_documents(root.table("documents"))
     trust = _read_trust(root.table("trust"))
+    notices = _read_notices(root.table("notices"), source)
 
     cites = root.table("citations")
     citations: dict[str, str] = {}
@@ -446,6 +506,7 @@ def parse_policy(text: str, source: str) -> Policy:
         rules=tuple(rules),
         documents=documents,
         trust=trust,
+        notices=notices,
     )
 
 

@@ -70,6 +70,7 @@ RECORD_KEYS = {
     "size",
     "attachments",
     "inner_documents",
+    "notice",
     "findings",
     "verdict",
     "reasons",
@@ -99,7 +100,7 @@ def test_decision_record_schema_is_frozen(
     gw.send(message(extra=attachment, body=body), OFFICIAL, [CLERK])
     [record] = gw.records()
     assert set(record) == RECORD_KEYS
-    assert record["schema"] == 2
+    assert record["schema"] == 3
     assert len(record["id"]) == 26 and record["time"].endswith("Z")
     assert set(record["client"]) == {"ip", "helo", "tls"}
     assert set(record["envelope"]) == {"mail_from", "recipients"}
