@@ -416,10 +416,12 @@ class GatewayHandler:
         state = self._state(server)
         await self._finish_without_data(server)
         smtputf8 = "SMTPUTF8" in options
+        # aiosmtpd hands the null sender over as "<>"; everywhere else it is "" (no address).
+        sender = "" if address == "<>" else address
         txn = _Transaction(
-            new_decision_id(), datetime.now(UTC), time.perf_counter(), address, smtputf8
+            new_decision_id(), datetime.now(UTC), time.perf_counter(), sender, smtputf8
         )
-        refused = self.engine.sender_refusal(address, smtputf8=smtputf8)
+        refused = self.engine.sender_refusal(sender, smtputf8=smtputf8)
         if refused is not None:
             line = self.engine.reply(refused, ref=txn.id)
             await self._record_quietly(server, txn, "reject", [refused], line)
@@ -427,7 +429,7 @@ class GatewayHandler:
         size = next((o.split("=", 1)[1] for o in options if o.startswith("SIZE=")), None)
         try:
             reply = await state.downstream.mail(
-                address, size=int(size) if size and size.isdigit() else None, smtputf8=smtputf8
+                sender, size=int(size) if size and size.isdigit() else None, smtputf8=smtputf8
             )
         except DownstreamError as exc:
             self.log.warning("relay.failed", stage="MAIL", reason=exc.reason, detail=exc.detail)
@@ -518,7 +520,7 @@ class GatewayHandler:
             raw: bytes = envelope.original_content
             judgement = await self.engine.judge(
                 raw,
-                mail_from=envelope.mail_from,
+                mail_from=txn.mail_from,
                 recipients=tuple(envelope.rcpt_tos),
                 client_ip=ip,
                 helo=helo,

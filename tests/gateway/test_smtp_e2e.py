@@ -365,3 +365,15 @@ def test_each_decision_is_a_structured_log_event(
         gw.send(message(from_="x@gmail.com"), "x@gmail.com", [CLERK])
     [event] = [e for e in logs if e["event"] == "policy.decision"]
     assert event["decision"] == gw.records()[0]
+
+
+def test_bounces_with_the_null_sender_pass_through(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """MAIL FROM:<> (a delivery report) is relayed as <> and recorded with no sender."""
+    gw = start_gateway(make_config(tmp_path, downstream.port), policy_text())
+    bounce = message(from_="MAILER-DAEMON@mx.lamdong.gov.vn", subject="Undelivered Mail")
+    _, (code, _) = gw.send(bounce, "<>", [CLERK])
+    assert code == 250
+    assert downstream.handler.messages[0].mail_from == "<>"  # aiosmtpd's spelling of <>
+    assert gw.records()[0]["envelope"]["mail_from"] == ""
