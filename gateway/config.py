@@ -72,6 +72,7 @@ class GatewayConfig:
     )
     xforward_hosts: tuple[IPNetwork, ...] = ()
     downstream: DownstreamConfig = DownstreamConfig("maildir")
+    notice_relay: DownstreamConfig | None = None  # None: notices go through the downstream
     policy_file: Path | None = None
     validation_workers: int = 0  # 0: one per core
     validation_timeout: float = 10.0
@@ -205,6 +206,11 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
     relay.finish()
 
     downstream = _downstream(root.table("downstream"), base, hostname)
+    # Refusal notices go through the downstream server unless a submission relay is named.
+    notices_table = root.table("notices")
+    notice_relay = _downstream(notices_table, base, hostname) if notices_table.has("url") else None
+    if notice_relay is None:
+        notices_table.finish()
 
     policy = root.table("policy")
     policy_file = _path(policy, "file", base, None)
@@ -262,6 +268,7 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
         trusted_networks=tuple(networks),
         xforward_hosts=tuple(xforward_hosts),
         downstream=downstream,
+        notice_relay=notice_relay,
         policy_file=policy_file,
         validation_workers=workers,
         validation_timeout=validation_timeout,

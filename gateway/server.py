@@ -118,7 +118,10 @@ class Gateway:
             self.engine,
             self.relay,
             AuditLog(self.store),
-            Notifier(self.relay, self.config.hostname),
+            Notifier(
+                make_relay(self.config.notice_relay) if self.config.notice_relay else self.relay,
+                self.config.hostname,
+            ),
         )
         self.tls = _tls_context(self.config)
         self._server: asyncio.Server | None = None

@@ -115,3 +115,43 @@ def test_notices_are_rate_limited_and_never_go_to_outsiders(
     [record] = outside.records()
     assert record["notice"]["sent"] is False and "external sender" in record["notice"]["reason"]
     assert len(downstream.handler.messages) == 1  # the one notice from the first gateway
+
+
+def test_notices_can_go_through_a_separate_relay(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """[notices] url: a submission relay for notices (here a Maildir), the downstream for mail."""
+    from gateway.config import DownstreamConfig
+
+    config = make_config(
+        tmp_path,
+        downstream.port,
+        trusted=True,
+        notice_relay=DownstreamConfig("maildir", maildir=tmp_path / "notices"),
+    )
+    gw = start_gateway(config, policy_text(DOCUMENT_RULES))
+    assert gw.send(with_files(("cv.pdf", b"%PDF-1.7\n%%EOF\n")), OFFICIAL, [CLERK])[1][0] == 550
+    assert downstream.handler.messages == []
+    [path] = list((tmp_path / "notices" / "new").iterdir())
+    assert path.read_bytes().startswith(b"Return-Path: <>\r\nDelivered-To: " + OFFICIAL.encode())
+
+
+def test_advisory_in_monitor_mode_reaches_the_officer(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """Monitor with advisories: the mail is delivered, and the officer is told it will not be."""
+    rules = DOCUMENT_RULES.replace(
+        'id = "document-signature-required"\n',
+        'id = "document-signature-required"\nenforce_from = 2099-01-01\n',
+    )
+    gw = start_gateway(
+        make_config(tmp_path, downstream.port, trusted=True),
+        policy_text(rules, extra="[notices]\nadvisory_in_monitor = true\n"),
+    )
+    assert gw.send(with_files(("cv.pdf", b"%PDF-1.7\n%%EOF\n")), OFFICIAL, [CLERK])[1][0] == 250
+    mail, advisory = downstream.handler.messages
+    assert mail.rcpt_tos == [CLERK] and advisory.rcpt_tos == [OFFICIAL]
+    msg = email.message_from_bytes(advisory.data, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/alternative"  # delivered: not a failure report
+    assert "từ ngày 2099-01-01" in msg.get_payload()[0].get_content()
+    assert gw.records()[0]["notice"]["kind"] == "advisory"
