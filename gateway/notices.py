@@ -29,7 +29,9 @@ _WINDOW = 3600.0
 
 
 def _encoded(text: str) -> str:
-    return text if text.isascii() else Header(text, "utf-8").encode(maxlinelen=76)
+    if text.isascii():
+        return text
+    return Header(text, "utf-8").encode(maxlinelen=76, linesep="\r\n")
 
 
 def _b64(text: str) -> str:

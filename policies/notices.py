@@ -38,6 +38,10 @@ class NoticeContent:
 def _internal(facts: MessageFacts, policy: Policy) -> bool:
     if facts.client_trusted:
         return True
+    # From outside, the notice goes to the envelope sender: it must be official as well,
+    # or a DKIM-valid From could aim notices at any address (backscatter).
+    if not policy.is_official(facts.mail_from.rpartition("@")[2]):
+        return False
     for field in facts.from_fields:
         for mb in field.mailboxes:
             if policy.is_official(mb.domain) and any(

@@ -64,6 +64,15 @@ def test_golden_vietnamese_refusal_text() -> None:
             {"client_trusted": False, "dkim": (DkimResult("lamdong.gov.vn", "s1", "fail"),)},
             "external sender",
         ),
+        # DKIM-valid official From, but the envelope sender (who would get it) is elsewhere.
+        (
+            {
+                "client_trusted": False,
+                "mail_from": "victim@example.com",
+                "dkim": (DkimResult("lamdong.gov.vn", "s1", "pass"),),
+            },
+            "external sender",
+        ),
     ],
 )
 def test_who_gets_a_notice(change: dict[str, object], why_not: str) -> None:
