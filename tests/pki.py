@@ -507,6 +507,16 @@ def _count_signatures(pdf: bytes) -> int:
     return pdf.count(b"/Type /Sig") + pdf.count(b"/Type/Sig")
 
 
+def _helvetica() -> generic.DictionaryObject:
+    return generic.DictionaryObject(
+        {
+            generic.pdf_name("/Type"): generic.pdf_name("/Font"),
+            generic.pdf_name("/Subtype"): generic.pdf_name("/Type1"),
+            generic.pdf_name("/BaseFont"): generic.pdf_name("/Helvetica"),
+        }
+    )
+
+
 def countersign(pdf: bytes, clerk: Identity) -> bytes:
     """A second signature (the clerk's) over an already signed PDF, in a new revision."""
     return sign_pdf(pdf, clerk)
@@ -515,14 +525,7 @@ def countersign(pdf: bytes, clerk: Identity) -> bytes:
 def add_content_after_signing(pdf: bytes, text: str = "Trang them sau khi ky") -> bytes:
     """An incremental update after the signatures that adds a page with ``text``."""
     writer = IncrementalPdfFileWriter(BytesIO(pdf), strict=False)
-    font = generic.DictionaryObject(
-        {
-            generic.pdf_name("/Type"): generic.pdf_name("/Font"),
-            generic.pdf_name("/Subtype"): generic.pdf_name("/Type1"),
-            generic.pdf_name("/BaseFont"): generic.pdf_name("/Helvetica"),
-        }
-    )
-    _append_page(writer, text, font)
+    _append_page(writer, text, _helvetica())
     out = BytesIO()
     writer.write(out)
     return out.getvalue()
@@ -546,14 +549,7 @@ def encrypt_pdf(text: str = "Tai lieu mat", password: str = "matkhau") -> bytes:
     """A small PDF encrypted with a user password (AES-256, the standard security handler)."""
     writer = PdfFileWriter(stream_xrefs=False)
     writer.encrypt(password, password)
-    font = generic.DictionaryObject(
-        {
-            generic.pdf_name("/Type"): generic.pdf_name("/Font"),
-            generic.pdf_name("/Subtype"): generic.pdf_name("/Type1"),
-            generic.pdf_name("/BaseFont"): generic.pdf_name("/Helvetica"),
-        }
-    )
-    _append_page(writer, text, font)
+    _append_page(writer, text, _helvetica())
     out = BytesIO()
     writer.write(out)
     return out.getvalue()
