@@ -208,6 +208,8 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
     downstream = _downstream(root.table("downstream"), base, hostname)
     # Refusal notices go through the downstream server unless a submission relay is named.
     notices_table = root.table("notices")
+    if notices_table.has("url") and not notices_table.data["url"]:
+        raise notices_table.error("url", "give smtp://HOST:PORT or maildir:PATH, or leave it out")
     notice_relay = _downstream(notices_table, base, hostname) if notices_table.has("url") else None
     if notice_relay is None:
         notices_table.finish()

@@ -10,6 +10,7 @@ sent is logged and recorded; it never changes the answer to the original message
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections import deque
@@ -26,6 +27,7 @@ from policies.notices import NoticeContent, notice_kind, render_notice
 __all__ = ["Notifier", "build_notice"]
 
 _WINDOW = 3600.0
+NOTICE_TIMEOUT = 15.0  # seconds the original client may wait for a notice to go out
 
 
 def _encoded(text: str) -> str:
@@ -119,6 +121,11 @@ class Notifier:
         self.hostname = hostname
         self._sent: dict[str, deque[float]] = {}
 
+    def _forget(self, address: str) -> None:
+        times = self._sent.get(address.lower())
+        if times:
+            times.pop()
+
     def _allowed(self, address: str, limit: int) -> bool:
         now = time.monotonic()
         times = self._sent.setdefault(address.lower(), deque())
@@ -154,6 +161,42 @@ class Notifier:
         if not self._allowed(facts.mail_from, policy.notices.rate_per_hour):
             record["reason"] = f"rate limit: {policy.notices.rate_per_hour} an hour"
             return record
+        try:
+            # The client waits for its answer while the notice goes out: bound that wait.
+            await asyncio.wait_for(
+                self._send(
+                    record,
+                    facts=facts,
+                    decision=decision,
+                    parsed=parsed,
+                    policy=policy,
+                    reply=reply,
+                    decision_id=decision_id,
+                    when=when,
+                ),
+                NOTICE_TIMEOUT,
+            )
+        except TimeoutError:
+            record["reason"] = f"not sent: no answer within {NOTICE_TIMEOUT:g} s"
+        except Exception as exc:  # noqa: BLE001 - a notice must never change the verdict
+            record["reason"] = f"not sent: {type(exc).__name__}: {exc}"[:300]
+        if not record["sent"]:
+            self._forget(facts.mail_from)  # the quota counts notices sent, not attempts
+        return record
+
+    async def _send(
+        self,
+        record: dict[str, Any],
+        *,
+        facts: MessageFacts,
+        decision: Decision,
+        parsed: ParsedMessage,
+        policy: Policy,
+        reply: str,
+        decision_id: str,
+        when: datetime,
+    ) -> None:
+        kind = record["kind"]
         content = render_notice(
             facts,
             decision,
@@ -183,11 +226,10 @@ class Notifier:
                 answers.append(await session.data(data))
         except DownstreamError as exc:
             record["reason"] = f"not sent: {exc.detail}"
-            return record
+            return
         finally:
             await session.close()
         if answers[-1].ok:
             record.update(sent=True, message_id=message_id)
         else:
             record["reason"] = f"not sent: {answers[-1].code} {answers[-1].text}"
-        return record

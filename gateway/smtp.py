@@ -573,6 +573,8 @@ class GatewayHandler:
             or judgement.facts is None
             or judgement.parsed is None
             or verdict not in ("accept", "reject")
+            # An advisory says "delivered": not when the downstream refused after all.
+            or (verdict == "reject" and judgement.decision.action is Action.ACCEPT)
         ):
             return None
         try:

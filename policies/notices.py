@@ -58,10 +58,12 @@ def notice_kind(facts: MessageFacts, decision: Decision, policy: Policy) -> tupl
         return "", "notices are off in the policy"
     if decision.action is Action.REJECT:
         kind = "refusal"
-    elif decision.action is Action.ACCEPT and decision.monitor_reasons:
+    elif decision.action is Action.ACCEPT and any(
+        REASONS[r].action is Action.REJECT for r in decision.monitor_reasons
+    ):
         if not settings.advisory_in_monitor:
             return "", "monitor-mode advisories are off in the policy"
-        kind = "advisory"
+        kind = "advisory"  # only for what would be returned, not for what would be retried
     else:
         return "", "nothing refused"  # a tempfail: the sender's server keeps it and retries
     if not facts.mail_from:
@@ -161,13 +163,12 @@ def _environment(html: bool) -> jinja2.Environment:
 
 
 @functools.lru_cache(maxsize=8)
-def compile_templates(text: str, html: str) -> tuple[jinja2.Template, jinja2.Template]:
-    """Compile both templates and render them once with sample data (errors raise)."""
-    compiled = (_environment(False).from_string(text), _environment(True).from_string(html))
-    for template in compiled:
-        template.render(**SAMPLE_CONTEXT)
-        template.render(**{**SAMPLE_CONTEXT, "advisory": True})
-    return compiled
+def compile_template(source: str, *, html: bool) -> jinja2.Template:
+    """Compile a template and render it once each way with sample data (errors raise)."""
+    template = _environment(html).from_string(source)
+    template.render(**SAMPLE_CONTEXT)
+    template.render(**{**SAMPLE_CONTEXT, "advisory": True})
+    return template
 
 
 def render_notice(
@@ -181,7 +182,6 @@ def render_notice(
 ) -> NoticeContent:
     """The notice's text and HTML parts, from the policy's templates."""
     context = notice_context(facts, decision, policy, kind=kind, decision_id=decision_id, date=date)
-    text_template, html_template = compile_templates(
-        policy.notices.text_template, policy.notices.html_template
-    )
+    text_template = compile_template(policy.notices.text_template, html=False)
+    html_template = compile_template(policy.notices.html_template, html=True)
     return NoticeContent(text_template.render(**context), html_template.render(**context))

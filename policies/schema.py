@@ -391,9 +391,7 @@ def _read_trust(reader: TomlReader) -> TrustPolicy:
 
 def _read_notices(reader: TomlReader, source: str) -> NoticePolicy:
     # Imported here: policies.notices needs Policy for its signatures.
-    import jinja2  # noqa: PLC0415
-
-    from policies.notices import compile_templates  # noqa: PLC0415
+    from policies.notices import compile_template  # noqa: PLC0415
 
     enabled = reader.boolean("enabled", True)
     advisory = reader.boolean("advisory_in_monitor", False)
@@ -419,13 +417,18 @@ def _read_notices(reader: TomlReader, source: str) -> NoticePolicy:
             html = (folder / "notice.html.j2").read_text("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise reader.error("templates", f"cannot read the templates: {exc}") from exc
-    try:
-        compile_templates(text, html)
-    except jinja2.TemplateError as exc:
-        line = getattr(exc, "lineno", None)
-        raise ConfigError(
-            f"{where}/notice.*.j2", "templates", f"template error: {exc}", line
-        ) from exc
+    for name, source_text, html_mode in (
+        ("notice.txt.j2", text, False),
+        ("notice.html.j2", html, True),
+    ):
+        try:
+            # Each file on its own, so the error names the one that is wrong.
+            compile_template(source_text, html=html_mode)
+        except Exception as exc:  # any error in a district template is a configuration error
+            line = getattr(exc, "lineno", None)
+            raise ConfigError(
+                f"{where}/{name}", "templates", f"template error: {type(exc).__name__}: {exc}", line
+            ) from exc
     return NoticePolicy(enabled, advisory, rate, sender, templates, text, html)
 
 
