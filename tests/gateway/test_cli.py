@@ -182,6 +182,8 @@ def test_check_follows_serve_on_null_sender_size_and_bad_input(
         ('[relay]\ntrusted_networks = ["10.0.0.1/8"]\n', "relay.trusted_networks: '10.0.0.1/8'"),
         ('[server]\nlisten = "2525"\n', "server.listen: must be HOST:PORT"),
         ('[log]\nlevel = "verbose"\n', "log.level: must be one of debug, info, warning, error"),
+        ('[notices]\nurl = ""\n', "notices.url: give smtp://HOST:PORT"),
+        ('[dns]\nnameservers = ["dns.google"]\n', "dns.nameservers: 'dns.google' is not IP"),
     ],
 )
 def test_config_errors_name_the_key(

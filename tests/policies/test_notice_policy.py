@@ -118,7 +118,10 @@ def test_templates_are_validated_when_the_policy_is_read(tmp_path: Path) -> None
         '[[rules]]\nid = "document-signature-required"\n',
         "utf-8",
     )
-    with pytest.raises(ConfigError, match=r"notice.*j2.*subjct"):
+    with pytest.raises(ConfigError, match=r"notice\.txt\.j2.*subjct"):
+        load_policy(policy)
+    (folder / "notice.txt.j2").write_text("{{ subject + 1 }}\n", "utf-8")  # not a Jinja error
+    with pytest.raises(ConfigError, match=r"notice\.txt\.j2.*TypeError"):
         load_policy(policy)
     (folder / "notice.txt.j2").write_text("Xin chào {{ subject }}\n", "utf-8")
     assert load_policy(policy).notices.text_template == "Xin chào {{ subject }}\n"
