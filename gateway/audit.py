@@ -10,9 +10,11 @@ If the store cannot be written the caller must answer 4xx: never 250 without a r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,8 +33,8 @@ class StoreError(Exception):
 class DecisionStore(Protocol):
     """Where decision records are kept."""
 
-    def write(self, record: Record) -> None:
-        """Store ``record`` durably (committed when this returns)."""
+    def write(self, record: Record) -> str:
+        """Store ``record`` durably (committed when this returns); return its chain hash."""
 
     def get(self, decision_id: str) -> Record | None:
         """The record with ``decision_id``, or None."""
@@ -57,13 +59,40 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time);
 """
+# Tamper evidence: each gateway instance's records form a hash chain (seq, prev_hash, hash).
+_CHAIN_COLUMNS = {
+    "instance": "TEXT NOT NULL DEFAULT ''",
+    "seq": "INTEGER NOT NULL DEFAULT 0",
+    "prev_hash": "TEXT NOT NULL DEFAULT ''",
+    "hash": "TEXT NOT NULL DEFAULT ''",
+}
+GENESIS = "0" * 64
+
+
+def chain_hash(prev_hash: str, record_json: str) -> str:
+    """The hash that links a record to the one before it (same instance)."""
+    return hashlib.sha256(f"{prev_hash}\n{record_json}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """Where a decision log's hash chain breaks, and how."""
+
+    instance: str
+    seq: int
+    decision_id: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.instance} #{self.seq} ({self.decision_id}): {self.problem}"
 
 
 class SqliteStore:
     """Decision records in one SQLite file (WAL, synchronous=FULL: committed means on disk)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, instance: str = "") -> None:
         self.path = path
+        self.instance = instance
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -74,26 +103,143 @@ class SqliteStore:
             self._db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            self._migrate_chain()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open decision store {path}: {exc}") from exc
         self._lock = threading.Lock()
 
-    def write(self, record: Record) -> None:
-        """Insert ``record`` and commit."""
-        row = (
-            record["id"],
-            record["time"],
-            record["verdict"],
-            record["envelope"]["mail_from"],
-            record["client"]["ip"],
-            " ".join(record["reasons"]),
-            json.dumps(record, ensure_ascii=False, sort_keys=True),
-        )
+    def _migrate_chain(self) -> None:
+        """Add the chain columns to a store made before them, and chain its records."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
+        missing = [c for c in _CHAIN_COLUMNS if c not in have]
+        if not missing:
+            self._db.execute(
+                "CREATE UNIQUE INDEX IF NOT EXISTS decisions_chain ON decisions (instance, seq)"
+            )
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for column in missing:
+                self._db.execute(
+                    f"ALTER TABLE decisions ADD COLUMN {column} {_CHAIN_COLUMNS[column]}"
+                )
+            prev = GENESIS
+            rows = self._db.execute("SELECT id, record FROM decisions ORDER BY time, id").fetchall()
+            for seq, (decision_id, text) in enumerate(rows, start=1):
+                digest = chain_hash(prev, text)
+                self._db.execute(
+                    "UPDATE decisions SET instance = ?, seq = ?, prev_hash = ?, hash = ? "
+                    "WHERE id = ?",
+                    (self.instance, seq, prev, digest, decision_id),
+                )
+                prev = digest
+            self._db.execute(
+                "CREATE UNIQUE INDEX IF NOT EXISTS decisions_chain ON decisions (instance, seq)"
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def write(self, record: Record) -> str:
+        """Insert ``record``, chained to this instance's previous one; commit; return its hash."""
+        text = json.dumps(record, ensure_ascii=False, sort_keys=True)
         try:
             with self._lock:
-                self._db.execute("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                # IMMEDIATE: gateways sharing this file and instance name take turns.
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    last = self._db.execute(
+                        "SELECT seq, hash FROM decisions WHERE instance = ? "
+                        "ORDER BY seq DESC LIMIT 1",
+                        (self.instance,),
+                    ).fetchone()
+                    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+                    digest = chain_hash(prev, text)
+                    self._db.execute(
+                        "INSERT INTO decisions (id, time, verdict, mail_from, client_ip, reasons,"
+                        " record, instance, seq, prev_hash, hash)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            record["id"],
+                            record["time"],
+                            record["verdict"],
+                            record["envelope"]["mail_from"],
+                            record["client"]["ip"],
+                            " ".join(record["reasons"]),
+                            text,
+                            self.instance,
+                            seq,
+                            prev,
+                            digest,
+                        ),
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write decision {record['id']}: {exc}") from exc
+        return digest
+
+    def verify(self) -> list[ChainProblem]:
+        """Check every instance's chain: edited, inserted or deleted records are reported."""
+        problems: list[ChainProblem] = []
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT instance, seq, id, time, verdict, mail_from, client_ip, reasons, record,"
+                " prev_hash, hash FROM decisions ORDER BY instance, seq"
+            ).fetchall()
+        expected_seq: dict[str, int] = {}
+        last_hash: dict[str, str] = {}
+        for instance, seq, did, time_, verdict, mail_from, ip, reasons, text, prev, digest in rows:
+            want_seq = expected_seq.get(instance, 1)
+            want_prev = last_hash.get(instance, GENESIS)
+            if seq != want_seq:
+                problems.append(
+                    ChainProblem(
+                        instance,
+                        seq,
+                        did,
+                        f"sequence jumps from {want_seq - 1} to {seq}: records deleted or inserted",
+                    )
+                )
+            elif prev != want_prev:
+                problems.append(
+                    ChainProblem(
+                        instance,
+                        seq,
+                        did,
+                        "does not link to the record before it: inserted or replaced",
+                    )
+                )
+            elif chain_hash(prev, text) != digest:
+                problems.append(
+                    ChainProblem(instance, seq, did, "record edited after it was written")
+                )
+            else:
+                columns: tuple[Any, ...]
+                try:
+                    record = json.loads(text)
+                    columns = (
+                        record["id"],
+                        record["time"],
+                        record["verdict"],
+                        record["envelope"]["mail_from"],
+                        record["client"]["ip"],
+                        " ".join(record["reasons"]),
+                    )
+                except (ValueError, KeyError, TypeError):
+                    columns = ()
+                if columns != (did, time_, verdict, mail_from, ip, reasons):
+                    problems.append(
+                        ChainProblem(
+                            instance, seq, did, "indexed columns differ from the record: edited"
+                        )
+                    )
+            expected_seq[instance] = seq + 1
+            last_hash[instance] = digest
+        return problems
 
     def get(self, decision_id: str) -> Record | None:
         """One record by id (case-insensitive: ids are often read aloud or retyped)."""
@@ -127,11 +273,12 @@ class AuditLog:
     async def record(self, record: Record) -> None:
         """Store and log ``record``; raise :class:`StoreError` if it could not be stored."""
         try:
-            await asyncio.to_thread(self.store.write, record)
+            digest = await asyncio.to_thread(self.store.write, record)
         except StoreError:
             self.log.error("store.failed", decision=record, exc_info=True)
             raise
         except Exception as exc:
             self.log.error("store.failed", decision=record, exc_info=True)
             raise StoreError(str(exc)) from exc
-        self.log.info("policy.decision", decision=record)
+        # The chain hash in the external log anchors the store: a rewritten chain would not match.
+        self.log.info("policy.decision", decision=record, chain_hash=digest)

@@ -6,6 +6,7 @@
     congvu policy check FILE | congvu policy explain [FILE]
     congvu config check FILE
     congvu log tail [-n N] [--json] | congvu log show ID
+    congvu audit verify [--config FILE]
 
 ``check`` exits 0 (accept), 1 (reject), 75 (tempfail, as sysexits EX_TEMPFAIL) or 2 (usage or
 configuration error); other tools rely on that contract.
@@ -77,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     csub = config.add_subparsers(dest="action", required=True)
     ccheck = csub.add_parser("check")
     ccheck.add_argument("file", type=Path)
+
+    audit = sub.add_parser("audit", help="check the decision log for tampering")
+    asub = audit.add_subparsers(dest="action", required=True)
+    verify = asub.add_parser("verify", help="walk every hash chain; name the first bad record")
+    verify.add_argument("--config", type=Path)
 
     log = sub.add_parser("log", help="read the decision log")
     lsub = log.add_subparsers(dest="action", required=True)
@@ -243,7 +249,7 @@ def _explain(policy: Policy) -> str:
 def _store(config: GatewayConfig) -> SqliteStore:
     if not config.store_path.exists():
         raise StoreError(f"no decision store at {config.store_path}")
-    return SqliteStore(config.store_path)
+    return SqliteStore(config.store_path, instance=config.hostname)
 
 
 def _summary(record: dict[str, Any]) -> str:
@@ -278,6 +284,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.file}: ok")
             return EXIT_OK
         config = load_config(args.config)
+        if args.command == "audit":
+            configure_logging("error", "-")
+            with closing(_store(config)) as store:
+                problems = store.verify()
+            if not problems:
+                print(f"{config.store_path}: every decision chain is intact")
+                return EXIT_OK
+            print(f"{config.store_path}: {len(problems)} problem(s); the first:", file=sys.stderr)
+            for problem in problems[:20]:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_REJECT
         if args.command == "log":
             configure_logging("error", "-")
             with closing(_store(config)) as store:

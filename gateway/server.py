@@ -104,7 +104,7 @@ class Gateway:
         return cls(
             config,
             policy,
-            store or SqliteStore(config.store_path),
+            store or SqliteStore(config.store_path, instance=config.hostname),
             relay or make_relay(config.downstream),
             validator or make_validator(config, policy),
             resolver or make_resolver(config),

@@ -1,0 +1,117 @@
+"""Tamper evidence: each record carries the hash of the one before; edits, deletions and
+insertions are found by `congvu audit verify`, which names the first bad record."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import SqliteStore
+from gateway.cli import main
+
+
+def record(n: int) -> dict[str, object]:
+    return {
+        "id": f"01TEST{n:020d}",
+        "time": f"2026-11-22T10:00:{n:02d}.000Z",
+        "verdict": "accept",
+        "reasons": [],
+        "envelope": {"mail_from": f"a{n}@lamdong.gov.vn", "recipients": []},
+        "client": {"ip": "10.0.0.1"},
+    }
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    path = tmp_path / "decisions.sqlite"
+    store = SqliteStore(path, instance="gw1")
+    for n in range(1, 6):
+        store.write(record(n))
+    store.close()
+    return path
+
+
+def verify(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    config = path.parent / "c.toml"
+    config.write_text(f'[store]\nsqlite = "{path}"\n')
+    status = main(["audit", "verify", "--config", str(config)])
+    out = capsys.readouterr()
+    return status, out.out + out.err
+
+
+def test_an_untouched_log_verifies(store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Five records written in turn form one intact chain."""
+    assert verify(store_path, capsys) == (0, f"{store_path}: every decision chain is intact\n")
+
+
+def test_an_edited_record_is_named(store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Changing a verdict afterwards (in the JSON or in the indexed column) is found."""
+    db = sqlite3.connect(store_path)
+    text = db.execute("SELECT record FROM decisions WHERE seq = 3").fetchone()[0]
+    edited = json.loads(text) | {"verdict": "reject"}
+    db.execute("UPDATE decisions SET record = ? WHERE seq = 3", (json.dumps(edited),))
+    db.execute("UPDATE decisions SET verdict = 'reject' WHERE seq = 4")
+    db.commit()
+    status, out = verify(store_path, capsys)
+    assert status == 1
+    assert "gw1 #3 (01TEST00000000000000000003): record edited" in out
+    assert "gw1 #4 (01TEST00000000000000000004): indexed columns differ" in out
+
+
+def test_a_deleted_record_is_found(store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Removing a record leaves a gap in the sequence."""
+    db = sqlite3.connect(store_path)
+    db.execute("DELETE FROM decisions WHERE seq = 2")
+    db.commit()
+    status, out = verify(store_path, capsys)
+    assert status == 1 and "#3" in out and "sequence jumps from 1 to 3" in out
+
+
+def test_an_inserted_record_is_found(store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A forged record slipped into the chain does not link to its neighbours."""
+    db = sqlite3.connect(store_path)
+    # Make room at #3 (two steps: the (instance, seq) index is unique at every row).
+    db.execute("UPDATE decisions SET seq = -seq WHERE seq >= 3 AND instance = 'gw1'")
+    db.execute("UPDATE decisions SET seq = 1 - seq WHERE seq < 0 AND instance = 'gw1'")
+    forged = json.dumps(record(99), sort_keys=True)
+    db.execute(
+        "INSERT INTO decisions (id, time, verdict, mail_from, client_ip, reasons, record,"
+        " instance, seq, prev_hash, hash) VALUES (?, ?, 'accept', 'x', 'y', '', ?, 'gw1', 3,"
+        " ?, ?)",
+        ("01FORGED", "2026-11-22T10:00:02.500Z", forged, "f" * 64, "e" * 64),
+    )
+    db.commit()
+    status, out = verify(store_path, capsys)
+    assert status == 1 and "01FORGED" in out and "does not link" in out
+
+
+def test_chains_are_per_instance_and_old_stores_are_migrated(tmp_path: Path) -> None:
+    """Two gateways share one store, each with its own chain; a pre-chain store is chained."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE decisions (id TEXT PRIMARY KEY, time TEXT NOT NULL, verdict TEXT NOT NULL,"
+        " mail_from TEXT NOT NULL, client_ip TEXT NOT NULL, reasons TEXT NOT NULL,"
+        " record TEXT NOT NULL);"
+    )
+    old = record(1)
+    db.execute(
+        "INSERT INTO decisions VALUES (?, ?, 'accept', 'a1@lamdong.gov.vn', '10.0.0.1', '', ?)",
+        (old["id"], old["time"], json.dumps(old, sort_keys=True)),
+    )
+    db.commit()
+    db.close()
+    first = SqliteStore(path, instance="")
+    second = SqliteStore(path, instance="gw2")
+    first.write(record(2))
+    second.write(record(3))
+    assert first.verify() == []
+    rows = (
+        sqlite3.connect(path)
+        .execute("SELECT instance, seq FROM decisions ORDER BY instance, seq")
+        .fetchall()
+    )
+    assert rows == [("", 1), ("", 2), ("gw2", 1)]
