@@ -15,9 +15,11 @@ import json
 import sqlite3
 import threading
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.directory import Account
 from gateway.logs import get_logger
 
 __all__ = ["SCHEMA_VERSION", "AuditLog", "DecisionStore", "SqliteStore", "StoreError"]
@@ -58,6 +60,14 @@ CREATE TABLE IF NOT EXISTS decisions (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time);
+CREATE TABLE IF NOT EXISTS accounts (
+    address TEXT PRIMARY KEY,
+    full_name TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    role TEXT NOT NULL,
+    issued TEXT NOT NULL,
+    personal TEXT NOT NULL
+);
 """
 # Tamper evidence: each gateway instance's records form a hash chain (seq, prev_hash, hash).
 _CHAIN_COLUMNS = {
@@ -240,6 +250,50 @@ class SqliteStore:
             expected_seq[instance] = seq + 1
             last_hash[instance] = digest
         return problems
+
+    def replace_accounts(self, accounts: list[Account]) -> None:
+        """Swap the whole directory in one transaction (readers see the old or the new one)."""
+        rows = [
+            (
+                a.address,
+                a.full_name,
+                a.unit,
+                a.role,
+                a.issued.isoformat(),
+                json.dumps(list(a.personal_addresses)),
+            )
+            for a in accounts
+        ]
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute("DELETE FROM accounts")
+                    self._db.executemany("INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?)", rows)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot import the directory: {exc}") from exc
+
+    def accounts(self) -> list[Account]:
+        """The directory, by address."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM accounts ORDER BY address").fetchall()
+        return [
+            Account(r[0], r[1], r[2], r[3], date.fromisoformat(r[4]), tuple(json.loads(r[5])))
+            for r in rows
+        ]
+
+    def records_between(self, start: str, end: str) -> list[Record]:
+        """Records with ``start <= time < end`` (ISO 8601 UTC strings), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record FROM decisions WHERE time >= ? AND time < ? ORDER BY time, id",
+                (start, end),
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def get(self, decision_id: str) -> Record | None:
         """One record by id (case-insensitive: ids are often read aloud or retyped)."""

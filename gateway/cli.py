@@ -16,21 +16,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import sys
 import textwrap
 from contextlib import closing
+from datetime import UTC, date, datetime, timedelta
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
 from gateway.audit import SqliteStore, StoreError
 from gateway.config import GatewayConfig, load_config
+from gateway.directory import DirectoryError, parse_directory_csv
 from gateway.engine import Engine, accept_reply
 from gateway.ids import new_decision_id
 from gateway.logs import configure_logging
 from gateway.message import normalize_line_endings, parse_message
+from gateway.report import build_report, idle_report, render
 from gateway.server import (
     Gateway,
     ListenError,
@@ -43,6 +47,7 @@ from gateway.trust import TrustStoreError
 from policies import ConfigError, Policy, load_policy
 from policies.addresses import AddressError, parse_mailbox_list
 from policies.rules import RULES
+from policies.schema import VIETNAM_TIME
 
 __all__ = ["main"]
 
@@ -78,6 +83,27 @@ def _parser() -> argparse.ArgumentParser:
     csub = config.add_subparsers(dest="action", required=True)
     ccheck = csub.add_parser("check")
     ccheck.add_argument("file", type=Path)
+
+    directory = sub.add_parser("directory", help="the account directory")
+    dsub = directory.add_subparsers(dest="action", required=True)
+    dimport = dsub.add_parser("import", help="replace the directory from a CSV file")
+    dimport.add_argument("file", type=Path)
+    dimport.add_argument("--config", type=Path)
+
+    report = sub.add_parser("report", help="score units' use of official mail")
+    report.add_argument("kind", nargs="?", choices=("units", "idle"), default="units")
+    report.add_argument("--from", dest="start", type=date.fromisoformat, help="first day")
+    report.add_argument("--to", dest="end", type=date.fromisoformat, help="last day")
+    report.add_argument("--unit", help="one unit only")
+    report.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    report.add_argument(
+        "--min-rate",
+        type=float,
+        default=0.0,
+        help="usage rate (%%) below which a unit is listed as non-compliant",
+    )
+    report.add_argument("--days", type=int, default=90, help="idle: days without activity")
+    report.add_argument("--config", type=Path)
 
     audit = sub.add_parser("audit", help="check the decision log for tampering")
     asub = audit.add_subparsers(dest="action", required=True)
@@ -246,6 +272,54 @@ def _explain(policy: Policy) -> str:
     return "\n".join(lines)
 
 
+def _utc_bound(day: date) -> str:
+    """Midnight (Vietnam time) starting ``day``, as the records' UTC time strings."""
+    moment = datetime.combine(day, datetime.min.time(), tzinfo=VIETNAM_TIME).astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
+    today = datetime.now(VIETNAM_TIME).date()
+    with closing(_store(config)) as store:
+        accounts = store.accounts()
+        if args.kind == "idle":
+            records = store.records_between("", "9999")
+            policy = load_policy(config.policy_file)
+            idle = idle_report(
+                records,
+                accounts,
+                now=datetime.now(UTC),
+                days=args.days,
+                is_official=policy.is_official,
+            )
+            if args.format == "json":
+                print(json.dumps(dataclasses.asdict(idle), ensure_ascii=False, indent=2))
+            else:
+                for title, rows in (
+                    (f"Không hoạt động {args.days} ngày / idle {args.days} days", idle.idle),
+                    ("Chưa từng sử dụng / never seen", idle.never_seen),
+                    (
+                        "Địa chỉ công vụ ngoài danh bạ / official senders not in the directory",
+                        idle.unknown_senders,
+                    ),
+                ):
+                    print(f"{title}: {len(rows)}")
+                    for row in rows:
+                        print("  " + "  ".join(str(v) for v in row.values()))
+            return EXIT_OK
+        start = args.start or today.replace(day=1)
+        end = args.end or today
+        if end < start:
+            print("congvu report: --to is before --from", file=sys.stderr)
+            return EXIT_USAGE
+        records = store.records_between(_utc_bound(start), _utc_bound(end + timedelta(days=1)))
+    scores, total = build_report(
+        records, accounts, period_end=end, unit=args.unit, min_rate=args.min_rate
+    )
+    print(render(scores, total, args.format), end="")
+    return EXIT_OK
+
+
 def _store(config: GatewayConfig) -> SqliteStore:
     if not config.store_path.exists():
         raise StoreError(f"no decision store at {config.store_path}")
@@ -284,6 +358,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.file}: ok")
             return EXIT_OK
         config = load_config(args.config)
+        if args.command == "directory":
+            configure_logging("error", "-")
+            try:
+                accounts = parse_directory_csv(args.file.read_text("utf-8-sig"), str(args.file))
+            except (OSError, UnicodeDecodeError) as exc:
+                print(f"congvu directory: cannot read {args.file}: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            except DirectoryError as exc:
+                print(str(exc), file=sys.stderr)
+                return EXIT_USAGE
+            config.store_path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(SqliteStore(config.store_path, instance=config.hostname)) as store:
+                store.replace_accounts(accounts)
+            units = len({a.unit for a in accounts})
+            print(f"{args.file}: {len(accounts)} accounts in {units} units imported")
+            return EXIT_OK
+        if args.command == "report":
+            configure_logging("error", "-")
+            return _report(args, config)
         if args.command == "audit":
             configure_logging("error", "-")
             with closing(_store(config)) as store:

@@ -1,0 +1,194 @@
+"""The office's report from a small, hand-checkable log: usage rates, refusals, the
+non-compliant list with evidence, idle and unknown mailboxes; and the directory import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import SqliteStore
+from gateway.cli import main
+
+DIRECTORY = """address,full_name,unit,role,issued,personal_addresses
+vanthu@dilinh.lamdong.gov.vn,Văn thư UBND,UBND huyện,clerk,2022-01-10,
+a@dilinh.lamdong.gov.vn,Nguyễn Văn A,UBND huyện,officer,2022-01-10,nguyenvana@gmail.com
+b@dilinh.lamdong.gov.vn,Trần Thị B,UBND huyện,officer,2022-01-10,
+c@dilinh.lamdong.gov.vn,Lê Văn C,UBND huyện,officer,2022-01-10,
+vanthu.xa@dilinh.lamdong.gov.vn,Văn thư xã,UBND xã Gia Hiệp,clerk,2022-03-01,
+d@dilinh.lamdong.gov.vn,Phạm D,UBND xã Gia Hiệp,officer,2022-03-01,
+e@dilinh.lamdong.gov.vn,Hoàng E,Phòng Nội vụ,officer,2022-03-01,
+"""
+
+
+def decision(
+    n: int,
+    sender: str,
+    verdict: str,
+    reasons: list[str],
+    *,
+    day: str = "2026-10-05",
+    documents: list[str] | None = None,
+) -> dict[str, object]:
+    """A decision record as the gateway writes it (the fields the report reads)."""
+    attachments = [
+        {
+            "filename": f"cv{i}.pdf",
+            "document": True,
+            "signatures": [{"result": result, "problem": "", "signers": []}],
+        }
+        for i, result in enumerate(documents or [])
+    ]
+    return {
+        "id": f"01R{n:023d}",
+        "time": f"{day}T02:00:{n % 60:02d}.000Z",
+        "verdict": verdict,
+        "reasons": reasons,
+        "monitor_reasons": [],
+        "envelope": {"mail_from": sender, "recipients": []},
+        "client": {"ip": "10.0.0.1"},
+        "headers": {"from": [{"addresses": [sender]}]},
+        "attachments": attachments,
+        "inner_documents": [],
+        "findings": [],
+    }
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    (tmp_path / "dir.csv").write_text(DIRECTORY, "utf-8")
+    path = tmp_path / "congvu.toml"
+    path.write_text(
+        f'[store]\nsqlite = "{tmp_path / "d.sqlite"}"\n[server]\nhostname = "gw1.lamdong.gov.vn"\n'
+    )
+    assert main(["directory", "import", str(tmp_path / "dir.csv"), "--config", str(path)]) == 0
+    store = SqliteStore(tmp_path / "d.sqlite", instance="gw1")
+    records = [
+        decision(1, "vanthu@dilinh.lamdong.gov.vn", "accept", [], documents=["pass"]),
+        decision(2, "vanthu@dilinh.lamdong.gov.vn", "accept", [], documents=["pass", "pass"]),
+        decision(3, "a@dilinh.lamdong.gov.vn", "reject", ["document.unsigned"], documents=["none"]),
+        decision(4, "nguyenvana@gmail.com", "reject", ["sender.personal_domain"]),
+        decision(5, "vanthu.xa@dilinh.lamdong.gov.vn", "accept", []),
+        decision(6, "x@dilinh.lamdong.gov.vn", "accept", []),  # official, not in the directory
+        decision(7, "b@dilinh.lamdong.gov.vn", "accept", [], day="2026-09-01"),  # before
+        decision(8, "b@dilinh.lamdong.gov.vn", "abandoned", []),  # not judged: not "sent"
+    ]
+    for record in records:
+        store.write(record)
+    store.close()
+    return path
+
+
+def test_unit_scores_are_what_the_office_counts(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Accounts used over accounts issued, two decimals; refusals by reason; documents."""
+    argv = [
+        "report",
+        "--from",
+        "2026-10-01",
+        "--to",
+        "2026-10-31",
+        "--format",
+        "json",
+        "--config",
+        str(config),
+    ]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    units = {u["unit"]: u for u in report["units"]}
+    huyen = units["UBND huyện"]
+    # vanthu and a sent from their official mailboxes: 2 of 4 (gmail use does not count).
+    assert (huyen["accounts_issued"], huyen["accounts_active"], huyen["usage_rate"]) == (
+        4,
+        2,
+        "50.00",
+    )
+    assert (huyen["messages_sent"], huyen["accepted"], huyen["refused"]) == (4, 2, 2)
+    assert huyen["refused_by_reason"] == "document.unsigned=1; sender.personal_domain=1"
+    assert (huyen["documents_signed"], huyen["documents_unsigned"]) == (3, 1)
+    assert huyen["from_personal_providers"] == 1
+    assert "01R00000000000000000000003" in huyen["evidence"]  # the unsigned document
+    assert "văn bản không ký số" in huyen["non_compliant"]
+    xa = units["UBND xã Gia Hiệp"]
+    assert (xa["accounts_issued"], xa["accounts_active"], xa["usage_rate"]) == (2, 1, "50.00")
+    assert units["Phòng Nội vụ"]["usage_rate"] == "0.00"
+    total = report["total"]
+    assert (total["accounts_issued"], total["accounts_active"], total["usage_rate"]) == (
+        7,
+        3,
+        "42.86",
+    )
+    # Ranked: the non-compliant unit first.
+    assert report["units"][0]["unit"] == "UBND huyện"
+
+
+def test_min_rate_makes_low_usage_non_compliant(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A district threshold (e.g. 30%) lists units below it, with the rate."""
+    assert (
+        main(
+            [
+                "report",
+                "--from",
+                "2026-10-01",
+                "--to",
+                "2026-10-31",
+                "--min-rate",
+                "30",
+                "--format",
+                "csv",
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("Đơn vị,Tài khoản được cấp,Tài khoản sử dụng,Tỉ lệ (%)")
+    noi_vu = next(line for line in out.splitlines() if line.startswith("Phòng Nội vụ"))
+    assert "tỉ lệ sử dụng 0.00% < 30%" in noi_vu
+
+
+def test_idle_never_seen_and_unknown_mailboxes(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Revocation candidates, never-used accounts, and official senders not in the directory."""
+    assert (
+        main(["report", "idle", "--days", "90", "--format", "json", "--config", str(config)]) == 0
+    )
+    idle = json.loads(capsys.readouterr().out)
+    never = {row["address"] for row in idle["never_seen"]}
+    assert never == {
+        "c@dilinh.lamdong.gov.vn",
+        "d@dilinh.lamdong.gov.vn",
+        "e@dilinh.lamdong.gov.vn",
+    }
+    assert [row["address"] for row in idle["unknown_senders"]] == ["x@dilinh.lamdong.gov.vn"]
+
+
+def test_bad_directory_rows_are_all_reported_and_nothing_changes(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every bad row with its line number; the directory already imported stays as it was."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "address,full_name,unit,role,issued\n"
+        "ok@dilinh.lamdong.gov.vn,OK,UBND,officer,2022-01-01\n"
+        "not-an-address,X,UBND,officer,2022-01-01\n"
+        "y@dilinh.lamdong.gov.vn,Y,UBND,chief,2022-01-01\n"
+        "z@dilinh.lamdong.gov.vn,Z,UBND,officer,01/02/2022\n"
+        "ok@dilinh.lamdong.gov.vn,OK again,UBND,officer,2022-01-01\n",
+        "utf-8",
+    )
+    assert main(["directory", "import", str(bad), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:3: address 'not-an-address'" in err
+    assert f"{bad}:4: y@dilinh.lamdong.gov.vn: role must be officer or clerk" in err
+    assert f"{bad}:5: z@dilinh.lamdong.gov.vn: issued must be a date" in err
+    assert f"{bad}:6: ok@dilinh.lamdong.gov.vn is listed twice (first on line 2)" in err
+    store = SqliteStore(tmp_path / "d.sqlite")
+    assert len(store.accounts()) == 7  # unchanged
+    store.close()
