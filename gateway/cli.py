@@ -34,7 +34,7 @@ from gateway.engine import Engine, accept_reply
 from gateway.ids import new_decision_id
 from gateway.logs import configure_logging
 from gateway.message import normalize_line_endings, parse_message
-from gateway.report import build_report, idle_report, render
+from gateway.report import build_report, idle_report, render, render_html, write_xlsx
 from gateway.server import (
     Gateway,
     ListenError,
@@ -95,7 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--from", dest="start", type=date.fromisoformat, help="first day")
     report.add_argument("--to", dest="end", type=date.fromisoformat, help="last day")
     report.add_argument("--unit", help="one unit only")
-    report.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    report.add_argument(
+        "--format", choices=("table", "csv", "json", "xlsx", "html"), default="table"
+    )
+    report.add_argument("--output", "-o", type=Path, help="file for xlsx/html (required for them)")
     report.add_argument(
         "--min-rate",
         type=float,
@@ -316,6 +319,19 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
     scores, total = build_report(
         records, accounts, period_end=end, unit=args.unit, min_rate=args.min_rate
     )
+    title = f"Tình hình sử dụng thư công vụ từ {start:%d/%m/%Y} đến {end:%d/%m/%Y}"
+    if args.format in ("xlsx", "html"):
+        if args.output is None:
+            print(f"congvu report: --format {args.format} needs --output FILE", file=sys.stderr)
+            return EXIT_USAGE
+        if args.format == "xlsx":
+            write_xlsx(args.output, scores, total, title=title)
+        else:
+            args.output.write_text(
+                render_html(scores, total, records, title=title), encoding="utf-8"
+            )
+        print(f"{args.output}: {len(scores)} units, {len(records)} decisions")
+        return EXIT_OK
     print(render(scores, total, args.format), end="")
     return EXIT_OK
 

@@ -192,3 +192,114 @@ def test_bad_directory_rows_are_all_reported_and_nothing_changes(
     store = SqliteStore(tmp_path / "d.sqlite")
     assert len(store.accounts()) == 7  # unchanged
     store.close()
+
+
+def test_xlsx_for_the_office(config: Path, tmp_path: Path) -> None:
+    """Vietnamese headings, one sheet per table, numbers stored as numbers."""
+    from openpyxl import load_workbook
+
+    out = tmp_path / "bao-cao.xlsx"
+    assert (
+        main(
+            [
+                "report",
+                "--from",
+                "2026-10-01",
+                "--to",
+                "2026-10-31",
+                "--format",
+                "xlsx",
+                "-o",
+                str(out),
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
+    book = load_workbook(out)
+    assert book.sheetnames == ["Đơn vị", "Lý do trả về", "Không hoàn thành"]
+    units = book["Đơn vị"]
+    assert units["A1"].value.startswith(
+        "Tình hình sử dụng thư công vụ từ 01/10/2026 đến 31/10/2026"
+    )
+    assert [c.value for c in units[2]][:4] == [
+        "Đơn vị",
+        "Tài khoản được cấp",
+        "Tài khoản sử dụng",
+        "Tỉ lệ (%)",
+    ]
+    row = next(r for r in units.iter_rows(min_row=3) if r[0].value == "UBND huyện")
+    assert (row[1].value, row[2].value, row[3].value) == (4, 2, 50.0)
+    assert row[3].number_format == "0.00"
+    reasons = {
+        (r[0].value, r[1].value): r[2].value for r in book["Lý do trả về"].iter_rows(min_row=2)
+    }
+    assert reasons[("UBND huyện", "document.unsigned")] == 1
+    failing = [r[0].value for r in book["Không hoàn thành"].iter_rows(min_row=2)]
+    assert failing == ["UBND huyện"]
+
+
+def test_html_report_is_self_contained_and_opens_in_chromium(config: Path, tmp_path: Path) -> None:
+    """Charts as inline SVG, no script and nothing fetched; headless Chromium renders it."""
+    import os
+    import shutil
+    import subprocess
+
+    out = tmp_path / "bao-cao.html"
+    assert (
+        main(
+            [
+                "report",
+                "--from",
+                "2026-10-01",
+                "--to",
+                "2026-10-31",
+                "--format",
+                "html",
+                "-o",
+                str(out),
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
+    page = out.read_text("utf-8")
+    assert page.count("<svg") == 2 and "<script" not in page
+    assert "src=" not in page and "href=" not in page  # nothing to fetch
+    assert "UBND huyện" in page and "50.00%" in page and "document.unsigned" in page
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CONGVU_REQUIRE_CHROMIUM"):
+            pytest.fail("Debian chromium is required here")
+        pytest.skip("Debian chromium not installed")
+    shot = tmp_path / "bao-cao.png"
+    result = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            f"--screenshot={shot}",
+            "--window-size=1280,2000",
+            out.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert shot.stat().st_size > 10_000  # a rendered page, not a blank
+    console = [
+        line for line in result.stderr.splitlines() if "CONSOLE" in line or "net::ERR_FILE" in line
+    ]
+    assert console == []
