@@ -79,6 +79,18 @@ _CHAIN_COLUMNS = {
 GENESIS = "0" * 64
 
 
+def _columns(record: Record) -> tuple[Any, ...]:
+    """The record's fields copied into indexed columns (id, time, verdict, sender, ip, reasons)."""
+    return (
+        record["id"],
+        record["time"],
+        record["verdict"],
+        record["envelope"]["mail_from"],
+        record["client"]["ip"],
+        " ".join(record["reasons"]),
+    )
+
+
 def chain_hash(prev_hash: str, record_json: str) -> str:
     """The hash that links a record to the one before it (same instance)."""
     return hashlib.sha256(f"{prev_hash}\n{record_json}".encode()).hexdigest()
@@ -171,12 +183,7 @@ class SqliteStore:
                         " record, instance, seq, prev_hash, hash)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
-                            record["id"],
-                            record["time"],
-                            record["verdict"],
-                            record["envelope"]["mail_from"],
-                            record["client"]["ip"],
-                            " ".join(record["reasons"]),
+                            *_columns(record),
                             text,
                             self.instance,
                             seq,
@@ -230,15 +237,7 @@ class SqliteStore:
             else:
                 columns: tuple[Any, ...]
                 try:
-                    record = json.loads(text)
-                    columns = (
-                        record["id"],
-                        record["time"],
-                        record["verdict"],
-                        record["envelope"]["mail_from"],
-                        record["client"]["ip"],
-                        " ".join(record["reasons"]),
-                    )
+                    columns = _columns(json.loads(text))
                 except (ValueError, KeyError, TypeError):
                     columns = ()
                 if columns != (did, time_, verdict, mail_from, ip, reasons):

@@ -34,6 +34,18 @@ __all__ = [
 ]
 
 UNKNOWN_UNIT = "(không rõ đơn vị / unknown unit)"
+# The counted fields of a UnitScore: summed into the total, stored as numbers in XLSX.
+COUNTS = (
+    "accounts_issued",
+    "accounts_active",
+    "messages_sent",
+    "accepted",
+    "refused",
+    "documents_signed",
+    "documents_unsigned",
+    "documents_exempted",
+    "from_personal_providers",
+)
 
 
 def rate(active: int, issued: int) -> str:
@@ -155,17 +167,7 @@ def build_report(
             score.non_compliant.append(
                 f"tỉ lệ sử dụng {score.usage_rate}% < {min_rate:g}% / usage below threshold"
             )
-        for key in (
-            "accounts_issued",
-            "accounts_active",
-            "messages_sent",
-            "accepted",
-            "refused",
-            "documents_signed",
-            "documents_unsigned",
-            "documents_exempted",
-            "from_personal_providers",
-        ):
+        for key in COUNTS:
             setattr(total, key, getattr(total, key) + getattr(score, key))
         for reason, count in score.refused_by_reason.items():
             total.refused_by_reason[reason] = total.refused_by_reason.get(reason, 0) + count
@@ -283,19 +285,6 @@ def render(scores: list[UnitScore], total: UnitScore, fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-_NUMERIC = {
-    "accounts_issued",
-    "accounts_active",
-    "messages_sent",
-    "accepted",
-    "refused",
-    "documents_signed",
-    "documents_unsigned",
-    "documents_exempted",
-    "from_personal_providers",
-}
-
-
 def write_xlsx(path: Any, scores: list[UnitScore], total: UnitScore, *, title: str) -> None:
     """The report as an Excel workbook for the office: Vietnamese headings, one sheet per
     table (units, refusals by reason, non-compliant units), numbers stored as numbers."""
@@ -314,7 +303,7 @@ def write_xlsx(path: Any, scores: list[UnitScore], total: UnitScore, *, title: s
         values: list[Any] = []
         for key in HEADINGS:
             value = row[key]
-            if key in _NUMERIC:
+            if key in COUNTS:
                 value = int(value)
             elif key == "usage_rate":
                 value = float(value)  # a number, shown with two decimals
