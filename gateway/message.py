@@ -22,6 +22,7 @@ from email.utils import format_datetime
 
 import filetype
 
+from policies.addresses import addresses_in_text
 from policies.model import AddressField, Attachment, MessageFacts
 
 __all__ = [
@@ -243,6 +244,31 @@ def file_parts(raw: bytes) -> list[FilePart]:
     return found
 
 
+_BODY_SCAN = 256 * 1024  # text read per message when looking for printed addresses
+
+
+def body_addresses(raw: bytes) -> tuple[str, ...]:
+    """Addresses printed in the message's text parts (signature blocks, letterheads)."""
+    message: Message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
+    found: dict[str, None] = {}
+    budget = _BODY_SCAN
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_maintype() != "text" or part.get_filename():
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes) or budget <= 0:
+            continue
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            text = payload[:budget].decode(charset, "replace")
+        except LookupError:
+            text = payload[:budget].decode("utf-8", "replace")
+        budget -= len(payload)
+        for address in addresses_in_text(text):
+            found[address.lower().rstrip(".")] = None
+    return tuple(found)[:50]
+
+
 @dataclass(frozen=True)
 class SmimeParts:
     """A top-level multipart/signed message: the signed part's exact bytes and the signature."""
@@ -327,6 +353,7 @@ def build_facts(
         precedence=parsed.first("Precedence").strip().lower(),
         list_id=parsed.first("List-Id").strip(),
         content_type=parsed.first("Content-Type").split(";", 1)[0].strip().lower(),
+        body_addresses=body_addresses(parsed.raw),
         subject=_decoded_header(parsed.first("Subject")),
         message_id=parsed.first("Message-ID"),
         size=len(parsed.raw),

@@ -45,6 +45,7 @@ COUNTS = (
     "documents_unsigned",
     "documents_exempted",
     "from_personal_providers",
+    "advisories",
 )
 
 
@@ -72,6 +73,7 @@ class UnitScore:
     documents_unsigned: int = 0
     documents_exempted: int = 0
     from_personal_providers: int = 0
+    advisories: int = 0  # counted signs of misuse (registrations, personal contact addresses)
     non_compliant: list[str] = field(default_factory=list)  # why, if the unit falls short
     evidence: list[str] = field(default_factory=list)  # decision ids behind the findings
 
@@ -147,6 +149,15 @@ def build_report(
                 score.refused_by_reason[reason] = score.refused_by_reason.get(reason, 0) + 1
             if "document.unsigned" in record["reasons"]:
                 score.evidence.append(record["id"])
+        for finding in record["findings"]:
+            if finding["reason"] == "advisory.public_contact_in_body":
+                score.advisories += 1
+            elif finding["reason"] == "advisory.public_service_registration":
+                # Counted against the unit whose official mailbox registered.
+                for rcpt in record["envelope"]["recipients"]:
+                    holder = by_address.get(rcpt["address"].lower())
+                    unit_name = holder.unit if holder else UNKNOWN_UNIT
+                    units.setdefault(unit_name, UnitScore(unit_name)).advisories += 1
         if personal or "sender.personal_domain" in record["reasons"] + record["monitor_reasons"]:
             score.from_personal_providers += 1
             score.evidence.append(record["id"])
@@ -256,6 +267,7 @@ HEADINGS = {
     "documents_unsigned": "Văn bản không ký số",
     "documents_exempted": "Văn bản được miễn",
     "from_personal_providers": "Gửi từ thư cá nhân",
+    "advisories": "Cảnh báo (đăng ký dịch vụ, ghi thư cá nhân)",
     "non_compliant": "Không hoàn thành nhiệm vụ",
     "evidence": "Mã quyết định (bằng chứng)",
 }

@@ -195,6 +195,7 @@ class MessageFacts:
     precedence: str = ""  # Precedence, lower case
     list_id: str = ""
     content_type: str = ""  # top-level type/subtype, lower case
+    body_addresses: tuple[str, ...] = ()  # addresses printed in the text (signature blocks)
 
 
 @dataclass(frozen=True)

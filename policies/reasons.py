@@ -199,6 +199,38 @@ REASONS: dict[str, Reason] = {
             directive=_PHU_MY_2,
         ),
         Reason(
+            code="advisory.public_service_registration",
+            action=Action.ACCEPT,
+            smtp_code=250,
+            enhanced="2.0.0",
+            reply_vi="Dia chi cong vu duoc dung de dang ky dich vu cong cong",
+            reply_en="Official address used to register with a public service",
+            explain_vi="Hộp thư công vụ nhận thư từ mạng xã hội hoặc dịch vụ ngân hàng điện tử: "
+            "địa chỉ công vụ đã được dùng để đăng ký dịch vụ, điều công văn yêu cầu không làm.",
+            explain_en="An official mailbox receives mail from a social network or e-banking "
+            "service: the official address was used to register, which the directive forbids.",
+            fix_vi="Đổi địa chỉ đăng ký dịch vụ sang hộp thư cá nhân.",
+            fix_en="Move the service registration to a personal mailbox.",
+            directive="Công văn số 289/UBND-VX ngày 16/4/2018 của UBND huyện Phú Giáo, mục 2: "
+            "không sử dụng địa chỉ thư công vụ để đăng ký các dịch vụ trên mạng (mạng xã hội, "
+            "ngân hàng điện tử…).",
+        ),
+        Reason(
+            code="advisory.public_contact_in_body",
+            action=Action.ACCEPT,
+            smtp_code=250,
+            enhanced="2.0.0",
+            reply_vi="Van ban ghi dia chi thu ca nhan de lien he",
+            reply_en="Official message prints a personal contact address",
+            explain_vi="Thư từ hộp thư công vụ ghi địa chỉ thư cá nhân (gmail, yahoo…) để liên hệ.",
+            explain_en="Mail from an official mailbox prints a personal (gmail, yahoo...) contact "
+            "address.",
+            fix_vi="Ghi địa chỉ thư công vụ trong văn bản và chữ ký thư.",
+            fix_en="Print the official address in documents and signatures.",
+            directive="Công văn số 289/UBND-VX ngày 16/4/2018 của UBND huyện Phú Giáo: một số văn "
+            "bản vẫn còn ghi địa chỉ liên hệ qua thư điện tử công cộng (gmail, yahoo…).",
+        ),
+        Reason(
             code="sender.official_unauthenticated",
             action=Action.REJECT,
             smtp_code=550,

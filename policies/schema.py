@@ -29,6 +29,7 @@ from policies.reasons import REASONS
 
 __all__ = [
     "VIETNAM_TIME",
+    "AdvisoryPolicy",
     "ConfigError",
     "DocumentPolicy",
     "NoticePolicy",
@@ -254,6 +255,38 @@ OPAQUE_TYPES = (
 )
 
 
+# Senders whose mail to an official address shows the address was used to register on a
+# social network or an e-banking service, which the directives forbid (counted, not refused).
+SERVICE_DOMAINS = (
+    "facebookmail.com",
+    "facebook.com",
+    "zalo.me",
+    "tiktok.com",
+    "account.tiktok.com",
+    "twitter.com",
+    "x.com",
+    "instagram.com",
+    "linkedin.com",
+    "shopee.vn",
+    "lazada.vn",
+    "vietcombank.com.vn",
+    "bidv.com.vn",
+    "vietinbank.vn",
+    "agribank.com.vn",
+    "techcombank.com.vn",
+    "mbbank.com.vn",
+    "momo.vn",
+    "zalopay.vn",
+)
+
+
+@dataclass(frozen=True)
+class AdvisoryPolicy:
+    """What is counted (never refused) as a sign of misuse of official addresses."""
+
+    service_domains: tuple[str, ...] = SERVICE_DOMAINS
+
+
 @dataclass(frozen=True)
 class DocumentPolicy:
     """Which attachments are documents, and which the sender may declare exempt."""
@@ -314,6 +347,7 @@ class Policy:
     documents: DocumentPolicy = DocumentPolicy()
     trust: TrustPolicy = TrustPolicy()
     notices: NoticePolicy = field(default_factory=NoticePolicy)
+    advisories: AdvisoryPolicy = AdvisoryPolicy()
 
     def is_official(self, domain: str) -> bool:
         """True when ``domain`` is one of the official domains or a subdomain of one."""
@@ -466,6 +500,11 @@ def parse_policy(text: str, source: str) -> Policy:
     documents = _read_documents(root.table("documents"))
     trust = _read_trust(root.table("trust"))
     notices = _read_notices(root.table("notices"), source)
+    advisory_table = root.table("advisories")
+    advisories = AdvisoryPolicy(
+        tuple(_domains(advisory_table, "service_domains", list(SERVICE_DOMAINS)))
+    )
+    advisory_table.finish()
 
     cites = root.table("citations")
     citations: dict[str, str] = {}
@@ -510,6 +549,7 @@ def parse_policy(text: str, source: str) -> Policy:
         documents=documents,
         trust=trust,
         notices=notices,
+        advisories=advisories,
     )
 
 

@@ -44,6 +44,9 @@ def test_case(eml: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     )
     assert status == EXIT[expect["verdict"]]
     assert result["monitor_reasons"] == expect.get("monitor_reasons", [])
+    if "notes" in expect:
+        notes = [f["reason"] for f in result["findings"] if f["outcome"] == "note"]
+        assert notes == expect["notes"]
     first = {"accept": "250 2.0.0", "reject": "5", "tempfail": "4"}[expect["verdict"]]
     assert result["smtp_reply"].startswith(first)
     if expect["reasons"]:

@@ -75,4 +75,4 @@ def rule(rule_id: str, options: OptionReader | None = None) -> Callable[[RuleFun
 
 
 # Rule modules register themselves on import.
-from policies.rules import documents, sender  # noqa: E402, F401
+from policies.rules import advisories, documents, sender  # noqa: E402, F401

@@ -41,6 +41,8 @@ def test_check_json_contract_for_a_reject(eml: Path, capsys: pytest.CaptureFixtu
         "sender-malformed-identity": "pass",
         "sender-personal-domain": "reject",
         "sender-official-unauthenticated": "pass",
+        "advisory-public-service-registration": "pass",
+        "advisory-public-contact-in-body": "pass",
         "document-exemption": "pass",
         "document-signature-required": "pass",
     }

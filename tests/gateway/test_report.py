@@ -73,6 +73,21 @@ def config(tmp_path: Path) -> Path:
         decision(6, "x@dilinh.lamdong.gov.vn", "accept", []),  # official, not in the directory
         decision(7, "b@dilinh.lamdong.gov.vn", "accept", [], day="2026-09-01"),  # before
         decision(8, "b@dilinh.lamdong.gov.vn", "abandoned", []),  # not judged: not "sent"
+        # A bank writing to d@ (xã Gia Hiệp): the registration counts against the xã.
+        decision(9, "alerts@vietcombank.com.vn", "accept", [])
+        | {
+            "envelope": {
+                "mail_from": "alerts@vietcombank.com.vn",
+                "recipients": [{"address": "d@dilinh.lamdong.gov.vn"}],
+            },
+            "findings": [
+                {
+                    "outcome": "note",
+                    "reason": "advisory.public_service_registration",
+                    "detail": "vietcombank.com.vn writes to d@dilinh.lamdong.gov.vn",
+                }
+            ],
+        },
     ]
     for record in records:
         store.write(record)
@@ -113,6 +128,7 @@ def test_unit_scores_are_what_the_office_counts(
     assert "văn bản không ký số" in huyen["non_compliant"]
     xa = units["UBND xã Gia Hiệp"]
     assert (xa["accounts_issued"], xa["accounts_active"], xa["usage_rate"]) == (2, 1, "50.00")
+    assert xa["advisories"] == 1 and huyen["advisories"] == 0
     assert units["Phòng Nội vụ"]["usage_rate"] == "0.00"
     total = report["total"]
     assert (total["accounts_issued"], total["accounts_active"], total["usage_rate"]) == (

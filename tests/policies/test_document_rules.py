@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -219,3 +220,43 @@ def test_exemptions_need_the_exemption_rule() -> None:
     assert evaluate(case, policy(only_required), NOW).reasons == ("document.unsigned",)
     off = '[[rules]]\nid = "document-exemption"\nmode = "off"\n' + only_required
     assert evaluate(case, policy(off), NOW).reasons == ("document.unsigned",)
+
+
+ADVISORIES = (
+    '[[rules]]\nid = "advisory-public-service-registration"\n'
+    '[[rules]]\nid = "advisory-public-contact-in-body"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({}, None),
+        (
+            {
+                "mail_from": "notification@facebookmail.com",
+                "from_": "Facebook <notification@facebookmail.com>",
+            },
+            "advisory.public_service_registration",
+        ),
+        (
+            {
+                "mail_from": "alerts@info.vietcombank.com.vn",
+                "from_": "VCB <alerts@info.vietcombank.com.vn>",
+            },
+            "advisory.public_service_registration",
+        ),
+        ({"body_addresses": ("nguyenvana@gmail.com",)}, "advisory.public_contact_in_body"),
+        ({"body_addresses": ("vanthu@lamdong.gov.vn",)}, None),
+    ],
+)
+def test_advisories_are_counted_never_refused(
+    change: dict[str, object], reason: str | None
+) -> None:
+    """Registrations with social networks or banks, and personal contacts printed: notes only."""
+    from_ = str(change.pop("from_", "a@dilinh.lamdong.gov.vn"))
+    case = dataclasses.replace(facts(from_=from_), **change)  # type: ignore[arg-type]
+    decision = evaluate(case, policy(ADVISORIES), NOW)
+    assert decision.action is Action.ACCEPT
+    notes = [f.reason for f in decision.findings if f.outcome == "note"]
+    assert notes == ([reason] if reason else [])

@@ -122,6 +122,8 @@ def test_default_policy_is_valid_and_ships_a_real_provider_list() -> None:
         ("sender-malformed-identity", "enforce"),
         ("sender-personal-domain", "enforce"),
         ("sender-official-unauthenticated", "monitor"),  # the issue: start in monitor
+        ("advisory-public-service-registration", "enforce"),  # counted, never refused
+        ("advisory-public-contact-in-body", "enforce"),
         ("document-exemption", "enforce"),
         ("document-signature-required", "enforce"),
     ]
