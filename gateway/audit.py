@@ -199,16 +199,52 @@ class SqliteStore:
             raise StoreError(f"cannot write decision {record['id']}: {exc}") from exc
         return digest
 
+    def prune(self, before: str) -> int:
+        """Delete records older than ``before`` (ISO UTC); the chains stay verifiable.
+
+        For each instance the last pruned record's sequence number and hash are kept as the
+        chain's anchor, from which ``verify`` continues.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                anchors = self._db.execute(
+                    "SELECT instance, seq, hash FROM decisions d WHERE time < ? AND seq = "
+                    "(SELECT MAX(seq) FROM decisions e WHERE e.instance = d.instance AND time < ?)",
+                    (before, before),
+                ).fetchall()
+                for instance, seq, digest in anchors:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                        (f"anchor:{instance}", json.dumps({"seq": seq, "hash": digest})),
+                    )
+                deleted = self._db.execute("DELETE FROM decisions WHERE time < ?", (before,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(deleted.rowcount)
+
+    def _anchors(self) -> dict[str, tuple[int, str]]:
+        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'anchor:%'").fetchall()
+        out = {}
+        for key, value in rows:
+            data = json.loads(value)
+            out[key.removeprefix("anchor:")] = (int(data["seq"]), str(data["hash"]))
+        return out
+
     def verify(self) -> list[ChainProblem]:
         """Check every instance's chain: edited, inserted or deleted records are reported."""
         problems: list[ChainProblem] = []
         with self._lock:
+            anchors = self._anchors()
             rows = self._db.execute(
                 "SELECT instance, seq, id, time, verdict, mail_from, client_ip, reasons, record,"
                 " prev_hash, hash FROM decisions ORDER BY instance, seq"
             ).fetchall()
-        expected_seq: dict[str, int] = {}
-        last_hash: dict[str, str] = {}
+        # A pruned chain continues from its anchor (the last pruned record).
+        expected_seq: dict[str, int] = {i: seq + 1 for i, (seq, _) in anchors.items()}
+        last_hash: dict[str, str] = {i: digest for i, (_, digest) in anchors.items()}
         for instance, seq, did, time_, verdict, mail_from, ip, reasons, text, prev, digest in rows:
             want_seq = expected_seq.get(instance, 1)
             want_prev = last_hash.get(instance, GENESIS)

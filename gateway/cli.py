@@ -112,6 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     asub = audit.add_subparsers(dest="action", required=True)
     verify = asub.add_parser("verify", help="walk every hash chain; name the first bad record")
     verify.add_argument("--config", type=Path)
+    prune = asub.add_parser("prune", help="delete records older than the policy's keep_days")
+    prune.add_argument("--config", type=Path)
 
     log = sub.add_parser("log", help="read the decision log")
     lsub = log.add_subparsers(dest="action", required=True)
@@ -395,6 +397,14 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args, config)
         if args.command == "audit":
             configure_logging("error", "-")
+            if args.action == "prune":
+                keep = load_policy(config.policy_file).keep_days
+                cutoff = datetime.now(UTC) - timedelta(days=keep)
+                before = cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                with closing(_store(config)) as store:
+                    count = store.prune(before)
+                print(f"{config.store_path}: {count} decisions older than {keep} days removed")
+                return EXIT_OK
             with closing(_store(config)) as store:
                 problems = store.verify()
             if not problems:

@@ -348,6 +348,7 @@ class Policy:
     trust: TrustPolicy = TrustPolicy()
     notices: NoticePolicy = field(default_factory=NoticePolicy)
     advisories: AdvisoryPolicy = AdvisoryPolicy()
+    keep_days: int = 400  # decision records kept at least this long (a scoring year and more)
 
     def is_official(self, domain: str) -> bool:
         """True when ``domain`` is one of the official domains or a subdomain of one."""
@@ -505,6 +506,10 @@ def parse_policy(text: str, source: str) -> Policy:
         tuple(_domains(advisory_table, "service_domains", list(SERVICE_DOMAINS)))
     )
     advisory_table.finish()
+    retention = root.table("retention")
+    # Scores are annual: pruning inside the year being scored would falsify them.
+    keep_days = retention.integer("keep_days", 400, minimum=366)
+    retention.finish()
 
     cites = root.table("citations")
     citations: dict[str, str] = {}
@@ -550,6 +555,7 @@ def parse_policy(text: str, source: str) -> Policy:
         trust=trust,
         notices=notices,
         advisories=advisories,
+        keep_days=keep_days,
     )
 
 

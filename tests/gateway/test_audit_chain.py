@@ -115,3 +115,32 @@ def test_chains_are_per_instance_and_old_stores_are_migrated(tmp_path: Path) -> 
         .fetchall()
     )
     assert rows == [("", 1), ("", 2), ("gw2", 1)]
+
+
+def test_pruning_keeps_the_chain_verifiable(tmp_path: Path) -> None:
+    """Old records go; the chain still verifies from its anchor, and still catches tampering."""
+    path = tmp_path / "d.sqlite"
+    store = SqliteStore(path, instance="gw1")
+    for n in range(1, 6):
+        store.write(record(n))
+    assert store.prune("2026-11-22T10:00:03.000Z") == 2  # records 1 and 2
+    assert store.verify() == []
+    store.write(record(6))
+    assert store.verify() == []
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM decisions WHERE seq = 3")  # removing the new oldest is still seen
+    db.commit()
+    assert "sequence jumps from 2 to 4" in str(store.verify()[0])
+    store.close()
+
+
+def test_retention_cannot_cut_into_the_scoring_year(tmp_path: Path) -> None:
+    """A policy keeping records less than a year (366 days) is refused."""
+    from policies import ConfigError, parse_policy
+
+    with pytest.raises(ConfigError, match=r"retention\.keep_days: must be at least 366"):
+        parse_policy(
+            '[domains]\nofficial = ["gov.vn"]\n[retention]\nkeep_days = 90\n'
+            '[[rules]]\nid = "sender-personal-domain"\n',
+            "p.toml",
+        )
