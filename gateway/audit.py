@@ -14,6 +14,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -79,7 +80,7 @@ _CHAIN_COLUMNS = {
 GENESIS = "0" * 64
 
 
-def _columns(record: Record) -> tuple[Any, ...]:
+def record_columns(record: Record) -> tuple[Any, ...]:
     """The record's fields copied into indexed columns (id, time, verdict, sender, ip, reasons)."""
     return (
         record["id"],
@@ -107,6 +108,45 @@ class ChainProblem:
 
     def __str__(self) -> str:
         return f"{self.instance} #{self.seq} ({self.decision_id}): {self.problem}"
+
+
+VERIFY_QUERY = (
+    "SELECT instance, seq, id, time, verdict, mail_from, client_ip, reasons, record,"
+    " prev_hash, hash FROM decisions ORDER BY instance, seq"
+)
+
+
+def verify_rows(
+    rows: Iterable[tuple[Any, ...]], anchors: dict[str, tuple[int, str]]
+) -> list[ChainProblem]:
+    """Walk the chains in ``rows`` (as :data:`VERIFY_QUERY` returns them) from their anchors."""
+    problems: list[ChainProblem] = []
+    # A pruned chain continues from its anchor (the last pruned record).
+    expected_seq: dict[str, int] = {i: seq + 1 for i, (seq, _) in anchors.items()}
+    last_hash: dict[str, str] = {i: digest for i, (_, digest) in anchors.items()}
+    for instance, seq, did, time_, verdict, mail_from, ip, reasons, text, prev, digest in rows:
+        want_seq = expected_seq.get(instance, 1)
+        want_prev = last_hash.get(instance, GENESIS)
+        problem = ""
+        if seq != want_seq:
+            problem = f"sequence jumps from {want_seq - 1} to {seq}: records deleted or inserted"
+        elif prev != want_prev:
+            problem = "does not link to the record before it: inserted or replaced"
+        elif chain_hash(prev, text) != digest:
+            problem = "record edited after it was written"
+        else:
+            columns: tuple[Any, ...]
+            try:
+                columns = record_columns(json.loads(text))
+            except (ValueError, KeyError, TypeError):
+                columns = ()
+            if columns != (did, time_, verdict, mail_from, ip, reasons):
+                problem = "indexed columns differ from the record: edited"
+        if problem:
+            problems.append(ChainProblem(instance, seq, did, problem))
+        expected_seq[instance] = seq + 1
+        last_hash[instance] = digest
+    return problems
 
 
 class SqliteStore:
@@ -183,7 +223,7 @@ class SqliteStore:
                         " record, instance, seq, prev_hash, hash)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
-                            *_columns(record),
+                            *record_columns(record),
                             text,
                             self.instance,
                             seq,
@@ -235,56 +275,10 @@ class SqliteStore:
 
     def verify(self) -> list[ChainProblem]:
         """Check every instance's chain: edited, inserted or deleted records are reported."""
-        problems: list[ChainProblem] = []
         with self._lock:
             anchors = self._anchors()
-            rows = self._db.execute(
-                "SELECT instance, seq, id, time, verdict, mail_from, client_ip, reasons, record,"
-                " prev_hash, hash FROM decisions ORDER BY instance, seq"
-            ).fetchall()
-        # A pruned chain continues from its anchor (the last pruned record).
-        expected_seq: dict[str, int] = {i: seq + 1 for i, (seq, _) in anchors.items()}
-        last_hash: dict[str, str] = {i: digest for i, (_, digest) in anchors.items()}
-        for instance, seq, did, time_, verdict, mail_from, ip, reasons, text, prev, digest in rows:
-            want_seq = expected_seq.get(instance, 1)
-            want_prev = last_hash.get(instance, GENESIS)
-            if seq != want_seq:
-                problems.append(
-                    ChainProblem(
-                        instance,
-                        seq,
-                        did,
-                        f"sequence jumps from {want_seq - 1} to {seq}: records deleted or inserted",
-                    )
-                )
-            elif prev != want_prev:
-                problems.append(
-                    ChainProblem(
-                        instance,
-                        seq,
-                        did,
-                        "does not link to the record before it: inserted or replaced",
-                    )
-                )
-            elif chain_hash(prev, text) != digest:
-                problems.append(
-                    ChainProblem(instance, seq, did, "record edited after it was written")
-                )
-            else:
-                columns: tuple[Any, ...]
-                try:
-                    columns = _columns(json.loads(text))
-                except (ValueError, KeyError, TypeError):
-                    columns = ()
-                if columns != (did, time_, verdict, mail_from, ip, reasons):
-                    problems.append(
-                        ChainProblem(
-                            instance, seq, did, "indexed columns differ from the record: edited"
-                        )
-                    )
-            expected_seq[instance] = seq + 1
-            last_hash[instance] = digest
-        return problems
+            rows = self._db.execute(VERIFY_QUERY).fetchall()
+        return verify_rows(rows, anchors)
 
     def replace_accounts(self, accounts: list[Account]) -> None:
         """Swap the whole directory in one transaction (readers see the old or the new one)."""

@@ -34,12 +34,14 @@ from gateway.engine import Engine, accept_reply
 from gateway.ids import new_decision_id
 from gateway.logs import configure_logging
 from gateway.message import normalize_line_endings, parse_message
+from gateway.pgstore import PostgresStore
 from gateway.report import build_report, idle_report, render, render_html, write_xlsx
 from gateway.server import (
     Gateway,
     ListenError,
     make_resolver,
     make_validator,
+    open_store,
     serve,
     trust_for,
 )
@@ -338,10 +340,10 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
     return EXIT_OK
 
 
-def _store(config: GatewayConfig) -> SqliteStore:
-    if not config.store_path.exists():
+def _store(config: GatewayConfig) -> SqliteStore | PostgresStore:
+    if not config.store_url and not config.store_path.exists():
         raise StoreError(f"no decision store at {config.store_path}")
-    return SqliteStore(config.store_path, instance=config.hostname)
+    return open_store(config)
 
 
 def _summary(record: dict[str, Any]) -> str:
@@ -386,8 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             except DirectoryError as exc:
                 print(str(exc), file=sys.stderr)
                 return EXIT_USAGE
-            config.store_path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(SqliteStore(config.store_path, instance=config.hostname)) as store:
+            with closing(open_store(config)) as store:
                 store.replace_accounts(accounts)
             units = len({a.unit for a in accounts})
             print(f"{args.file}: {len(accounts)} accounts in {units} units imported")

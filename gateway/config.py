@@ -82,6 +82,7 @@ class GatewayConfig:
     log_file: str = "-"
     log_level: str = "info"
     store_path: Path = Path("var/decisions.sqlite")
+    store_url: str = ""  # postgresql://...: one store shared by several gateways
 
     def is_trusted(self, ip: str) -> bool:
         """True when ``ip`` is in a trusted network (may relay to any recipient)."""
@@ -254,6 +255,11 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
 
     store = root.table("store")
     store_path = _path(store, "sqlite", base, Path("var/decisions.sqlite"))
+    store_url = store.string("url", "")
+    if store_url and not store_url.startswith(("postgresql://", "postgres://")):
+        raise store.error("url", f"must be postgresql://..., got {store_url!r}")
+    if store_url and store.has("sqlite"):
+        raise store.error("url", "give either sqlite or url, not both")
     store.finish()
     root.finish()
 
@@ -280,4 +286,5 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
         log_file=log_file,
         log_level=log_level,
         store_path=store_path or Path("var/decisions.sqlite"),
+        store_url=store_url,
     )

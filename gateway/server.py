@@ -20,6 +20,7 @@ from gateway.dkim import DnsResolver, TxtResolver
 from gateway.engine import Engine
 from gateway.logs import get_logger
 from gateway.notices import Notifier
+from gateway.pgstore import PostgresStore
 from gateway.relay import Relay, make_relay
 from gateway.smtp import GatewayHandler, GatewaySMTP
 from gateway.trust import TrustStore, TrustStoreError, default_trust_store, load_trust_store
@@ -72,6 +73,13 @@ def make_validator(
     )
 
 
+def open_store(config: GatewayConfig) -> SqliteStore | PostgresStore:
+    """The decision store the configuration names: PostgreSQL if a URL is given, else SQLite."""
+    if config.store_url:
+        return PostgresStore(config.store_url, instance=config.hostname)
+    return SqliteStore(config.store_path, instance=config.hostname)
+
+
 def make_resolver(config: GatewayConfig) -> DnsResolver:
     """The DNS resolver the configuration asks for."""
     return DnsResolver(config.dns_nameservers, timeout=config.dns_timeout)
@@ -104,7 +112,7 @@ class Gateway:
         return cls(
             config,
             policy,
-            store or SqliteStore(config.store_path, instance=config.hostname),
+            store or open_store(config),
             relay or make_relay(config.downstream),
             validator or make_validator(config, policy),
             resolver or make_resolver(config),

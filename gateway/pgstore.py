@@ -1,0 +1,301 @@
+"""The decision store on PostgreSQL: several gateways behind the district's MX, one log.
+
+Same interface and record chain as :class:`gateway.audit.SqliteStore`. Writes go through one
+writer thread that commits them in groups (group commit): a burst of decisions costs one
+transaction, yet :meth:`PostgresStore.write` returns only after its own record is committed,
+so every SMTP reply still follows its record. Each instance's chain head lives in
+``chain_heads``, locked (``FOR UPDATE``) by the transaction that extends it, so gateways that
+share an instance name take turns instead of forking the chain.
+
+Schema changes are numbered migrations, applied at start under an advisory lock.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import psycopg
+
+from gateway.audit import (
+    GENESIS,
+    VERIFY_QUERY,
+    ChainProblem,
+    Record,
+    StoreError,
+    chain_hash,
+    record_columns,
+    verify_rows,
+)
+from gateway.directory import Account
+
+__all__ = ["PostgresStore"]
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE decisions (
+            id TEXT PRIMARY KEY,
+            time TEXT NOT NULL,
+            verdict TEXT NOT NULL,
+            mail_from TEXT NOT NULL,
+            client_ip TEXT NOT NULL,
+            reasons TEXT NOT NULL,
+            record TEXT NOT NULL,
+            instance TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            UNIQUE (instance, seq)
+        );
+        CREATE INDEX decisions_time ON decisions (time);
+        CREATE TABLE chain_heads (instance TEXT PRIMARY KEY, seq BIGINT NOT NULL,
+                                  hash TEXT NOT NULL);
+        CREATE TABLE accounts (
+            address TEXT PRIMARY KEY,
+            full_name TEXT NOT NULL,
+            unit TEXT NOT NULL,
+            role TEXT NOT NULL,
+            issued TEXT NOT NULL,
+            personal TEXT NOT NULL
+        );
+        """,
+    ),
+]
+_MIGRATION_LOCK = 0x636F6E67  # "cong": one advisory lock id for migrations
+_BATCH = 200  # records per group commit at most
+
+
+@dataclass
+class _Pending:
+    record: Record
+    text: str
+    done: threading.Event = field(default_factory=threading.Event)
+    digest: str = ""
+    error: Exception | None = None
+
+
+class PostgresStore:
+    """Decision records in PostgreSQL (psycopg 3), with group commit."""
+
+    def __init__(self, url: str, instance: str = "", batch_wait: float = 0.002) -> None:
+        self.url, self.instance, self.batch_wait = url, instance, batch_wait
+        try:
+            self._read = psycopg.connect(url, autocommit=True)
+            self._write_conn = psycopg.connect(url)
+            self._migrate()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open decision store {_safe_url(url)}: {exc}") from exc
+        self._read_lock = threading.Lock()
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, name="pg-writer", daemon=True)
+        self._writer.start()
+
+    def _migrate(self) -> None:
+        conn = self._write_conn
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS congvu_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            row = conn.execute("SELECT value FROM congvu_meta WHERE key = 'migration'").fetchone()
+            current = int(row[0]) if row else 0
+            for number, sql in MIGRATIONS:
+                if number > current:
+                    conn.execute(sql)
+                    conn.execute(
+                        "INSERT INTO congvu_meta VALUES ('migration', %s) "
+                        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                        (str(number),),
+                    )
+
+    # -- writing (group commit) ----------------------------------------------------------------
+
+    def write(self, record: Record) -> str:
+        """Queue ``record`` for the writer and wait until its group is committed."""
+        pending = _Pending(record, json.dumps(record, ensure_ascii=False, sort_keys=True))
+        self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise StoreError(f"cannot write decision {record['id']}: {pending.error}")
+        return pending.digest
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            try:
+                while len(group) < _BATCH:
+                    item = self._queue.get(timeout=self.batch_wait)
+                    if item is None:
+                        self._queue.put(None)  # stop after this group
+                        break
+                    group.append(item)
+            except queue.Empty:
+                pass
+            self._commit(group)
+
+    def _commit(self, group: list[_Pending]) -> None:
+        conn = self._write_conn
+        try:
+            with conn.transaction():
+                conn.execute(
+                    "INSERT INTO chain_heads VALUES (%s, 0, %s) ON CONFLICT DO NOTHING",
+                    (self.instance, GENESIS),
+                )
+                head = conn.execute(
+                    "SELECT seq, hash FROM chain_heads WHERE instance = %s FOR UPDATE",
+                    (self.instance,),
+                ).fetchone()
+                if head is None:  # pragma: no cover - inserted just above
+                    raise StoreError("chain head missing")
+                seq, prev = head
+                rows = []
+                for pending in group:
+                    seq += 1
+                    pending.digest = chain_hash(prev, pending.text)
+                    rows.append(
+                        (
+                            *record_columns(pending.record),
+                            pending.text,
+                            self.instance,
+                            seq,
+                            prev,
+                            pending.digest,
+                        )
+                    )
+                    prev = pending.digest
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        "INSERT INTO decisions (id, time, verdict, mail_from, client_ip, reasons,"
+                        " record, instance, seq, prev_hash, hash)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        rows,
+                    )
+                conn.execute(
+                    "UPDATE chain_heads SET seq = %s, hash = %s WHERE instance = %s",
+                    (seq, prev, self.instance),
+                )
+        except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
+            if isinstance(exc, psycopg.OperationalError):
+                self._reconnect()
+            for pending in group:
+                pending.error = exc
+        finally:
+            for pending in group:
+                pending.done.set()
+
+    def _reconnect(self) -> None:
+        try:
+            self._write_conn.close()
+            self._write_conn = psycopg.connect(self.url)
+        except psycopg.Error:
+            pass  # the next group fails too (4xx to clients) until the server is back
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._read_lock:
+                return self._read.execute(sql, params or None).fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"decision store query failed: {exc}") from exc
+
+    def get(self, decision_id: str) -> Record | None:
+        """One record by id (case-insensitive)."""
+        rows = self._query("SELECT record FROM decisions WHERE id = %s", (decision_id.upper(),))
+        return json.loads(rows[0][0]) if rows else None
+
+    def tail(self, limit: int) -> list[Record]:
+        """The newest ``limit`` records, oldest first."""
+        rows = self._query(
+            "SELECT record FROM decisions ORDER BY time DESC, id DESC LIMIT %s", (limit,)
+        )
+        return [json.loads(r[0]) for r in reversed(rows)]
+
+    def records_between(self, start: str, end: str) -> list[Record]:
+        """Records with ``start <= time < end``, oldest first."""
+        rows = self._query(
+            "SELECT record FROM decisions WHERE time >= %s AND time < %s ORDER BY time, id",
+            (start, end),
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    def verify(self) -> list[ChainProblem]:
+        """Check every instance's chain from its anchor."""
+        anchors = {
+            key.removeprefix("anchor:"): (int(json.loads(v)["seq"]), json.loads(v)["hash"])
+            for key, v in self._query(
+                "SELECT key, value FROM congvu_meta WHERE key LIKE 'anchor:%'"
+            )
+        }
+        return verify_rows(self._query(VERIFY_QUERY), anchors)
+
+    def prune(self, before: str) -> int:
+        """Delete records older than ``before``, keeping each chain's anchor."""
+        conn = self._write_conn
+        with conn.transaction():
+            anchors = conn.execute(
+                "SELECT DISTINCT ON (instance) instance, seq, hash FROM decisions "
+                "WHERE time < %s ORDER BY instance, seq DESC",
+                (before,),
+            ).fetchall()
+            for instance, seq, digest in anchors:
+                conn.execute(
+                    "INSERT INTO congvu_meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
+                    "SET value = EXCLUDED.value",
+                    (f"anchor:{instance}", json.dumps({"seq": seq, "hash": digest})),
+                )
+            deleted = conn.execute("DELETE FROM decisions WHERE time < %s", (before,))
+        return int(deleted.rowcount)
+
+    def replace_accounts(self, accounts: list[Account]) -> None:
+        """Swap the whole directory in one transaction."""
+        conn = self._write_conn
+        with conn.transaction(), conn.cursor() as cursor:
+            cursor.execute("DELETE FROM accounts")
+            cursor.executemany(
+                "INSERT INTO accounts VALUES (%s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        a.address,
+                        a.full_name,
+                        a.unit,
+                        a.role,
+                        a.issued.isoformat(),
+                        json.dumps(list(a.personal_addresses)),
+                    )
+                    for a in accounts
+                ],
+            )
+
+    def accounts(self) -> list[Account]:
+        """The directory, by address."""
+        return [
+            Account(r[0], r[1], r[2], r[3], date.fromisoformat(r[4]), tuple(json.loads(r[5])))
+            for r in self._query("SELECT * FROM accounts ORDER BY address")
+        ]
+
+    def close(self) -> None:
+        """Finish queued writes, then close."""
+        self._queue.put(None)
+        self._writer.join(10)
+        self._write_conn.close()
+        self._read.close()
+
+
+def _safe_url(url: str) -> str:
+    """The URL without a password, for messages."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
