@@ -320,8 +320,17 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
             print("congvu report: --to is before --from", file=sys.stderr)
             return EXIT_USAGE
         records = store.records_between(_utc_bound(start), _utc_bound(end + timedelta(days=1)))
+
+    def progress(count: int) -> None:
+        print(f"\r{count}/{len(records)} decisions read", end="", file=sys.stderr, flush=True)
+
     scores, total = build_report(
-        records, accounts, period_end=end, unit=args.unit, min_rate=args.min_rate
+        records,
+        accounts,
+        period_end=end,
+        unit=args.unit,
+        min_rate=args.min_rate,
+        progress=progress if sys.stderr.isatty() else None,
     )
     title = f"Tình hình sử dụng thư công vụ từ {start:%d/%m/%Y} đến {end:%d/%m/%Y}"
     if args.format in ("xlsx", "html"):

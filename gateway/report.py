@@ -15,7 +15,7 @@ import csv
 import html
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -123,8 +123,14 @@ def build_report(
     period_end: date,
     unit: str | None = None,
     min_rate: float = 0.0,
+    progress: Callable[[int], None] | None = None,
+    every: int = 10_000,
 ) -> tuple[list[UnitScore], UnitScore]:
-    """Per-unit scores (ranked: non-compliant first) and the district total."""
+    """Per-unit scores (ranked: non-compliant first) and the district total.
+
+    ``progress`` is called with the count of records read every ``every`` records (a long
+    run over a year of a province's mail should say it is alive).
+    """
     by_address = {a.address: a for a in accounts}
     by_personal = {p: a for a in accounts for p in a.personal_addresses}
     units: dict[str, UnitScore] = {}
@@ -132,7 +138,9 @@ def build_report(
     for account in accounts:
         if account.issued <= period_end:
             units.setdefault(account.unit, UnitScore(account.unit)).accounts_issued += 1
-    for record in records:
+    for count, record in enumerate(records, start=1):
+        if progress is not None and count % every == 0:
+            progress(count)
         if record["verdict"] not in ("accept", "reject"):
             continue
         sender, personal = attribute(record, by_address, by_personal)

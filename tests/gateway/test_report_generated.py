@@ -1,0 +1,146 @@
+"""A generated log of a few thousand decisions over three units and three months, with the
+report worked out by hand below (not by the code under test)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from gateway.audit import SqliteStore
+from gateway.directory import Account
+from gateway.report import build_report, idle_report
+
+
+def accounts() -> list[Account]:
+    made = [
+        Account(
+            f"h{i}@lamdong.gov.vn",
+            f"H{i}",
+            "UBND huyện",
+            "officer",
+            date(2022, 1, 1),
+            (f"h{i}.personal@gmail.com",),
+        )
+        for i in range(10)
+    ]
+    made += [
+        Account(f"a{i}@lamdong.gov.vn", f"A{i}", "Xã A", "officer", date(2022, 1, 1))
+        for i in range(6)
+    ]
+    made += [
+        Account(f"b{i}@lamdong.gov.vn", f"B{i}", "Xã B", "officer", date(2022, 1, 1))
+        for i in range(3)
+    ]
+    # Issued after the scored month: not counted as issued for September.
+    made.append(Account("b3@lamdong.gov.vn", "B3", "Xã B", "officer", date(2026, 10, 10)))
+    return made
+
+
+def decision(
+    n: int, sender: str, day: str, verdict: str = "accept", reasons: tuple[str, ...] = ()
+) -> dict[str, object]:
+    return {
+        "id": f"01G{n:023d}",
+        "time": f"{day}T03:{n % 60:02d}:00.000Z",
+        "verdict": verdict,
+        "reasons": list(reasons),
+        "monitor_reasons": [],
+        "envelope": {"mail_from": sender, "recipients": []},
+        "client": {"ip": "10.0.0.1"},
+        "headers": {"from": [{"addresses": [sender]}]},
+        "attachments": [],
+        "inner_documents": [],
+        "findings": [],
+    }
+
+
+def generate() -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+
+    def add(
+        sender: str, day: str, count: int, verdict: str = "accept", reasons: tuple[str, ...] = ()
+    ) -> None:
+        for _ in range(count):
+            out.append(decision(len(out) + 1, sender, day, verdict, reasons))
+
+    for i in range(10):  # August: every huyện account, 150 each (h7..h9 stop after this)
+        add(f"h{i}@lamdong.gov.vn", "2026-08-05", 150)
+    for i in range(7):  # September: h0..h6, 100 each
+        add(f"h{i}@lamdong.gov.vn", "2026-09-10", 100)
+    add("h7.personal@gmail.com", "2026-09-11", 5, "reject", ("sender.personal_domain",))
+    add("a0@lamdong.gov.vn", "2026-09-12", 50)
+    add("a1@lamdong.gov.vn", "2026-09-12", 50)
+    add("a2@lamdong.gov.vn", "2026-09-13", 10, "reject", ("document.unsigned",))
+    for i in range(7):  # October: h0..h6 again
+        add(f"h{i}@lamdong.gov.vn", "2026-10-07", 100)
+    add("b0@lamdong.gov.vn", "2026-10-08", 20)
+    add("x@lamdong.gov.vn", "2026-10-09", 3)  # official address not in the directory
+    return out
+
+
+def test_generated_log_gives_the_hand_checked_report(tmp_path: Path) -> None:
+    """3,000+ decisions: September's figures, rates to two decimals, ranking, idle list."""
+    records = generate()
+    assert len(records) == 1500 + 700 + 5 + 110 + 700 + 20 + 3  # 3,038
+    store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
+    for record in records:
+        store.write(record)
+    september = store.records_between("2026-08-31T17:00:00.000Z", "2026-09-30T17:00:00.000Z")
+    assert store.verify() == []
+    seen: list[int] = []
+    scores, total = build_report(
+        september,
+        accounts(),
+        period_end=date(2026, 9, 30),
+        min_rate=20,
+        progress=seen.append,
+        every=200,
+    )
+    assert seen == [200, 400, 600, 800]  # long runs report progress (815 records here)
+    by_unit = {s.unit: s for s in scores}
+
+    huyen = by_unit["UBND huyện"]
+    # h0..h6 used their official mailboxes in September (7 of 10); h7 only wrote from gmail,
+    # which is counted against the unit but does not make the account "used".
+    assert (huyen.accounts_issued, huyen.accounts_active, huyen.usage_rate) == (10, 7, "70.00")
+    assert (huyen.messages_sent, huyen.accepted, huyen.refused) == (705, 700, 5)
+    assert huyen.from_personal_providers == 5 and huyen.non_compliant == []
+
+    xa_a = by_unit["Xã A"]
+    assert (xa_a.accounts_issued, xa_a.accounts_active, xa_a.usage_rate) == (6, 3, "50.00")
+    assert xa_a.refused_by_reason == {"document.unsigned": 10}
+    assert len(xa_a.evidence) == 10 and xa_a.non_compliant  # unsigned documents returned
+
+    xa_b = by_unit["Xã B"]
+    assert (xa_b.accounts_issued, xa_b.accounts_active, xa_b.usage_rate) == (3, 0, "0.00")
+    assert xa_b.non_compliant == ["tỉ lệ sử dụng 0.00% < 20% / usage below threshold"]
+
+    # 10 of 19 accounts issued by 30 September were used: 52.631… -> 52.63.
+    assert (total.accounts_issued, total.accounts_active, total.usage_rate) == (19, 10, "52.63")
+    assert total.messages_sent == 815
+    # Ranked: the two non-compliant units first, the lower rate first among equals.
+    assert [s.unit for s in scores] == ["Xã B", "Xã A", "UBND huyện"]
+
+    idle = idle_report(
+        store.records_between("", "9999"),
+        accounts(),
+        now=datetime(2026, 11, 22, tzinfo=UTC),
+        days=90,
+        is_official=lambda d: d.endswith("gov.vn"),
+    )
+    # Last seen on 5 August, more than 90 days before 22 November: revocation candidates.
+    assert [r["address"] for r in idle.idle] == [
+        "h7@lamdong.gov.vn",
+        "h8@lamdong.gov.vn",
+        "h9@lamdong.gov.vn",
+    ]
+    assert {r["address"] for r in idle.never_seen} == {
+        "a3@lamdong.gov.vn",
+        "a4@lamdong.gov.vn",
+        "a5@lamdong.gov.vn",
+        "b1@lamdong.gov.vn",
+        "b2@lamdong.gov.vn",
+        "b3@lamdong.gov.vn",
+    }
+    assert [r["address"] for r in idle.unknown_senders] == ["x@lamdong.gov.vn"]
+    store.close()
