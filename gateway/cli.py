@@ -104,8 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--min-rate",
         type=float,
-        default=0.0,
-        help="usage rate (%%) below which a unit is listed as non-compliant",
+        default=None,
+        help="usage rate (%%) below which a unit is non-compliant "
+        "(default: the policy's [scoring] min_usage_rate)",
     )
     report.add_argument("--days", type=int, default=90, help="idle: days without activity")
     report.add_argument("--config", type=Path)
@@ -329,7 +330,11 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
         accounts,
         period_end=end,
         unit=args.unit,
-        min_rate=args.min_rate,
+        min_rate=(
+            args.min_rate
+            if args.min_rate is not None
+            else load_policy(config.policy_file).min_usage_rate
+        ),
         progress=progress if sys.stderr.isatty() else None,
     )
     title = f"Tình hình sử dụng thư công vụ từ {start:%d/%m/%Y} đến {end:%d/%m/%Y}"

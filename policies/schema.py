@@ -349,6 +349,7 @@ class Policy:
     notices: NoticePolicy = field(default_factory=NoticePolicy)
     advisories: AdvisoryPolicy = AdvisoryPolicy()
     keep_days: int = 400  # decision records kept at least this long (a scoring year and more)
+    min_usage_rate: float = 0.0  # a unit below this usage rate (%) is listed as non-compliant
 
     def is_official(self, domain: str) -> bool:
         """True when ``domain`` is one of the official domains or a subdomain of one."""
@@ -510,6 +511,11 @@ def parse_policy(text: str, source: str) -> Policy:
     # Scores are annual: pruning inside the year being scored would falsify them.
     keep_days = retention.integer("keep_days", 400, minimum=366)
     retention.finish()
+    scoring = root.table("scoring")
+    min_usage_rate = scoring.number("min_usage_rate", 0.0)
+    if min_usage_rate > 100:
+        raise scoring.error("min_usage_rate", "is a percentage: at most 100")
+    scoring.finish()
 
     cites = root.table("citations")
     citations: dict[str, str] = {}
@@ -556,6 +562,7 @@ def parse_policy(text: str, source: str) -> Policy:
         notices=notices,
         advisories=advisories,
         keep_days=keep_days,
+        min_usage_rate=min_usage_rate,
     )
 
 

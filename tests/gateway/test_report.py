@@ -319,3 +319,35 @@ def test_html_report_is_self_contained_and_opens_in_chromium(config: Path, tmp_p
         line for line in result.stderr.splitlines() if "CONSOLE" in line or "net::ERR_FILE" in line
     ]
     assert console == []
+
+
+def test_the_threshold_is_policy(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """[scoring] min_usage_rate in the policy lists low-usage units without a command option."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[domains]\nofficial = ["lamdong.gov.vn"]\n[scoring]\nmin_usage_rate = 60\n'
+        '[[rules]]\nid = "sender-personal-domain"\n',
+        "utf-8",
+    )
+    with_policy = tmp_path / "c2.toml"
+    with_policy.write_text(config.read_text() + f'[policy]\nfile = "{policy}"\n')
+    assert (
+        main(
+            [
+                "report",
+                "--from",
+                "2026-10-01",
+                "--to",
+                "2026-10-31",
+                "--format",
+                "json",
+                "--config",
+                str(with_policy),
+            ]
+        )
+        == 0
+    )
+    units = {u["unit"]: u for u in json.loads(capsys.readouterr().out)["units"]}
+    assert "50.00% < 60%" in units["UBND xã Gia Hiệp"]["non_compliant"]
