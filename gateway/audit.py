@@ -25,7 +25,7 @@ from gateway.logs import get_logger
 
 __all__ = ["SCHEMA_VERSION", "AuditLog", "DecisionStore", "SqliteStore", "StoreError"]
 
-SCHEMA_VERSION = 3  # see gateway.engine.build_record for what each version added
+SCHEMA_VERSION = 4  # see gateway.engine.build_record for what each version added
 Record = dict[str, Any]
 
 
@@ -346,6 +346,18 @@ class SqliteStore:
             self._db.close()
 
 
+def clean_text(value: Any) -> Any:
+    """The record with undecodable bytes (surrogate escapes from 8-bit headers) made U+FFFD:
+    a stray byte in a Subject must not make the record unstorable (and the sender retry)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {k: clean_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_text(v) for v in value]
+    return value
+
+
 class AuditLog:
     """Writes each record to the store (off the event loop) and to the structured log."""
 
@@ -355,6 +367,7 @@ class AuditLog:
 
     async def record(self, record: Record) -> None:
         """Store and log ``record``; raise :class:`StoreError` if it could not be stored."""
+        record = clean_text(record)
         try:
             digest = await asyncio.to_thread(self.store.write, record)
         except StoreError:

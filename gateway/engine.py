@@ -41,6 +41,7 @@ from policies import (
     refusal,
 )
 from policies.model import SignatureCheck
+from policies.notices import sender_authenticated
 
 __all__ = ["MAX_LINE", "Engine", "Judgement", "RecipientOutcome", "accept_reply", "build_record"]
 
@@ -261,6 +262,7 @@ def build_record(
     found inside zip archives or S/MIME content), ``smime``, ``dkim`` and ``document_class`` at
     the top level. Version 3 added ``notice``: ``{kind, sent, to, message_id, reason}`` (or
     null when the message was not judged), whether a refusal notice or advisory was sent.
+    Version 4 added ``authenticated``: whether the sender was proven internal.
     """
     decision = judgement.decision if judgement else None
     facts = judgement.facts if judgement else None
@@ -337,4 +339,7 @@ def build_record(
         "policy": {"name": policy.name, "source": policy.source, "sha256": policy.sha256},
         "processing_ms": round(processing_ms, 3),
         "notice": notice,
+        # Proven internal sender (trusted client, or official From with aligned DKIM): only
+        # such records credit an account in the office's report; a forged From credits no one.
+        "authenticated": bool(facts and sender_authenticated(facts, policy)),
     }

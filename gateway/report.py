@@ -22,6 +22,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from gateway.directory import Account
+from policies.addresses import organisational_domain
 
 __all__ = [
     "IdleReport",
@@ -33,7 +34,6 @@ __all__ = [
     "write_xlsx",
 ]
 
-UNKNOWN_UNIT = "(không rõ đơn vị / unknown unit)"
 # The counted fields of a UnitScore: summed into the total, stored as numbers in XLSX.
 COUNTS = (
     "accounts_issued",
@@ -88,20 +88,34 @@ def _candidates(record: dict[str, Any]) -> list[str]:
 def attribute(
     record: dict[str, Any], accounts: dict[str, Account], personal: dict[str, Account]
 ) -> tuple[Account | None, bool]:
-    """The account that sent ``record`` and whether it was sent from a personal address."""
+    """The account that sent ``record`` and whether it was sent from a personal address.
+
+    Only proven senders are credited: an official address when the gateway authenticated the
+    sender (trusted network, or aligned DKIM), a known personal address when that provider's
+    DKIM signature passed. A forged From credits (or blames) no one.
+    """
+    if record.get("authenticated"):
+        for address in _candidates(record):
+            if address in accounts:
+                return accounts[address], False
+    signed_by = {
+        organisational_domain(d["domain"]) for d in record.get("dkim", []) if d["result"] == "pass"
+    }
     for address in _candidates(record):
-        if address in accounts:
-            return accounts[address], False
-    for address in _candidates(record):
-        if address in personal:
+        if address in personal and organisational_domain(address.rpartition("@")[2]) in signed_by:
             return personal[address], True
     return None, False
 
 
 def _documents(record: dict[str, Any]) -> tuple[int, int, int]:
     """(signed, unsigned, exempted) documents in one record."""
-    exempted_text = " ".join(f["detail"] for f in record["findings"] if f["outcome"] == "note")
-    signed = unsigned = exempted = 0
+    exempted = {
+        claim.split(" exempt by ", 1)[0]
+        for f in record["findings"]
+        if f["outcome"] == "note" and f["reason"] == "document.exempted"
+        for claim in f["detail"].split("; ")
+    }
+    signed = unsigned = exempt = 0
     docs = [a for a in record["attachments"] if a.get("document")]
     docs += record.get("inner_documents", [])
     for doc in docs:
@@ -109,11 +123,11 @@ def _documents(record: dict[str, Any]) -> tuple[int, int, int]:
             "in_signed_smime"
         ):
             signed += 1
-        elif f"{doc['filename']} exempt by" in exempted_text:
-            exempted += 1
+        elif (doc["filename"] or "(unnamed)") in exempted:
+            exempt += 1
         else:
             unsigned += 1
-    return signed, unsigned, exempted
+    return signed, unsigned, exempt
 
 
 def build_report(
@@ -135,68 +149,73 @@ def build_report(
     by_personal = {p: a for a in accounts for p in a.personal_addresses}
     units: dict[str, UnitScore] = {}
     active: dict[str, set[str]] = {}
+    returned_unsigned: dict[str, int] = {}
     for account in accounts:
         if account.issued <= period_end:
             units.setdefault(account.unit, UnitScore(account.unit)).accounts_issued += 1
     for count, record in enumerate(records, start=1):
         if progress is not None and count % every == 0:
             progress(count)
+        for finding in record["findings"]:
+            if finding["reason"] == "advisory.public_service_registration":
+                # Counted against the unit whose official mailbox registered.
+                for rcpt in record["envelope"]["recipients"]:
+                    holder = by_address.get(rcpt["address"].lower())
+                    if holder is not None:
+                        units.setdefault(holder.unit, UnitScore(holder.unit)).advisories += 1
         if record["verdict"] not in ("accept", "reject"):
             continue
         sender, personal = attribute(record, by_address, by_personal)
-        name = sender.unit if sender else UNKNOWN_UNIT
-        score = units.setdefault(name, UnitScore(name))
+        if sender is None:
+            continue  # inbound mail, or a sender nobody proved: it scores no unit
+        score = units.setdefault(sender.unit, UnitScore(sender.unit))
         score.messages_sent += 1
-        if sender is not None and not personal:
-            active.setdefault(name, set()).add(sender.address)
+        if not personal and sender.issued <= period_end:
+            active.setdefault(sender.unit, set()).add(sender.address)
+        signed, unsigned, exempted = _documents(record)
+        score.documents_signed += signed
+        score.documents_unsigned += unsigned
+        score.documents_exempted += exempted
         if record["verdict"] == "accept":
             score.accepted += 1
         else:
             score.refused += 1
             for reason in record["reasons"]:
                 score.refused_by_reason[reason] = score.refused_by_reason.get(reason, 0) + 1
-            if "document.unsigned" in record["reasons"]:
+            if unsigned:  # whatever the refusal's first reason, unsigned documents were returned
+                returned_unsigned[sender.unit] = returned_unsigned.get(sender.unit, 0) + unsigned
                 score.evidence.append(record["id"])
-        for finding in record["findings"]:
-            if finding["reason"] == "advisory.public_contact_in_body":
-                score.advisories += 1
-            elif finding["reason"] == "advisory.public_service_registration":
-                # Counted against the unit whose official mailbox registered.
-                for rcpt in record["envelope"]["recipients"]:
-                    holder = by_address.get(rcpt["address"].lower())
-                    unit_name = holder.unit if holder else UNKNOWN_UNIT
-                    units.setdefault(unit_name, UnitScore(unit_name)).advisories += 1
+        if any(f["reason"] == "advisory.public_contact_in_body" for f in record["findings"]):
+            score.advisories += 1
         if personal or "sender.personal_domain" in record["reasons"] + record["monitor_reasons"]:
             score.from_personal_providers += 1
             score.evidence.append(record["id"])
-        signed, unsigned, exempted = _documents(record)
-        score.documents_signed += signed
-        score.documents_unsigned += unsigned
-        score.documents_exempted += exempted
-    total = UnitScore("TỔNG CỘNG / TOTAL")
     for name, score in units.items():
         score.accounts_active = len(active.get(name, set()))
         score.usage_rate = rate(score.accounts_active, score.accounts_issued)
-        if score.refused_by_reason.get("document.unsigned"):
+        if returned_unsigned.get(name):
             score.non_compliant.append(
-                f"{score.refused_by_reason['document.unsigned']} văn bản không ký số bị trả về "
+                f"{returned_unsigned[name]} văn bản không ký số bị trả về "
                 "/ unsigned documents returned"
             )
-        if score.accounts_issued and float(score.usage_rate) < min_rate:
+        exact = 100 * score.accounts_active / score.accounts_issued if score.accounts_issued else 0
+        if score.accounts_issued and exact < min_rate:  # compared before rounding
             score.non_compliant.append(
                 f"tỉ lệ sử dụng {score.usage_rate}% < {min_rate:g}% / usage below threshold"
             )
-        for key in COUNTS:
-            setattr(total, key, getattr(total, key) + getattr(score, key))
-        for reason, count in score.refused_by_reason.items():
-            total.refused_by_reason[reason] = total.refused_by_reason.get(reason, 0) + count
-    total.usage_rate = rate(total.accounts_active, total.accounts_issued)
     ranked = sorted(
         units.values(),
         key=lambda s: (not s.non_compliant, -len(s.non_compliant), float(s.usage_rate), s.unit),
     )
     if unit is not None:
         ranked = [s for s in ranked if s.unit == unit]
+    total = UnitScore("TỔNG CỘNG / TOTAL")  # of the units shown
+    for score in ranked:
+        for key in COUNTS:
+            setattr(total, key, getattr(total, key) + getattr(score, key))
+        for reason, count in score.refused_by_reason.items():
+            total.refused_by_reason[reason] = total.refused_by_reason.get(reason, 0) + count
+    total.usage_rate = rate(total.accounts_active, total.accounts_issued)
     return ranked, total
 
 
@@ -249,6 +268,13 @@ def idle_report(
     return IdleReport(idle, never, unknown)
 
 
+def _cell(value: Any) -> Any:
+    """Text that a spreadsheet would run as a formula (=, +, -, @) is kept as text."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
+
+
 def _rows(scores: list[UnitScore], total: UnitScore) -> list[dict[str, Any]]:
     rows = []
     for s in [*scores, total]:
@@ -258,7 +284,7 @@ def _rows(scores: list[UnitScore], total: UnitScore) -> list[dict[str, Any]]:
         )
         row["non_compliant"] = "; ".join(s.non_compliant)
         row["evidence"] = " ".join(s.evidence[:20])
-        rows.append(row)
+        rows.append({k: _cell(v) for k, v in row.items()})
     return rows
 
 

@@ -22,7 +22,13 @@ from policies.reasons import REASONS
 from policies.rules.sender import aligned
 from policies.schema import Policy
 
-__all__ = ["SAMPLE_CONTEXT", "NoticeContent", "notice_kind", "render_notice"]
+__all__ = [
+    "SAMPLE_CONTEXT",
+    "NoticeContent",
+    "notice_kind",
+    "render_notice",
+    "sender_authenticated",
+]
 
 _LIST_PRECEDENCE = ("bulk", "list", "junk")
 
@@ -35,7 +41,9 @@ class NoticeContent:
     html: str
 
 
-def _internal(facts: MessageFacts, policy: Policy) -> bool:
+def sender_authenticated(facts: MessageFacts, policy: Policy) -> bool:
+    """Whether the sender is proven internal: a trusted client, or an official envelope sender
+    whose official From has an aligned passing DKIM signature. Notices and scoring rely on it."""
     if facts.client_trusted:
         return True
     # From outside, the notice goes to the envelope sender: it must be official as well,
@@ -74,7 +82,7 @@ def notice_kind(facts: MessageFacts, decision: Decision, policy: Policy) -> tupl
         return "", "a report (bounce or receipt)"
     if facts.list_id or facts.precedence in _LIST_PRECEDENCE:
         return "", "mailing list or bulk mail"
-    if not _internal(facts, policy):
+    if not sender_authenticated(facts, policy):
         return "", "external sender (a notice could be backscatter to a forged address)"
     return kind, ""
 

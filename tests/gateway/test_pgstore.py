@@ -129,6 +129,7 @@ def test_commands_work_on_the_postgres_store(
             "monitor_reasons": [],
             "attachments": [],
             "findings": [],
+            "authenticated": True,
         }
     )
     store.close()

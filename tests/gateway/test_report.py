@@ -52,6 +52,10 @@ def decision(
         "attachments": attachments,
         "inner_documents": [],
         "findings": [],
+        "authenticated": True,  # the gateway proved the sender (trusted network or DKIM)
+        "dkim": [
+            {"domain": sender.rpartition("@")[2], "selector": "s", "result": "pass", "detail": ""}
+        ],
     }
 
 
@@ -351,3 +355,48 @@ def test_the_threshold_is_policy(
     )
     units = {u["unit"]: u for u in json.loads(capsys.readouterr().out)["units"]}
     assert "50.00% < 60%" in units["UBND xã Gia Hiệp"]["non_compliant"]
+
+
+def test_forged_senders_credit_and_blame_no_one() -> None:
+    """A From the gateway could not prove (no trusted network, no aligned DKIM) scores nothing;
+    a personal address counts against its officer only with that provider's DKIM pass."""
+    from datetime import date
+
+    from gateway.directory import Account
+    from gateway.report import build_report
+
+    account = Account(
+        "chutich@lamdong.gov.vn",
+        "Chủ tịch",
+        "UBND huyện",
+        "officer",
+        date(2022, 1, 1),
+        ("chutich.personal@gmail.com",),
+    )
+    forged = decision(
+        1, "chutich@lamdong.gov.vn", "reject", ["document.unsigned"], documents=["none"]
+    ) | {"authenticated": False, "dkim": []}
+    unsigned_gmail = decision(
+        2, "chutich.personal@gmail.com", "reject", ["sender.personal_domain"]
+    ) | {"authenticated": False, "dkim": []}
+    [score], _ = build_report([forged, unsigned_gmail], [account], period_end=date(2026, 10, 31))
+    assert (score.accounts_active, score.messages_sent, score.non_compliant) == (0, 0, [])
+    proven_gmail = unsigned_gmail | {
+        "dkim": [{"domain": "gmail.com", "selector": "s", "result": "pass", "detail": ""}]
+    }
+    [score], _ = build_report([proven_gmail], [account], period_end=date(2026, 10, 31))
+    assert (score.messages_sent, score.from_personal_providers) == (1, 1)
+
+
+def test_spreadsheet_cells_never_run_as_formulas(tmp_path: Path) -> None:
+    """A unit name starting with '=' (from the directory) is written as text in CSV."""
+    from datetime import date
+
+    from gateway.directory import Account
+    from gateway.report import build_report, render
+
+    account = Account(
+        "a@lamdong.gov.vn", "A", '=HYPERLINK("http://x","y")', "officer", date(2022, 1, 1)
+    )
+    scores, total = build_report([], [account], period_end=date(2026, 10, 31))
+    assert "\n\"'=HYPERLINK" in render(scores, total, "csv")

@@ -48,9 +48,18 @@ def decision(
         "envelope": {"mail_from": sender, "recipients": []},
         "client": {"ip": "10.0.0.1"},
         "headers": {"from": [{"addresses": [sender]}]},
-        "attachments": [],
+        # A refused unsigned document carries the unsigned PDF the refusal was about.
+        "attachments": [
+            {"filename": "cv.pdf", "document": True, "signatures": [{"result": "none"}]}
+        ]
+        if "document.unsigned" in reasons
+        else [],
         "inner_documents": [],
         "findings": [],
+        "authenticated": True,  # the gateway proved the sender (trusted network or DKIM)
+        "dkim": [
+            {"domain": sender.rpartition("@")[2], "selector": "s", "result": "pass", "detail": ""}
+        ],
     }
 
 

@@ -377,3 +377,14 @@ def test_bounces_with_the_null_sender_pass_through(
     assert code == 250
     assert downstream.handler.messages[0].mail_from == "<>"  # aiosmtpd's spelling of <>
     assert gw.records()[0]["envelope"]["mail_from"] == ""
+
+
+def test_an_8bit_header_byte_does_not_make_the_record_unstorable(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """A stray Latin-1 byte in the Subject: delivered and recorded (as U+FFFD), not 451 forever."""
+    gw = start_gateway(make_config(tmp_path, downstream.port), policy_text())
+    data = message().replace(b"Subject: Bao cao tuan", b"Subject: B\xe1o c\xe1o")
+    _, (code, _) = gw.send(data, OFFICIAL, [CLERK])
+    assert code == 250
+    assert gw.records()[0]["headers"]["subject"] == "B\ufffdo c\ufffdo"

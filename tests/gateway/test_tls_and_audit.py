@@ -71,6 +71,7 @@ RECORD_KEYS = {
     "attachments",
     "inner_documents",
     "notice",
+    "authenticated",
     "findings",
     "verdict",
     "reasons",
@@ -100,7 +101,7 @@ def test_decision_record_schema_is_frozen(
     gw.send(message(extra=attachment, body=body), OFFICIAL, [CLERK])
     [record] = gw.records()
     assert set(record) == RECORD_KEYS
-    assert record["schema"] == 3
+    assert record["schema"] == 4
     assert len(record["id"]) == 26 and record["time"].endswith("Z")
     assert set(record["client"]) == {"ip", "helo", "tls"}
     assert set(record["envelope"]) == {"mail_from", "recipients"}
