@@ -110,6 +110,33 @@ class ChainProblem:
         return f"{self.instance} #{self.seq} ({self.decision_id}): {self.problem}"
 
 
+_PLAN_INSTANCES = "SELECT DISTINCT instance FROM decisions WHERE time < ?"
+_PLAN_FIRST_NEW = "SELECT MIN(seq) FROM decisions WHERE instance = ? AND time >= ?"
+_PLAN_NEWEST = "SELECT MAX(seq) FROM decisions WHERE instance = ?"
+_PLAN_ROW = "SELECT seq, hash FROM decisions WHERE instance = ? AND seq = ?"
+
+
+def prune_plan(execute: Any, before: str, mark: str) -> list[tuple[str, int, str]]:
+    """Per instance, the last record of the longest prefix of its chain older than ``before``:
+    ``(instance, seq, hash)``. Only such a prefix may go (record times follow MAIL FROM,
+    sequence numbers follow writing, so the two orders can differ near the cut-off).
+    ``execute`` runs SQL whose placeholders are ``mark`` (SQLite ``?``, psycopg ``%s``).
+    """
+
+    def run(sql: str, params: tuple[Any, ...]) -> Any:
+        return execute(sql.replace("?", mark), params)
+
+    plan = []
+    for (instance,) in run(_PLAN_INSTANCES, (before,)).fetchall():
+        first_new = run(_PLAN_FIRST_NEW, (instance, before)).fetchone()[0]
+        if first_new is None:
+            first_new = run(_PLAN_NEWEST, (instance,)).fetchone()[0] + 1
+        row = run(_PLAN_ROW, (instance, first_new - 1)).fetchone()
+        if row is not None:
+            plan.append((instance, int(row[0]), str(row[1])))
+    return plan
+
+
 VERIFY_QUERY = (
     "SELECT instance, seq, id, time, verdict, mail_from, client_ip, reasons, record,"
     " prev_hash, hash FROM decisions ORDER BY instance, seq"
@@ -216,7 +243,10 @@ class SqliteStore:
                         "ORDER BY seq DESC LIMIT 1",
                         (self.instance,),
                     ).fetchone()
-                    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+                    if last is None:  # empty, or every record pruned: continue from the anchor
+                        anchor = self._anchors().get(self.instance)
+                        last = anchor if anchor is not None else (0, GENESIS)
+                    seq, prev = last[0] + 1, last[1]
                     digest = chain_hash(prev, text)
                     self._db.execute(
                         "INSERT INTO decisions (id, time, verdict, mail_from, client_ip, reasons,"
@@ -248,22 +278,22 @@ class SqliteStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                anchors = self._db.execute(
-                    "SELECT instance, seq, hash FROM decisions d WHERE time < ? AND seq = "
-                    "(SELECT MAX(seq) FROM decisions e WHERE e.instance = d.instance AND time < ?)",
-                    (before, before),
-                ).fetchall()
-                for instance, seq, digest in anchors:
+                # Only a prefix of each chain goes: up to the record before the first one that
+                # is not old (record times follow MAIL FROM, sequence numbers follow writing).
+                deleted_count = 0
+                for instance, limit, digest in prune_plan(self._db.execute, before, "?"):
                     self._db.execute(
                         "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                        (f"anchor:{instance}", json.dumps({"seq": seq, "hash": digest})),
+                        (f"anchor:{instance}", json.dumps({"seq": limit, "hash": digest})),
                     )
-                deleted = self._db.execute("DELETE FROM decisions WHERE time < ?", (before,))
+                    deleted_count += self._db.execute(
+                        "DELETE FROM decisions WHERE instance = ? AND seq <= ?", (instance, limit)
+                    ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return int(deleted.rowcount)
+        return deleted_count
 
     def _anchors(self) -> dict[str, tuple[int, str]]:
         rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'anchor:%'").fetchall()

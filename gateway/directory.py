@@ -109,6 +109,30 @@ def parse_directory_csv(text: str, source: str) -> list[Account]:
                 tuple(personal),
             )
         )
+    officials = {a.address for a in accounts}
+    owners: dict[str, str] = {}
+    for account in accounts:
+        for personal_address in account.personal_addresses:
+            if personal_address in officials:
+                problems.append(
+                    (
+                        seen[account.address],
+                        f"{account.address}: personal address "
+                        f"{personal_address} is an official account",
+                    )
+                )
+            elif personal_address in owners:
+                problems.append(
+                    (
+                        seen[account.address],
+                        f"{account.address}: personal address "
+                        f"{personal_address} also belongs to {owners[personal_address]}",
+                    )
+                )
+            owners.setdefault(personal_address, account.address)
+    if not accounts and not problems:
+        # An empty file would silently wipe the directory (and every unit's score).
+        problems.append((1, "no accounts: the file has a header only"))
     if problems:
-        raise DirectoryError(source, problems)
+        raise DirectoryError(source, sorted(problems))
     return accounts

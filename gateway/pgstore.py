@@ -28,6 +28,7 @@ from gateway.audit import (
     Record,
     StoreError,
     chain_hash,
+    prune_plan,
     record_columns,
     verify_rows,
 )
@@ -69,6 +70,9 @@ MIGRATIONS: list[tuple[int, str]] = [
 ]
 _MIGRATION_LOCK = 0x636F6E67  # "cong": one advisory lock id for migrations
 _BATCH = 200  # records per group commit at most
+WRITE_TIMEOUT = 30.0  # a write not committed by then is a store failure (the client gets 4xx)
+# Never wait forever on a lock held by a gateway cut off mid-transaction, or on a dead server.
+_TIMEOUTS = ("SET lock_timeout = '10s'", "SET statement_timeout = '20s'")
 
 
 @dataclass
@@ -86,12 +90,13 @@ class PostgresStore:
     def __init__(self, url: str, instance: str = "", batch_wait: float = 0.002) -> None:
         self.url, self.instance, self.batch_wait = url, instance, batch_wait
         try:
-            self._read = psycopg.connect(url, autocommit=True)
-            self._write_conn = psycopg.connect(url)
+            self._read = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self._write_conn = _connect_writer(url)
             self._migrate()
         except psycopg.Error as exc:
             raise StoreError(f"cannot open decision store {_safe_url(url)}: {exc}") from exc
         self._read_lock = threading.Lock()
+        self._closed = False
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name="pg-writer", daemon=True)
         self._writer.start()
@@ -118,9 +123,12 @@ class PostgresStore:
 
     def write(self, record: Record) -> str:
         """Queue ``record`` for the writer and wait until its group is committed."""
+        if self._closed:
+            raise StoreError("the decision store is closed")
         pending = _Pending(record, json.dumps(record, ensure_ascii=False, sort_keys=True))
         self._queue.put(pending)
-        pending.done.wait()
+        if not pending.done.wait(WRITE_TIMEOUT):
+            raise StoreError(f"decision {record['id']} not committed within {WRITE_TIMEOUT:g} s")
         if pending.error is not None:
             raise StoreError(f"cannot write decision {record['id']}: {pending.error}")
         return pending.digest
@@ -195,7 +203,7 @@ class PostgresStore:
     def _reconnect(self) -> None:
         try:
             self._write_conn.close()
-            self._write_conn = psycopg.connect(self.url)
+            self._write_conn = _connect_writer(self.url)
         except psycopg.Error:
             pass  # the next group fails too (4xx to clients) until the server is back
 
@@ -236,25 +244,40 @@ class PostgresStore:
                 "SELECT key, value FROM congvu_meta WHERE key LIKE 'anchor:%'"
             )
         }
-        return verify_rows(self._query(VERIFY_QUERY), anchors)
+        problems = verify_rows(self._query(VERIFY_QUERY), anchors)
+        # The chain heads say how far each chain reached: newest records deleted show here.
+        for instance, head_seq, newest in self._query(
+            "SELECT h.instance, h.seq, (SELECT MAX(seq) FROM decisions d"
+            " WHERE d.instance = h.instance) FROM chain_heads h"
+        ):
+            floor = anchors.get(instance, (0, ""))[0]
+            if (newest or floor) != head_seq:
+                problems.append(
+                    ChainProblem(
+                        instance,
+                        head_seq,
+                        "(head)",
+                        f"the chain reached #{head_seq} but its newest record is "
+                        f"#{newest or floor}: newest records deleted",
+                    )
+                )
+        return problems
 
     def prune(self, before: str) -> int:
         """Delete records older than ``before``, keeping each chain's anchor."""
         conn = self._write_conn
         with conn.transaction():
-            anchors = conn.execute(
-                "SELECT DISTINCT ON (instance) instance, seq, hash FROM decisions "
-                "WHERE time < %s ORDER BY instance, seq DESC",
-                (before,),
-            ).fetchall()
-            for instance, seq, digest in anchors:
+            deleted = 0
+            for instance, limit, digest in prune_plan(conn.execute, before, "%s"):
                 conn.execute(
                     "INSERT INTO congvu_meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
                     "SET value = EXCLUDED.value",
-                    (f"anchor:{instance}", json.dumps({"seq": seq, "hash": digest})),
+                    (f"anchor:{instance}", json.dumps({"seq": limit, "hash": digest})),
                 )
-            deleted = conn.execute("DELETE FROM decisions WHERE time < %s", (before,))
-        return int(deleted.rowcount)
+                deleted += conn.execute(
+                    "DELETE FROM decisions WHERE instance = %s AND seq <= %s", (instance, limit)
+                ).rowcount
+        return deleted
 
     def replace_accounts(self, accounts: list[Account]) -> None:
         """Swap the whole directory in one transaction."""
@@ -285,10 +308,20 @@ class PostgresStore:
 
     def close(self) -> None:
         """Finish queued writes, then close."""
+        self._closed = True
         self._queue.put(None)
         self._writer.join(10)
         self._write_conn.close()
         self._read.close()
+
+
+def _connect_writer(url: str) -> psycopg.Connection[Any]:
+    # SET, not the "options" parameter: that would replace options given in the URL.
+    conn = psycopg.connect(url, connect_timeout=10)
+    for statement in _TIMEOUTS:
+        conn.execute(statement)
+    conn.commit()
+    return conn
 
 
 def _safe_url(url: str) -> str:

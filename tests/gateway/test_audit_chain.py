@@ -144,3 +144,18 @@ def test_retention_cannot_cut_into_the_scoring_year(tmp_path: Path) -> None:
             '[[rules]]\nid = "sender-personal-domain"\n',
             "p.toml",
         )
+
+
+def test_prune_respects_chain_order_and_chains_continue(tmp_path: Path) -> None:
+    """Records written out of time order near the cut-off, and a fully pruned chain."""
+    store = SqliteStore(tmp_path / "d.sqlite", instance="gw1")
+    # seq 1: 10:00:05, seq 2: 10:00:09, seq 3: 10:00:01 (a slow transaction, written last)
+    for n in (5, 9, 1):
+        store.write(record(n))
+    # Old are seq 1 and 3, but seq 3 sits after the newer seq 2: only the prefix (seq 1) goes.
+    assert store.prune("2026-11-22T10:00:06.000Z") == 1
+    assert store.verify() == []
+    assert store.prune("2026-11-22T10:00:59.000Z") == 2  # everything
+    store.write(record(30))  # continues from the anchor, not from genesis
+    assert store.verify() == []
+    store.close()

@@ -152,3 +152,16 @@ def test_commands_work_on_the_postgres_store(
     )
     assert '"usage_rate": "100.00"' in capsys.readouterr().out
     assert main(["audit", "verify", "--config", str(config)]) == 0
+
+
+def test_deleting_the_newest_records_is_seen_and_closed_stores_refuse(pg_url: str) -> None:
+    """The chain head remembers how far the chain reached; a closed store refuses writes."""
+    store = PostgresStore(pg_url, instance="gw1")
+    for n in range(1, 6):
+        store.write(record(n))
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("DELETE FROM decisions WHERE seq >= 4")
+    assert "newest records deleted" in str(store.verify()[-1])
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.write(record(9))

@@ -400,3 +400,21 @@ def test_spreadsheet_cells_never_run_as_formulas(tmp_path: Path) -> None:
     )
     scores, total = build_report([], [account], period_end=date(2026, 10, 31))
     assert "\n\"'=HYPERLINK" in render(scores, total, "csv")
+
+
+def test_directory_refuses_ambiguous_personal_addresses_and_empty_files(tmp_path: Path) -> None:
+    """A personal address is one officer's, never an official account; an empty file is refused."""
+    from gateway.directory import DirectoryError, parse_directory_csv
+
+    head = "address,full_name,unit,role,issued,personal_addresses\n"
+    shared = head + (
+        "a@x.gov.vn,A,U,officer,2022-01-01,p@gmail.com\n"
+        "b@x.gov.vn,B,U,officer,2022-01-01,p@gmail.com;a@x.gov.vn\n"
+    )
+    with pytest.raises(DirectoryError) as info:
+        parse_directory_csv(shared, "d.csv")
+    text = str(info.value)
+    assert "d.csv:3: b@x.gov.vn: personal address p@gmail.com also belongs to a@x.gov.vn" in text
+    assert "d.csv:3: b@x.gov.vn: personal address a@x.gov.vn is an official account" in text
+    with pytest.raises(DirectoryError, match="header only"):
+        parse_directory_csv(head, "d.csv")
