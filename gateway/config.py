@@ -35,6 +35,19 @@ def _default_hostname() -> str:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Bounds on what one client may ask of the gateway (each refused with a clear code)."""
+
+    max_recipients: int = 100  # RCPT TO per message; more get 452 4.5.3 (RFC 5321: at least 100)
+    max_received: int = 30  # Received headers; more means a mail loop (554 5.4.6)
+    max_header_bytes: int = 256 * 1024  # header section size
+    max_header_fields: int = 1000
+    max_errors: int = 10  # error replies in one session before it is closed (421)
+    max_sessions: int = 500  # concurrent sessions in all
+    max_sessions_per_ip: int = 20  # concurrent sessions from one client address
+
+
+@dataclass(frozen=True)
 class DownstreamConfig:
     """Where accepted mail goes: ``smtp://host:port`` or a local Maildir."""
 
@@ -79,6 +92,7 @@ class GatewayConfig:
     max_document_bytes: int = 25 * 1024 * 1024
     dns_nameservers: tuple[str, ...] = ()  # empty: the system's resolv.conf
     dns_timeout: float = 5.0
+    limits: Limits = field(default_factory=Limits)
     log_file: str = "-"
     log_level: str = "info"
     store_path: Path = Path("var/decisions.sqlite")
@@ -219,6 +233,25 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
     policy_file = _path(policy, "file", base, None)
     policy.finish()
 
+    limits_table = root.table("limits")
+    defaults = Limits()
+    limits = Limits(
+        max_recipients=limits_table.integer("max_recipients", defaults.max_recipients, minimum=100),
+        max_received=limits_table.integer("max_received", defaults.max_received, minimum=5),
+        max_header_bytes=limits_table.integer(
+            "max_header_bytes", defaults.max_header_bytes, minimum=8192
+        ),
+        max_header_fields=limits_table.integer(
+            "max_header_fields", defaults.max_header_fields, minimum=50
+        ),
+        max_errors=limits_table.integer("max_errors", defaults.max_errors, minimum=1),
+        max_sessions=limits_table.integer("max_sessions", defaults.max_sessions, minimum=1),
+        max_sessions_per_ip=limits_table.integer(
+            "max_sessions_per_ip", defaults.max_sessions_per_ip, minimum=1
+        ),
+    )
+    limits_table.finish()
+
     validation = root.table("validation")
     workers = validation.integer("workers", 0)
     validation_timeout = validation.number("timeout", 10.0, minimum=0.5)
@@ -283,6 +316,7 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
         max_document_bytes=max_document_bytes,
         dns_nameservers=tuple(nameservers),
         dns_timeout=dns_timeout,
+        limits=limits,
         log_file=log_file,
         log_level=log_level,
         store_path=store_path or Path("var/decisions.sqlite"),

@@ -150,6 +150,27 @@ class Engine:
         )
         return parsed, files, dataclasses.replace(facts, document_class=declared)
 
+    def _limit(self, parsed: ParsedMessage) -> Decision | None:
+        """Built-in bounds on the header section, ahead of any evidence: loops and bloat."""
+        limits = self.config.limits
+        code, detail = "", ""
+        received = len(parsed.all("Received"))
+        if received > limits.max_received:
+            code, detail = (
+                "message.loop",
+                f"{received} Received headers (limit {limits.max_received})",
+            )
+        elif parsed.body_offset > limits.max_header_bytes:
+            code = "message.header_too_large"
+            detail = f"{parsed.body_offset} header bytes (limit {limits.max_header_bytes})"
+        elif len(parsed.headers) > limits.max_header_fields:
+            code = "message.header_too_large"
+            detail = f"{len(parsed.headers)} header fields (limit {limits.max_header_fields})"
+        if not code:
+            return None
+        finding = Finding("gateway-limits", Mode.ENFORCE, "reject", code, detail)
+        return Decision(Action.REJECT, (code,), (), (finding,), refusal(code, self.policy))
+
     async def judge(
         self,
         raw: bytes,
@@ -185,6 +206,9 @@ class Engine:
             )
             parsed, files, base = prepared
             facts = base  # recorded as far as known, even if gathering evidence fails below
+            limited = self._limit(parsed)
+            if limited is not None:
+                return Judgement(limited, parsed, facts, (time.perf_counter() - started) * 1000)
             dkim_results, (documents, smime) = await asyncio.gather(
                 verify_dkim(parsed.raw, self.resolver),
                 gather_documents(parsed, files, base, policy, self.validator),

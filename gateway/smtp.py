@@ -85,6 +85,7 @@ class GatewaySMTP(SMTP):
     _data_started = False
     _in_command = True  # from a command's arrival to its final reply (and before the greeting)
     _shutdown_requested = False
+    _errors = 0
     state: _SessionState | None = None
 
     def _reset_timeout(self, duration: float | None = None) -> None:
@@ -93,11 +94,18 @@ class GatewaySMTP(SMTP):
         super()._reset_timeout(duration)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Register the session (for shutdown); STARTTLS calls this again on the same object."""
+        """Register the session (for shutdown), or turn it away when there are too many."""
+        first = self.transport is None  # STARTTLS calls this again on the same object
         super().connection_made(transport)
         handler = self.event_handler
-        if isinstance(handler, GatewayHandler):
-            handler.protocols.add(self)
+        if not isinstance(handler, GatewayHandler):
+            return
+        if first and handler.too_many(self):
+            with contextlib.suppress(Exception):
+                self._writer.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            transport.close()
+            return
+        handler.protocols.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
         """Close the downstream session and record any unfinished transaction."""
@@ -148,6 +156,8 @@ class GatewaySMTP(SMTP):
                 status_text = add_enhanced_code(status)
             else:
                 status_text = status
+            if status_text[:1] in ("4", "5") and status_text[3:4] in (" ", ""):
+                self._errors += 1
             if status_text.startswith("354"):
                 self._data_started = True
             elif self._data_started and self.state is not None and self.state.txn is not None:
@@ -161,6 +171,16 @@ class GatewaySMTP(SMTP):
                 self._in_command = status_text.startswith("354")
                 if self._shutdown_requested:
                     self.shut_idle()
+                handler = self.event_handler
+                if (
+                    isinstance(handler, GatewayHandler)
+                    and self._errors > handler.engine.config.limits.max_errors
+                    and self.transport is not None
+                ):
+                    # A client that keeps failing is probing or broken: stop listening to it.
+                    with contextlib.suppress(Exception):
+                        self._writer.write(b"421 4.7.0 Too many errors, closing\r\n")
+                    self.transport.close()
             return
         await super().push(status)
 
@@ -374,6 +394,18 @@ class GatewayHandler:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    def too_many(self, server: GatewaySMTP) -> bool:
+        """Over the concurrent-session limits, in all or from this client address?"""
+        limits = self.engine.config.limits
+        if len(self.protocols) >= limits.max_sessions:
+            return True
+        ip = _peer_ip(server)
+        config = self.engine.config
+        if config.may_xforward(ip) or config.is_trusted(ip):
+            return False  # a proxy in front (Postfix) or the district's own servers
+        same = sum(1 for p in self.protocols if _peer_ip(p) == ip)
+        return same >= limits.max_sessions_per_ip
+
     # -- SMTP hooks --------------------------------------------------------------------------
 
     async def handle_HELO(
@@ -474,6 +506,10 @@ class GatewayHandler:
             return line
 
         ip, _, _ = self._client(server)
+        accepted = sum(1 for r in txn.recipients if r.accepted)
+        if accepted >= self.engine.config.limits.max_recipients:
+            # 452, not 5xx: the client keeps the rest and sends them in another transaction.
+            return refuse("message.too_many_recipients")
         refused = self.engine.recipient_refusal(address, ip, smtputf8=txn.smtputf8)
         if refused is not None:
             return refuse(refused)
@@ -634,6 +670,13 @@ class GatewayHandler:
         with contextlib.suppress(Exception):  # the reply must not depend on logging
             self.log.error("smtp.exception", exc_info=error)
         return self.engine.reply("internal.check_error")
+
+
+def _peer_ip(server: GatewaySMTP) -> str:
+    """The connecting address itself (not an XFORWARD claim)."""
+    session = server.session
+    peer = session.peer if session is not None else None
+    return peer[0] if isinstance(peer, tuple) else ""
 
 
 def _downstream_reason(reply: DownstreamReply) -> str:

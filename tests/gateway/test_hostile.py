@@ -234,3 +234,70 @@ def test_shutdown_lets_an_open_transaction_finish(
         stopping.result(10)
         assert told_421(busy)  # closed at the transaction boundary
     assert len(downstream.handler.messages) == 1
+
+
+def test_recipients_past_the_limit_get_452(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """100 recipients are taken; the 101st is told to come back later (452 4.5.3)."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    with gw.client() as smtp:
+        smtp.mail(OFFICIAL)
+        replies = [smtp.rcpt(f"u{i}@lamdong.gov.vn") for i in range(101)]
+    assert all(code == 250 for code, _ in replies[:100])
+    assert replies[100][0] == 452 and replies[100][1].startswith(
+        b"4.5.3 [message.too_many_recipients]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "reply"),
+    [
+        (
+            "Received: from a by b; Sun, 22 Nov 2026 10:00:00 +0700\r\n" * 31,
+            b"5.4.6 [message.loop]",
+        ),
+        ("".join(f"X-Filler-{i}: x\r\n" for i in range(1001)), b"5.3.4 [message.header_too_large]"),
+    ],
+)
+def test_loops_and_header_bloat_are_refused(
+    start_gateway, downstream: Downstream, tmp_path: Path, extra: str, reply: bytes
+) -> None:
+    """31 Received headers is a loop; 1,001 header fields is bloat: refused, not relayed."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    _, (code, text) = gw.send(message(extra=extra), OFFICIAL, [CLERK])
+    assert text.startswith(reply) and code in (552, 554)
+    assert downstream.handler.messages == []
+
+
+def test_a_client_that_keeps_failing_is_disconnected(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """Past max_errors error replies the session ends with 421."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        replies = sock.makefile("rb")
+        replies.readline()  # greeting
+        for _ in range(11):  # one at a time: no pipelined bytes left when the server closes
+            sock.sendall(b"RCPT TO:<a@lamdong.gov.vn>\r\n")  # out of order: 503
+            assert replies.readline().startswith(b"503 ")
+        assert replies.readline().startswith(b"421 4.7.0 Too many errors")
+        assert replies.readline() == b""  # closed
+    replies.close()
+
+
+def test_too_many_sessions_from_one_address_are_turned_away(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """Per-IP concurrency: the third session from the same address gets 421 at once."""
+    from gateway.config import Limits
+
+    gw = start_gateway(make_config(tmp_path, downstream.port, limits=Limits(max_sessions_per_ip=2)))
+    first, second = gw.client(), gw.client()
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as third:
+            assert third.recv(200).startswith(b"421 4.7.0 Too many connections")
+        assert first.noop()[0] == 250 and second.noop()[0] == 250
+    finally:
+        first.close()
+        second.close()
