@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from gateway.directory import Account
 from gateway.logs import get_logger
+from gateway.metrics import Metrics
 
 __all__ = ["SCHEMA_VERSION", "AuditLog", "DecisionStore", "SqliteStore", "StoreError"]
 
@@ -391,8 +392,9 @@ def clean_text(value: Any) -> Any:
 class AuditLog:
     """Writes each record to the store (off the event loop) and to the structured log."""
 
-    def __init__(self, store: DecisionStore) -> None:
+    def __init__(self, store: DecisionStore, metrics: Metrics | None = None) -> None:
         self.store = store
+        self.metrics = metrics
         self.log = get_logger()
 
     async def record(self, record: Record) -> None:
@@ -408,3 +410,5 @@ class AuditLog:
             raise StoreError(str(exc)) from exc
         # The chain hash in the external log anchors the store: a rewritten chain would not match.
         self.log.info("policy.decision", decision=record, chain_hash=digest)
+        if self.metrics is not None:
+            self.metrics.observe(record)

@@ -93,6 +93,7 @@ class GatewayConfig:
     dns_nameservers: tuple[str, ...] = ()  # empty: the system's resolv.conf
     dns_timeout: float = 5.0
     limits: Limits = field(default_factory=Limits)
+    metrics_listen: str = "127.0.0.1:9125"  # "" turns the metrics and health endpoint off
     log_file: str = "-"
     log_level: str = "info"
     store_path: Path = Path("var/decisions.sqlite")
@@ -233,6 +234,12 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
     policy_file = _path(policy, "file", base, None)
     policy.finish()
 
+    metrics_table = root.table("metrics")
+    metrics_listen = metrics_table.string("listen", "127.0.0.1:9125")
+    if metrics_listen:
+        _listen(metrics_table)  # validates HOST:PORT (the key is read again: same value)
+    metrics_table.finish()
+
     limits_table = root.table("limits")
     defaults = Limits()
     limits = Limits(
@@ -317,6 +324,7 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
         dns_nameservers=tuple(nameservers),
         dns_timeout=dns_timeout,
         limits=limits,
+        metrics_listen=metrics_listen,
         log_file=log_file,
         log_level=log_level,
         store_path=store_path or Path("var/decisions.sqlite"),

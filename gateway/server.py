@@ -19,6 +19,7 @@ from gateway.config import GatewayConfig
 from gateway.dkim import DnsResolver, TxtResolver
 from gateway.engine import Engine
 from gateway.logs import get_logger
+from gateway.metrics import Metrics, serve_http
 from gateway.notices import Notifier
 from gateway.pgstore import PostgresStore
 from gateway.relay import Relay, make_relay
@@ -122,15 +123,24 @@ class Gateway:
         self.engine = Engine(
             self.config, self.policy, validator=self.validator, resolver=self.resolver
         )
+        self.metrics = Metrics()
         self.handler = GatewayHandler(
             self.engine,
             self.relay,
-            AuditLog(self.store),
+            AuditLog(self.store, self.metrics),
             Notifier(
                 make_relay(self.config.notice_relay) if self.config.notice_relay else self.relay,
                 self.config.hostname,
             ),
+            self.metrics,
         )
+        self.metrics.watch(
+            sessions=lambda: len(self.handler.protocols),
+            hits=lambda: self.validator.hits,
+            misses=lambda: self.validator.misses,
+        )
+        self._http: asyncio.Server | None = None
+        self._stopping = False
         self.tls = _tls_context(self.config)
         self._server: asyncio.Server | None = None
         self.log = get_logger()
@@ -147,6 +157,34 @@ class Gateway:
             require_starttls=False,
             timeout=self.config.timeout,
         )
+
+    def health(self) -> dict[str, object]:
+        """What /health says: accepting mail or not, sessions, policy in force."""
+        return {
+            "status": "stopping" if self._stopping or self._server is None else "ok",
+            "sessions": len(self.handler.protocols),
+            "policy_sha256": self.policy.sha256,
+            "trust_store": self.validator.trust.version,
+        }
+
+    async def start_http(self, port: int | None = None) -> int | None:
+        """Serve /metrics and /health if configured; return the port (``port`` 0: any)."""
+        if not self.config.metrics_listen:
+            return None
+        host, _, configured = self.config.metrics_listen.rpartition(":")
+        try:
+            self._http = await serve_http(
+                host.strip("[]"),
+                int(configured) if port is None else port,
+                self.metrics,
+                self.health,
+            )
+        except OSError as exc:
+            raise ListenError(
+                f"cannot serve metrics on {self.config.metrics_listen}: {exc}"
+            ) from exc
+        bound: int = self._http.sockets[0].getsockname()[1]
+        return bound
 
     async def start(self, port: int | None = None) -> int:
         """Listen (``port`` 0 picks a free one, for tests); return the port."""
@@ -200,6 +238,7 @@ class Gateway:
         closed, in-flight work (delivery and its record) is awaited, and the store closed.
         Python 3.11's ``Server.wait_closed`` does not wait for connections, hence the loop.
         """
+        self._stopping = True
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -220,6 +259,8 @@ class Gateway:
                 protocol.transport.close()
         await asyncio.sleep(0)  # let connection_lost callbacks schedule their clean-ups
         await self.handler.drain()
+        if self._http is not None:
+            self._http.close()
         self.validator.close()
         self.store.close()
         self.log.info("gateway.stopped")
@@ -233,6 +274,7 @@ async def serve(gateway: Gateway) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload_policy)
     await gateway.start()
+    await gateway.start_http()
     # Spawn the validation workers now rather than on the first signed document.
     warm = asyncio.create_task(gateway.validator.warm_up())
     await stop.wait()

@@ -38,6 +38,7 @@ from gateway.engine import Engine, Judgement, RecipientOutcome, accept_reply, bu
 from gateway.ids import new_decision_id
 from gateway.logs import get_logger
 from gateway.message import auth_methods, strip_our_headers, trace_headers
+from gateway.metrics import Metrics
 from gateway.notices import Notifier
 from gateway.relay import DownstreamError, DownstreamReply, DownstreamSession, Relay
 from policies import Action
@@ -221,8 +222,14 @@ class GatewayHandler:
     """aiosmtpd handler: relay check, real-time downstream proxying, judging, recording."""
 
     def __init__(
-        self, engine: Engine, relay: Relay, audit: AuditLog, notifier: Notifier | None = None
+        self,
+        engine: Engine,
+        relay: Relay,
+        audit: AuditLog,
+        notifier: Notifier | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.engine = engine
         self.relay = relay
         self.audit = audit
@@ -394,6 +401,11 @@ class GatewayHandler:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    def _relay_failed(self, stage: str, exc: DownstreamError) -> None:
+        self.log.warning("relay.failed", stage=stage, reason=exc.reason, detail=exc.detail)
+        if self.metrics is not None:
+            self.metrics.downstream_errors.labels(exc.reason).inc()
+
     def too_many(self, server: GatewaySMTP) -> bool:
         """Over the concurrent-session limits, in all or from this client address?"""
         limits = self.engine.config.limits
@@ -464,7 +476,7 @@ class GatewayHandler:
                 sender, size=int(size) if size and size.isdigit() else None, smtputf8=smtputf8
             )
         except DownstreamError as exc:
-            self.log.warning("relay.failed", stage="MAIL", reason=exc.reason, detail=exc.detail)
+            self._relay_failed("MAIL", exc)
             line = self.engine.reply(exc.reason, ref=txn.id)
             await self._record_quietly(server, txn, "tempfail", [exc.reason], line)
             return line
@@ -516,7 +528,7 @@ class GatewayHandler:
         try:
             reply = await state.downstream.rcpt(address)
         except DownstreamError as exc:
-            self.log.warning("relay.failed", stage="RCPT", reason=exc.reason, detail=exc.detail)
+            self._relay_failed("RCPT", exc)
             return refuse(exc.reason)
         if not reply.ok:
             line = reply.line("5.1.1" if reply.code >= 500 else "4.0.0")
@@ -657,7 +669,7 @@ class GatewayHandler:
         try:
             reply = await state.downstream.data(head + body)
         except DownstreamError as exc:
-            self.log.warning("relay.failed", stage="DATA", reason=exc.reason, detail=exc.detail)
+            self._relay_failed("DATA", exc)
             line = self.engine.reply(exc.reason, ref=txn.id)
             return "tempfail", [exc.reason], line
         if reply.ok:

@@ -38,20 +38,21 @@ def listening(port: int) -> bool:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path, Path]]:
-    port = free_port()
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path, Path, int]]:
+    port, metrics_port = free_port(), free_port()
     write_policy(tmp_path / "policy.toml", "enforce")
     (tmp_path / "congvu.toml").write_text(
         f'[server]\nlisten = "127.0.0.1:{port}"\nhostname = "gw.lamdong.gov.vn"\n'
         '[relay]\nlocal_domains = ["lamdong.gov.vn"]\ntrusted_networks = []\n'
         '[downstream]\nurl = "maildir:maildir"\n[policy]\nfile = "policy.toml"\n'
-        '[log]\nfile = "gateway.log"\n[store]\nsqlite = "decisions.sqlite"\n',
+        '[log]\nfile = "gateway.log"\n[store]\nsqlite = "decisions.sqlite"\n'
+        f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n',
         "utf-8",
     )
     proc = subprocess.Popen([CONGVU, "serve", "--config", str(tmp_path / "congvu.toml")])
     try:
         wait_for(lambda: listening(port))
-        yield proc, port, tmp_path / "policy.toml", tmp_path / "gateway.log"
+        yield proc, port, tmp_path / "policy.toml", tmp_path / "gateway.log", metrics_port
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -72,7 +73,7 @@ def events(log: Path) -> list[dict[str, object]]:
 
 def test_serve_reloads_policy_on_sighup_and_stops_cleanly_on_sigterm(served) -> None:  # type: ignore[no-untyped-def]
     """SIGHUP swaps in a valid policy, refuses an invalid one (old kept); SIGTERM exits 0."""
-    proc, port, policy, log = served
+    proc, port, policy, log, _ = served
     assert send_gmail(port) == 550
 
     write_policy(policy, "monitor")
@@ -92,3 +93,21 @@ def test_serve_reloads_policy_on_sighup_and_stops_cleanly_on_sigterm(served) -> 
     decisions = [e for e in events(log) if e["event"] == "policy.decision"]
     assert [d["decision"]["verdict"] for d in decisions] == ["reject", "accept", "accept"]  # type: ignore[index]
     assert all(e["level"] and e["timestamp"] for e in events(log))
+
+
+def test_metrics_and_health_for_the_admin(served) -> None:  # type: ignore[no-untyped-def]
+    """/metrics counts decisions by verdict and reason; /health says the gateway is up."""
+    import urllib.request
+
+    proc, port, _, _, metrics_port = served
+    assert send_gmail(port) == 550
+    base = f"http://127.0.0.1:{metrics_port}"
+    with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
+        health = json.loads(response.read())
+    assert response.status == 200 and health["status"] == "ok"
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert 'congvu_decisions_total{reason="sender.personal_domain",verdict="reject"} 1.0' in text
+    assert "congvu_transaction_seconds_bucket" in text and "congvu_sessions" in text
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0

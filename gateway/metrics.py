@@ -1,0 +1,105 @@
+"""Prometheus metrics and a health endpoint for the mail admin, on localhost by default.
+
+``GET /metrics`` is the Prometheus text format; ``GET /health`` answers ``200`` with a small
+JSON status while the gateway is accepting mail (``503`` while it shuts down). Each gateway
+has its own registry (no module-level state), served by a minimal HTTP responder on the
+gateway's own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["Metrics", "serve_http"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The gateway's counters, gauges and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "congvu_decisions",
+            "Decisions by verdict and reason code (reason 'none' for a clean accept).",
+            ["verdict", "reason"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "congvu_transaction_seconds",
+            "Time from MAIL FROM to the decision record.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.downstream_errors = Counter(
+            "congvu_downstream_errors",
+            "Downstream failures (unreachable, lost) by reason code.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.sessions = Gauge("congvu_sessions", "Open SMTP sessions.", registry=self.registry)
+        self.cache = Gauge(
+            "congvu_validation_cache",
+            "Signature validations answered from the cache (hits) or done (misses).",
+            ["result"],
+            registry=self.registry,
+        )
+
+    def observe(self, record: dict[str, Any]) -> None:
+        """Count one decision record."""
+        for reason in record["reasons"] or ["none"]:
+            self.decisions.labels(record["verdict"], reason).inc()
+        self.latency.observe(record["processing_ms"] / 1000)
+
+    def watch(
+        self, *, sessions: Callable[[], int], hits: Callable[[], int], misses: Callable[[], int]
+    ) -> None:
+        """Gauges read at scrape time."""
+        self.sessions.set_function(lambda: float(sessions()))
+        self.cache.labels("hit").set_function(lambda: float(hits()))
+        self.cache.labels("miss").set_function(lambda: float(misses()))
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format."""
+        return bytes(generate_latest(self.registry))
+
+
+async def serve_http(
+    host: str, port: int, metrics: Metrics, health: Callable[[], dict[str, Any]]
+) -> asyncio.Server:
+    """Serve ``/metrics`` and ``/health`` (GET only; anything else is 404)."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass  # headers: not needed
+            parts = request.decode("latin-1").split()
+            path = parts[1] if len(parts) >= 2 and parts[0] == "GET" else ""
+            if path == "/metrics":
+                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, metrics.exposition()
+            elif path == "/health":
+                state = health()
+                status = "200 OK" if state.get("status") == "ok" else "503 Service Unavailable"
+                ctype, body = "application/json", json.dumps(state).encode()
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError, UnicodeError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(respond, host, port)
