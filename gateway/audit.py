@@ -16,11 +16,10 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.directory import Account
+from gateway.directory import Account, account_from_row, account_row
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 
@@ -313,17 +312,7 @@ class SqliteStore:
 
     def replace_accounts(self, accounts: list[Account]) -> None:
         """Swap the whole directory in one transaction (readers see the old or the new one)."""
-        rows = [
-            (
-                a.address,
-                a.full_name,
-                a.unit,
-                a.role,
-                a.issued.isoformat(),
-                json.dumps(list(a.personal_addresses)),
-            )
-            for a in accounts
-        ]
+        rows = [account_row(a) for a in accounts]
         try:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -341,10 +330,7 @@ class SqliteStore:
         """The directory, by address."""
         with self._lock:
             rows = self._db.execute("SELECT * FROM accounts ORDER BY address").fetchall()
-        return [
-            Account(r[0], r[1], r[2], r[3], date.fromisoformat(r[4]), tuple(json.loads(r[5])))
-            for r in rows
-        ]
+        return [account_from_row(r) for r in rows]
 
     def records_between(self, start: str, end: str) -> list[Record]:
         """Records with ``start <= time < end`` (ISO 8601 UTC strings), oldest first."""

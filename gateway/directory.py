@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from policies.addresses import AddressError, parse_addr_spec
 
@@ -45,6 +47,25 @@ class Account:
     role: str  # "officer" or "clerk" (văn thư: sends on the unit's behalf)
     issued: date
     personal_addresses: tuple[str, ...] = ()  # lower case
+
+
+def account_row(a: Account) -> tuple[str, str, str, str, str, str]:
+    """An account as a database row (address, name, unit, role, issued, personal JSON)."""
+    return (
+        a.address,
+        a.full_name,
+        a.unit,
+        a.role,
+        a.issued.isoformat(),
+        json.dumps(list(a.personal_addresses)),
+    )
+
+
+def account_from_row(row: tuple[Any, ...]) -> Account:
+    """The inverse of :func:`account_row`."""
+    return Account(
+        row[0], row[1], row[2], row[3], date.fromisoformat(row[4]), tuple(json.loads(row[5]))
+    )
 
 
 def _address(value: str) -> str:

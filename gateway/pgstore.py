@@ -16,7 +16,6 @@ import json
 import queue
 import threading
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 import psycopg
@@ -32,7 +31,7 @@ from gateway.audit import (
     record_columns,
     verify_rows,
 )
-from gateway.directory import Account
+from gateway.directory import Account, account_from_row, account_row
 
 __all__ = ["PostgresStore"]
 
@@ -286,25 +285,12 @@ class PostgresStore:
             cursor.execute("DELETE FROM accounts")
             cursor.executemany(
                 "INSERT INTO accounts VALUES (%s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        a.address,
-                        a.full_name,
-                        a.unit,
-                        a.role,
-                        a.issued.isoformat(),
-                        json.dumps(list(a.personal_addresses)),
-                    )
-                    for a in accounts
-                ],
+                [account_row(a) for a in accounts],
             )
 
     def accounts(self) -> list[Account]:
         """The directory, by address."""
-        return [
-            Account(r[0], r[1], r[2], r[3], date.fromisoformat(r[4]), tuple(json.loads(r[5])))
-            for r in self._query("SELECT * FROM accounts ORDER BY address")
-        ]
+        return [account_from_row(r) for r in self._query("SELECT * FROM accounts ORDER BY address")]
 
     def close(self) -> None:
         """Finish queued writes, then close."""
