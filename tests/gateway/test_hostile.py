@@ -301,3 +301,39 @@ def test_too_many_sessions_from_one_address_are_turned_away(
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize(
+    "smuggle",
+    [
+        b"\n.\n",  # <LF>.<LF>
+        b"\r.\r",  # <CR>.<CR>
+        b"\r\n.\n",  # <CR><LF>.<LF>
+        b"\n.\r\n",  # <LF>.<CR><LF>
+        b"\r.\r\n",  # <CR>.<CR><LF>
+    ],
+    ids=["lf-dot-lf", "cr-dot-cr", "crlf-dot-lf", "lf-dot-crlf", "cr-dot-crlf"],
+)
+def test_smtp_smuggling_cannot_hide_a_second_message(
+    start_gateway, downstream: Downstream, tmp_path: Path, smuggle: bytes
+) -> None:
+    """SEC Consult's end-of-data variants, pipelined: one message in, one message out, and
+    the hidden MAIL/RCPT/DATA never becomes a transaction of its own (inbound or downstream)."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    hidden = (
+        b"MAIL FROM:<x@gmail.com>\r\nRCPT TO:<" + CLERK.encode() + b">\r\nDATA\r\n"
+        b"From: x@gmail.com\r\nTo: " + CLERK.encode() + b"\r\nSubject: smuggled\r\n\r\nhi\r\n"
+    )
+    payload = message() + smuggle + hidden + b".\r\n"
+    lines = [
+        b"EHLO c\r\n" + f"MAIL FROM:<{OFFICIAL}>\r\nRCPT TO:<{CLERK}>\r\n".encode() + b"DATA\r\n",
+        payload + b"QUIT\r\n",
+    ]
+    raw_session(gw.port, lines, read_replies=5)
+    records = gw.wait_records(1)
+    assert len(records) == 1  # one transaction, not two
+    # Downstream: one MAIL and one DATA from the official sender; the hidden one never became a
+    # command (a bare-LF dot line reaches it dot-stuffed, as content, if at all).
+    assert "MAIL x@gmail.com" not in downstream.handler.commands
+    assert downstream.handler.commands.count("DATA") <= 1
+    assert all(m.mail_from == OFFICIAL for m in downstream.handler.messages)
