@@ -157,7 +157,11 @@ def downstream(loop_thread: LoopThread) -> Iterator[Downstream]:
 
     server = loop_thread.run(start())
     yield Downstream(handler, server.sockets[0].getsockname()[1])
-    server.close()
+
+    async def stop() -> None:  # in the loop's own thread: asyncio objects are not thread-safe
+        server.close()
+
+    loop_thread.run(stop())
 
 
 def free_port() -> int:
