@@ -10,11 +10,12 @@ If the store cannot be written the caller must answer 4xx: never 250 without a r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -197,6 +198,17 @@ class SqliteStore:
             raise StoreError(f"cannot open decision store {path}: {exc}") from exc
         self._lock = threading.Lock()
 
+    @contextlib.contextmanager
+    def _immediate(self) -> Iterator[None]:
+        """One write transaction, its lock taken at once: other writers to the file wait."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def _migrate_chain(self) -> None:
         """Add the chain columns to a store made before them, and chain its records."""
         have = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
@@ -206,8 +218,7 @@ class SqliteStore:
                 "CREATE UNIQUE INDEX IF NOT EXISTS decisions_chain ON decisions (instance, seq)"
             )
             return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._immediate():
             for column in missing:
                 self._db.execute(
                     f"ALTER TABLE decisions ADD COLUMN {column} {_CHAIN_COLUMNS[column]}"
@@ -225,46 +236,35 @@ class SqliteStore:
             self._db.execute(
                 "CREATE UNIQUE INDEX IF NOT EXISTS decisions_chain ON decisions (instance, seq)"
             )
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            self._db.execute("ROLLBACK")
-            raise
 
     def write(self, record: Record) -> str:
         """Insert ``record``, chained to this instance's previous one; commit; return its hash."""
         text = json.dumps(record, ensure_ascii=False, sort_keys=True)
         try:
-            with self._lock:
-                # IMMEDIATE: gateways sharing this file and instance name take turns.
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    last = self._db.execute(
-                        "SELECT seq, hash FROM decisions WHERE instance = ? "
-                        "ORDER BY seq DESC LIMIT 1",
-                        (self.instance,),
-                    ).fetchone()
-                    if last is None:  # empty, or every record pruned: continue from the anchor
-                        anchor = self._anchors().get(self.instance)
-                        last = anchor if anchor is not None else (0, GENESIS)
-                    seq, prev = last[0] + 1, last[1]
-                    digest = chain_hash(prev, text)
-                    self._db.execute(
-                        "INSERT INTO decisions (id, time, verdict, mail_from, client_ip, reasons,"
-                        " record, instance, seq, prev_hash, hash)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            *record_columns(record),
-                            text,
-                            self.instance,
-                            seq,
-                            prev,
-                            digest,
-                        ),
-                    )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
+            # IMMEDIATE: gateways sharing this file and instance name take turns.
+            with self._lock, self._immediate():
+                last = self._db.execute(
+                    "SELECT seq, hash FROM decisions WHERE instance = ? ORDER BY seq DESC LIMIT 1",
+                    (self.instance,),
+                ).fetchone()
+                if last is None:  # empty, or every record pruned: continue from the anchor
+                    anchor = self._anchors().get(self.instance)
+                    last = anchor if anchor is not None else (0, GENESIS)
+                seq, prev = last[0] + 1, last[1]
+                digest = chain_hash(prev, text)
+                self._db.execute(
+                    "INSERT INTO decisions (id, time, verdict, mail_from, client_ip, reasons,"
+                    " record, instance, seq, prev_hash, hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        *record_columns(record),
+                        text,
+                        self.instance,
+                        seq,
+                        prev,
+                        digest,
+                    ),
+                )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write decision {record['id']}: {exc}") from exc
         return digest
@@ -275,24 +275,18 @@ class SqliteStore:
         For each instance the last pruned record's sequence number and hash are kept as the
         chain's anchor, from which ``verify`` continues.
         """
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                # Only a prefix of each chain goes: up to the record before the first one that
-                # is not old (record times follow MAIL FROM, sequence numbers follow writing).
-                deleted_count = 0
-                for instance, limit, digest in prune_plan(self._db.execute, before, "?"):
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                        (f"anchor:{instance}", json.dumps({"seq": limit, "hash": digest})),
-                    )
-                    deleted_count += self._db.execute(
-                        "DELETE FROM decisions WHERE instance = ? AND seq <= ?", (instance, limit)
-                    ).rowcount
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, self._immediate():
+            # Only a prefix of each chain goes: up to the record before the first one that
+            # is not old (record times follow MAIL FROM, sequence numbers follow writing).
+            deleted_count = 0
+            for instance, limit, digest in prune_plan(self._db.execute, before, "?"):
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    (f"anchor:{instance}", json.dumps({"seq": limit, "hash": digest})),
+                )
+                deleted_count += self._db.execute(
+                    "DELETE FROM decisions WHERE instance = ? AND seq <= ?", (instance, limit)
+                ).rowcount
         return deleted_count
 
     def _anchors(self) -> dict[str, tuple[int, str]]:
@@ -314,15 +308,9 @@ class SqliteStore:
         """Swap the whole directory in one transaction (readers see the old or the new one)."""
         rows = [account_row(a) for a in accounts]
         try:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.execute("DELETE FROM accounts")
-                    self._db.executemany("INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?)", rows)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
+            with self._lock, self._immediate():
+                self._db.execute("DELETE FROM accounts")
+                self._db.executemany("INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?)", rows)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot import the directory: {exc}") from exc
 
