@@ -162,74 +162,49 @@ class Notifier:
             record["reason"] = f"rate limit: {policy.notices.rate_per_hour} an hour"
             return record
         try:
-            # The client waits for its answer while the notice goes out: bound that wait.
-            await asyncio.wait_for(
-                self._send(
-                    record,
-                    facts=facts,
-                    decision=decision,
-                    parsed=parsed,
-                    policy=policy,
-                    reply=reply,
-                    decision_id=decision_id,
-                    when=when,
-                ),
-                NOTICE_TIMEOUT,
+            content = render_notice(
+                facts,
+                decision,
+                policy,
+                kind=kind,
+                decision_id=decision_id,
+                date=parsed.first("Date"),
             )
+            data, message_id = build_notice(
+                kind=kind,
+                content=content,
+                facts=facts,
+                parsed=parsed,
+                reply=reply,
+                decision_id=decision_id,
+                hostname=self.hostname,
+                from_address=policy.notices.from_address or f"MAILER-DAEMON@{self.hostname}",
+                when=when,
+            )
+            # The client waits for its answer while the notice goes out: bound that wait.
+            problem = await asyncio.wait_for(self._deliver(data, facts.mail_from), NOTICE_TIMEOUT)
         except TimeoutError:
-            record["reason"] = f"not sent: no answer within {NOTICE_TIMEOUT:g} s"
+            problem = f"no answer within {NOTICE_TIMEOUT:g} s"
         except Exception as exc:  # noqa: BLE001 - a notice must never change the verdict
-            record["reason"] = f"not sent: {type(exc).__name__}: {exc}"[:300]
-        if not record["sent"]:
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem:
+            record["reason"] = f"not sent: {problem}"[:300]
             self._forget(facts.mail_from)  # the quota counts notices sent, not attempts
+        else:
+            record.update(sent=True, message_id=message_id)
         return record
 
-    async def _send(
-        self,
-        record: dict[str, Any],
-        *,
-        facts: MessageFacts,
-        decision: Decision,
-        parsed: ParsedMessage,
-        policy: Policy,
-        reply: str,
-        decision_id: str,
-        when: datetime,
-    ) -> None:
-        kind = record["kind"]
-        content = render_notice(
-            facts,
-            decision,
-            policy,
-            kind=kind,
-            decision_id=decision_id,
-            date=parsed.first("Date"),
-        )
-        data, message_id = build_notice(
-            kind=kind,
-            content=content,
-            facts=facts,
-            parsed=parsed,
-            reply=reply,
-            decision_id=decision_id,
-            hostname=self.hostname,
-            from_address=policy.notices.from_address or f"MAILER-DAEMON@{self.hostname}",
-            when=when,
-        )
+    async def _deliver(self, data: bytes, to: str) -> str:
+        """Send ``data`` from the null sender to ``to``; "" when accepted, else what went wrong."""
         session = self.relay.session()
         try:
-            utf8 = not facts.mail_from.isascii()
-            answers = [await session.mail("", size=len(data), smtputf8=utf8)]
+            answers = [await session.mail("", size=len(data), smtputf8=not to.isascii())]
             if answers[-1].ok:
-                answers.append(await session.rcpt(facts.mail_from))
+                answers.append(await session.rcpt(to))
             if answers[-1].ok:
                 answers.append(await session.data(data))
         except DownstreamError as exc:
-            record["reason"] = f"not sent: {exc.detail}"
-            return
+            return exc.detail
         finally:
             await session.close()
-        if answers[-1].ok:
-            record.update(sent=True, message_id=message_id)
-        else:
-            record["reason"] = f"not sent: {answers[-1].code} {answers[-1].text}"
+        return "" if answers[-1].ok else f"{answers[-1].code} {answers[-1].text}"
