@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -66,7 +66,6 @@ class Judgement:
     parsed: ParsedMessage | None
     facts: MessageFacts | None
     elapsed_ms: float
-    errors: tuple[str, ...] = field(default=())
 
 
 def accept_reply(decision_id: str) -> str:
@@ -92,13 +91,15 @@ class Engine:
 
     @staticmethod
     def sender_refusal(address: str, *, smtputf8: bool) -> str | None:
-        """The reason code refusing MAIL FROM ``address`` before any policy, or None."""
+        """The reason code refusing a MAIL FROM (or RCPT TO) ``address`` before any policy:
+        a non-ASCII address without SMTPUTF8. None when it may go on."""
         return "address.non_ascii" if not address.isascii() and not smtputf8 else None
 
     def recipient_refusal(self, address: str, client_ip: str, *, smtputf8: bool) -> str | None:
         """The reason code refusing RCPT TO ``address`` (built in: policy cannot turn it off)."""
-        if not address.isascii() and not smtputf8:
-            return "address.non_ascii"
+        non_ascii = self.sender_refusal(address, smtputf8=smtputf8)
+        if non_ascii is not None:
+            return non_ascii
         return check_recipient(
             address,
             client_trusted=self.config.is_trusted(client_ip),
@@ -233,7 +234,7 @@ class Engine:
                 (traceback.format_exc(),),
             )
         elapsed = (time.perf_counter() - started) * 1000
-        return Judgement(decision, parsed, facts, elapsed, decision.errors)
+        return Judgement(decision, parsed, facts, elapsed)
 
 
 def _check_record(check: SignatureCheck) -> dict[str, Any]:

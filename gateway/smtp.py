@@ -262,20 +262,15 @@ class GatewayHandler:
     def _client(self, server: GatewaySMTP) -> tuple[str, str, bool]:
         """Client IP, HELO name and TLS, as forwarded by a trusted proxy where it did."""
         session = server.session
-        peer = session.peer if session is not None else None
-        ip = peer[0] if isinstance(peer, tuple) else str(peer)
         helo = (session.host_name if session is not None else "") or ""
         forwarded = server.state.xforward if server.state is not None else {}
-        ip = forwarded.get("ADDR", ip)
+        ip = forwarded.get("ADDR", _peer_ip(server))
         helo = forwarded.get("HELO", helo)
         return ip, helo, session is not None and session.ssl is not None
 
     def may_xforward(self, server: GatewaySMTP) -> bool:
         """XFORWARD is accepted only from the configured proxy hosts."""
-        session = server.session
-        peer = session.peer if session is not None else None
-        ip = peer[0] if isinstance(peer, tuple) else ""
-        return self.engine.config.may_xforward(ip)
+        return self.engine.config.may_xforward(_peer_ip(server))
 
     def xforward(self, server: GatewaySMTP, arg: str) -> str:
         """Store XFORWARD attributes (xtext-decoded) for the next transaction."""
@@ -575,7 +570,7 @@ class GatewayHandler:
                 tls=tls,
                 now=txn.when,
             )
-            for error in judgement.errors:
+            for error in judgement.decision.errors:
                 self.log.error("check.exception", decision_id=txn.id, traceback=error)
             decision = judgement.decision
             if decision.action is not Action.ACCEPT:
@@ -688,7 +683,9 @@ def _peer_ip(server: GatewaySMTP) -> str:
     """The connecting address itself (not an XFORWARD claim)."""
     session = server.session
     peer = session.peer if session is not None else None
-    return peer[0] if isinstance(peer, tuple) else ""
+    if isinstance(peer, tuple):
+        return str(peer[0])
+    return "" if peer is None else str(peer)
 
 
 def _downstream_reason(reply: DownstreamReply) -> str:
