@@ -75,7 +75,7 @@ def add_enhanced_code(status: str) -> str:
 
 
 T = TypeVar("T")
-_SHUTDOWN_REPLY = b"421 4.3.2 Service shutting down, try again later\r\n"
+_SHUTDOWN_REPLY = b"421 4.3.2 Service shutting down, try again later"
 _XFORWARD_ATTRS = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 
 
@@ -102,9 +102,7 @@ class GatewaySMTP(SMTP):
         if not isinstance(handler, GatewayHandler):
             return
         if first and handler.too_many(self):
-            with contextlib.suppress(Exception):
-                self._writer.write(b"421 4.7.0 Too many connections, try again later\r\n")
-            transport.close()
+            self.say_421_and_close(b"421 4.7.0 Too many connections, try again later")
             return
         handler.protocols.add(self)
 
@@ -179,9 +177,7 @@ class GatewaySMTP(SMTP):
                     and self.transport is not None
                 ):
                     # A client that keeps failing is probing or broken: stop listening to it.
-                    with contextlib.suppress(Exception):
-                        self._writer.write(b"421 4.7.0 Too many errors, closing\r\n")
-                    self.transport.close()
+                    self.say_421_and_close(b"421 4.7.0 Too many errors, closing")
             return
         await super().push(status)
 
@@ -192,11 +188,16 @@ class GatewaySMTP(SMTP):
         busy = state is not None and (state.txn is not None or state.lock.locked())
         if busy or self._in_command:
             return False
-        if self.transport is not None:
-            with contextlib.suppress(Exception):
-                self._writer.write(_SHUTDOWN_REPLY)
-            self.transport.close()
+        self.say_421_and_close(_SHUTDOWN_REPLY)
         return True
+
+    def say_421_and_close(self, line: bytes) -> None:
+        """Write a last reply, unasked (RFC 5321 allows 421 at any time), and hang up."""
+        if self.transport is None:
+            return
+        with contextlib.suppress(Exception):  # the client may be gone already
+            self._writer.write(line + b"\r\n")
+        self.transport.close()
 
 
 @dataclass
