@@ -45,6 +45,8 @@ class Limits:
     max_errors: int = 10  # error replies in one session before it is closed (421)
     max_sessions: int = 500  # concurrent sessions in all
     max_sessions_per_ip: int = 20  # concurrent sessions from one client address
+    data_timeout: float = 600.0  # seconds for the whole DATA section (RFC 5321 4.5.3.2.6)
+    greet_pause: float = 0.0  # seconds to wait before the greeting; talking first: 554
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,8 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
         max_sessions_per_ip=limits_table.integer(
             "max_sessions_per_ip", defaults.max_sessions_per_ip, minimum=1
         ),
+        data_timeout=limits_table.number("data_timeout", defaults.data_timeout, minimum=1.0),
+        greet_pause=limits_table.number("greet_pause", defaults.greet_pause, minimum=0.0),
     )
     limits_table.finish()
 

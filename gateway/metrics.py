@@ -45,6 +45,13 @@ class Metrics:
             registry=self.registry,
         )
         self.sessions = Gauge("congvu_sessions", "Open SMTP sessions.", registry=self.registry)
+        self.closed = Counter(
+            "congvu_sessions_closed",
+            "Sessions the gateway closed itself, by why: sessions (too many), errors, timeout,"
+            " early_talker, shutdown.",
+            ["why"],
+            registry=self.registry,
+        )
         self.cache = Gauge(
             "congvu_validation_cache",
             "Signature validations answered from the cache (hits) or done (misses).",

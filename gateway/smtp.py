@@ -31,9 +31,10 @@ from datetime import UTC, datetime
 from typing import Any, AnyStr, TypeVar
 from urllib.parse import unquote
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP
 
 from gateway.audit import AuditLog, StoreError
+from gateway.dataread import READ_LIMIT, read_data
 from gateway.engine import Engine, Judgement, RecipientOutcome, accept_reply, build_record
 from gateway.ids import new_decision_id
 from gateway.logs import get_logger
@@ -82,8 +83,10 @@ _XFORWARD_ATTRS = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 class GatewaySMTP(SMTP):
     """aiosmtpd's protocol with enhanced status codes, XFORWARD, and transaction safety."""
 
+    line_length_limit = READ_LIMIT  # the stream's buffer limit; DATA lines: dataread.MAX_LINE
     _in_ehlo = False
-    _data_started = False
+    _greeted = False  # set just before the 220 greeting is sent
+    _early_talker = False
     _in_command = True  # from a command's arrival to its final reply (and before the greeting)
     _shutdown_requested = False
     _errors = 0
@@ -102,9 +105,33 @@ class GatewaySMTP(SMTP):
         if not isinstance(handler, GatewayHandler):
             return
         if first and handler.too_many(self):
-            self.say_421_and_close(b"421 4.7.0 Too many connections, try again later")
+            self.say_and_close(b"421 4.7.0 Too many connections, try again later", "sessions")
             return
         handler.protocols.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        """Note a client that talks before our greeting (RFC 5321 4.3.1: it must wait)."""
+        if not self._greeted:
+            self._early_talker = True
+        super().data_received(data)
+
+    async def _handle_client(self) -> None:
+        """Wait ``limits.greet_pause``; a client that spoke meanwhile gets 554 and is closed.
+
+        Spam engines pipeline blindly without waiting for the greeting; real MTAs never do.
+        """
+        handler = self.event_handler
+        assert isinstance(handler, GatewayHandler)
+        if handler.engine.config.limits.greet_pause:
+            await asyncio.sleep(handler.engine.config.limits.greet_pause)
+        if self._early_talker:
+            handler.log.warning("smtp.early_talker", client_ip=_peer_ip(self))
+            self.say_and_close(
+                b"554 5.5.1 Protocol error: talking before the greeting", "early_talker"
+            )
+            return
+        self._greeted = True
+        await super()._handle_client()
 
     def connection_lost(self, error: Exception | None) -> None:
         """Close the downstream session and record any unfinished transaction."""
@@ -141,12 +168,41 @@ class GatewaySMTP(SMTP):
         await self.push(handler.xforward(self, arg or ""))
 
     async def smtp_DATA(self, arg: str) -> None:
-        """Track DATA, so that a refusal aiosmtpd makes itself (size, line) is recorded too."""
-        self._data_started = False
+        """aiosmtpd's DATA with a bulk reader (see :mod:`gateway.dataread`) and a deadline.
+
+        The whole DATA section must arrive within ``limits.data_timeout`` (a client trickling
+        bytes cannot hold a session for ever); a message over the size limit or with a line
+        too long is read to its end, then refused and recorded like any other refusal.
+        """
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        handler = self.event_handler
+        assert isinstance(handler, GatewayHandler)
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self._reset_timeout(handler.engine.config.limits.data_timeout)
         try:
-            await super().smtp_DATA(arg)
-        finally:
-            self._data_started = False
+            data = await read_data(self._reader, max_size=self.data_size_limit)
+        except asyncio.IncompleteReadError:
+            return  # the client went away mid-DATA: connection_lost records it
+        self._reset_timeout()
+        if data.problem:
+            await self.push(await handler.data_refused(self, data.problem))
+        else:
+            self.envelope.content = self.envelope.original_content = data.content
+            status = await self._call_handler_hook("DATA")
+            await self.push("250 OK" if status is MISSING else status)
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+
+    def _timeout_cb(self) -> None:
+        """A session idle past the command timeout, or a DATA past its deadline: say why."""
+        self.say_and_close(b"421 4.4.2 Timeout exceeded, closing connection", "timeout")
 
     async def push(self, status: AnyStr) -> None:
         """Send a reply, adding an enhanced status code after EHLO when it has none."""
@@ -157,14 +213,6 @@ class GatewaySMTP(SMTP):
                 status_text = status
             if status_text[:1] in ("4", "5") and status_text[3:4] in (" ", ""):
                 self._errors += 1
-            if status_text.startswith("354"):
-                self._data_started = True
-            elif self._data_started and self.state is not None and self.state.txn is not None:
-                # The data was read but our DATA hook did not run (aiosmtpd refused it: too
-                # much data, a line too long): record that refusal before it is sent.
-                handler = self.event_handler
-                if isinstance(handler, GatewayHandler):
-                    status_text = await handler.data_refused(self, status_text)
             await super().push(status_text)
             if status_text[3:4] in (" ", ""):  # a final reply line (not 354, not "250-")
                 self._in_command = status_text.startswith("354")
@@ -177,7 +225,7 @@ class GatewaySMTP(SMTP):
                     and self.transport is not None
                 ):
                     # A client that keeps failing is probing or broken: stop listening to it.
-                    self.say_421_and_close(b"421 4.7.0 Too many errors, closing")
+                    self.say_and_close(b"421 4.7.0 Too many errors, closing", "errors")
             return
         await super().push(status)
 
@@ -188,13 +236,16 @@ class GatewaySMTP(SMTP):
         busy = state is not None and (state.txn is not None or state.lock.locked())
         if busy or self._in_command:
             return False
-        self.say_421_and_close(_SHUTDOWN_REPLY)
+        self.say_and_close(_SHUTDOWN_REPLY, "shutdown")
         return True
 
-    def say_421_and_close(self, line: bytes) -> None:
+    def say_and_close(self, line: bytes, why: str) -> None:
         """Write a last reply, unasked (RFC 5321 allows 421 at any time), and hang up."""
         if self.transport is None:
             return
+        handler = self.event_handler
+        if isinstance(handler, GatewayHandler) and handler.metrics is not None:
+            handler.metrics.closed.labels(why).inc()
         with contextlib.suppress(Exception):  # the client may be gone already
             self._writer.write(line + b"\r\n")
         self.transport.close()
@@ -352,19 +403,19 @@ class GatewayHandler:
         self._end_transaction(state)
         await state.downstream.rset()
 
-    async def data_refused(self, server: GatewaySMTP, reply: str) -> str:
-        """aiosmtpd refused the DATA itself (too large, line too long): record the refusal.
+    async def data_refused(self, server: GatewaySMTP, problem: str) -> str:
+        """The DATA was refused as it was read (too large, a line too long): record it.
 
-        Returns the reply to send instead of aiosmtpd's: the reason table's, with the ref,
-        exactly as ``congvu check`` gives it.
+        Returns the reply: the reason table's, with the ref, exactly as ``congvu check`` gives
+        it.
         """
+        reason = "message.too_large" if problem == "too_much" else "message.line_too_long"
 
         async def work() -> str:
             state = self._state(server)
             txn = state.txn
-            if txn is None:
-                return reply
-            reason = "message.too_large" if reply.startswith("552") else "message.line_too_long"
+            if txn is None:  # pragma: no cover - DATA is only read inside a transaction
+                return self.engine.reply(reason)
             line = self.engine.reply(reason, ref=txn.id)
             await self._record_quietly(server, txn, "reject", [reason], line)
             self._end_transaction(state)

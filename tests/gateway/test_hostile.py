@@ -3,6 +3,8 @@ recorded, whatever the client does (reviewed defects; each test reproduces one).
 
 from __future__ import annotations
 
+import contextlib
+import select
 import socket
 import time
 from pathlib import Path
@@ -337,3 +339,88 @@ def test_smtp_smuggling_cannot_hide_a_second_message(
     assert "MAIL x@gmail.com" not in downstream.handler.commands
     assert downstream.handler.commands.count("DATA") <= 1
     assert all(m.mail_from == OFFICIAL for m in downstream.handler.messages)
+
+
+def test_a_data_section_past_its_deadline_gets_421_and_is_recorded(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """Slowloris in DATA: bytes keep trickling in, but the whole section has a deadline."""
+    from gateway.config import Limits
+
+    gw = start_gateway(make_config(tmp_path, downstream.port, limits=Limits(data_timeout=1.0)))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(f"HELO c\r\nMAIL FROM:<{OFFICIAL}>\r\nRCPT TO:<{CLERK}>\r\nDATA\r\n".encode())
+        assert [f.readline()[:3] for _ in range(4)] == [b"250", b"250", b"250", b"354"]
+        started = time.monotonic()
+        for _ in range(40):  # a header line every 0.1 s, until the gateway speaks
+            with contextlib.suppress(OSError):
+                sock.sendall(b"X-Drip: a\r\n")
+            if select.select([sock], [], [], 0.1)[0]:
+                break
+        assert f.readline().startswith(b"421 4.4.2 Timeout exceeded")
+        assert time.monotonic() - started < 3
+    [record] = gw.wait_records(1)
+    assert record["verdict"] == "abandoned"
+    assert downstream.handler.messages == []
+
+
+def test_an_idle_session_gets_421_after_the_command_timeout(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    gw = start_gateway(make_config(tmp_path, downstream.port, timeout=0.5))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"220 ")
+        assert f.readline().startswith(b"421 4.4.2 Timeout exceeded")
+        assert f.readline() == b""  # and the connection is closed
+
+
+def test_a_client_talking_before_the_greeting_is_turned_away(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """Spamware pipelines blindly; with greet_pause it gets 554 instead of a greeting. A client
+    that waits for the greeting is served as usual."""
+    from gateway.config import Limits
+
+    gw = start_gateway(make_config(tmp_path, downstream.port, limits=Limits(greet_pause=0.3)))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(b"EHLO spam\r\nMAIL FROM:<x@gmail.com>\r\n")
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"554 5.5.1 Protocol error: talking before the greeting")
+        assert f.readline() == b""
+    _, (code, _) = gw.send(message(), OFFICIAL, [CLERK])
+    assert code == 250
+    metrics = gw.gateway.metrics.closed.labels("early_talker")._value.get()
+    assert metrics == 1
+
+
+def test_commands_pipelined_after_the_data_are_answered(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """The bulk DATA reader reads nothing past <CRLF>.<CRLF>: a second transaction and QUIT
+    sent in the same packet are both served (RFC 2920)."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    txn = f"MAIL FROM:<{OFFICIAL}>\r\nRCPT TO:<{CLERK}>\r\nDATA\r\n".encode()
+    first = [b"EHLO c\r\n" + txn]
+    rest = message() + b".\r\n" + txn
+    replies = raw_session(gw.port, [*first, rest, message() + b".\r\nQUIT\r\n"], read_replies=10)
+    assert [r[:3] for r in replies] == [
+        *(b"250", b"250", b"250", b"354", b"250"),  # EHLO, MAIL, RCPT, DATA, end of data
+        *(b"250", b"250", b"354", b"250", b"221"),
+    ]
+    assert len(downstream.handler.messages) == 2
+
+
+def test_a_14_mb_message_arrives_byte_for_byte(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """Large bodies are spooled to disk while they arrive and relayed unchanged."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo" * 2 + "\r\n"
+    body = ".leading dot\r\n" + line * (1_400_000 // len(line))
+    _, (code, _) = gw.send(message(body=body), OFFICIAL, [CLERK])
+    assert code == 250
+    [got] = downstream.handler.messages
+    assert got.data.endswith(message(body=body).split(b"\r\n\r\n", 1)[1])
