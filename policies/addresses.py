@@ -18,7 +18,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.errors import HeaderParseError
+from email.errors import CharsetError, HeaderParseError
 from email.header import decode_header, make_header
 
 from publicsuffixlist import PublicSuffixList
@@ -86,6 +86,15 @@ def canonical_domain(domain: str) -> str:
     labels = ascii_name.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
         raise AddressError(f"{domain!r} is not a valid domain name")
+    for label in labels:
+        if label.startswith("xn--"):
+            # An A-label must decode to the Unicode name it claims to encode (RFC 5891 5.4).
+            try:
+                unicode_label = label.encode("ascii").decode("idna")
+                if unicode_label.encode("idna").decode("ascii") != label:
+                    raise UnicodeError("not a canonical A-label")
+            except UnicodeError as exc:
+                raise AddressError(f"{domain!r}: {label!r} is not a valid A-label") from exc
     return ascii_name
 
 
@@ -288,7 +297,7 @@ def decode_words(text: str) -> str:
         return text
     try:
         return str(make_header(decode_header(text)))
-    except (HeaderParseError, ValueError, LookupError, UnicodeError):
+    except (HeaderParseError, CharsetError, ValueError, LookupError, UnicodeError):
         return text
 
 
