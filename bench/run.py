@@ -1,153 +1,544 @@
 """Benchmark: the gateway against a bare aiosmtpd sink, in the same run, on loopback.
 
-    .venv/bin/python bench/run.py [--messages N] [--concurrency C]
+    .venv/bin/python bench/run.py              # about 3 minutes on 2 cores
+    .venv/bin/python bench/run.py --quick      # fewer messages, for a smoke run
 
-Each scenario sends N messages over C concurrent SMTP sessions (aiosmtplib, the same client
-for both targets) first straight into a bare aiosmtpd sink (accept and discard), then through
-the gateway (full policy path, recording in SQLite) into an identical sink. It prints msg/s,
-p50/p99 latency per message, CPU milliseconds per message of this process, and the ratio of
-the gateway's throughput to the bare sink's. Numbers, not pass/fail: it is not a test.
+Needs the test extras (the test PKI signs the PDFs) and, for the load, Postfix's smtp-source
+and smtp-sink (Debian package ``postfix``; ``scripts/test.sh`` installs it).
+
+Every scenario sends the same messages twice, in the same run: straight into a bare aiosmtpd
+sink (stock aiosmtpd, one process, accept and discard: the baseline), and through the gateway
+(``congvu serve`` with ``--workers`` processes on one port, the default policy, DKIM against a
+DNS server on loopback, signatures against the test PKI, decisions recorded in SQLite, a JSON
+log line each) into Postfix's smtp-sink. Load comes from smtp-source (C, 20 sessions, one
+connection each for all its messages), or, where every message differs (distinct signed PDFs,
+the mix, the latency runs), from an asyncio client. It prints msg/s, CPU milliseconds per
+message of the target's processes, the ratio gateway/bare; then latency at half the gateway's
+measured throughput (p50/p99, gateway and bare at the same offered rate, and the difference:
+the latency the gateway adds); then memory with 1,000 idle sessions and 1,000 sessions in the
+middle of DATA. Numbers, not pass/fail: it is not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import importlib.util
+import os
+import random
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import aiosmtplib
-from aiosmtpd.smtp import SMTP
+import dkim
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
-
-from gateway.audit import SqliteStore  # noqa: E402
-from gateway.config import DownstreamConfig, GatewayConfig  # noqa: E402
-from gateway.logs import configure_logging  # noqa: E402
-from gateway.server import Gateway  # noqa: E402
-from policies import load_policy  # noqa: E402
-
+ROOT = Path(__file__).resolve().parent.parent
 OFFICIAL = "a.nguyen@dilinh.lamdong.gov.vn"
 CLERK = "vanthu@lamdong.gov.vn"
+PERSONAL = "nguoidan@gmail.com"
 
-
+SINK = """
+import asyncio, sys
+from aiosmtpd.smtp import SMTP
 class Sink:
-    """Accepts and discards."""
-
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+    async def handle_DATA(self, server, session, envelope):
         return "250 2.0.0 Ok"
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(Sink(), decode_data=False, enable_SMTPUTF8=True, data_size_limit=None),
+        "127.0.0.1", 0, backlog=2048)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
 
 
-def message(size: int, sender: str = OFFICIAL) -> bytes:
+def _load(name: str, path: Path) -> ModuleType:
+    # The test PKI and DNS server, without putting tests/ on sys.path (tests/policies would
+    # shadow the policies package).
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+# -- process accounting (/proc) ---------------------------------------------------------------
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its descendants (the living ones)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def memory_bytes(pid: int) -> int:
+    """Proportional set size (shared pages split fairly) of ``pid`` and its descendants."""
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
+# -- messages -------------------------------------------------------------------------------
+
+
+def plain(size: int, sender: str = OFFICIAL, n: int = 0) -> bytes:
     head = (
-        f"From: Nguyen Van A <{sender}>\r\nTo: {CLERK}\r\nSubject: Bao cao\r\n"
-        "Message-ID: <bench@test>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0700\r\n\r\n"
+        f"From: Nguyen Van A <{sender}>\r\nTo: {CLERK}\r\nSubject: Bao cao tuan {n}\r\n"
+        f"Message-ID: <bench{n}@dilinh.lamdong.gov.vn>\r\n"
+        "Date: Sun, 22 Nov 2026 10:00:00 +0700\r\n\r\n"
     )
     line = "Noi dung van ban bao cao tuan cua don vi, dong " + "x" * 20 + "\r\n"
-    body = line * max(1, (size - len(head)) // len(line))
-    return (head + body).encode()
+    return (head + line * max(1, (size - len(head)) // len(line))).encode()
 
 
-async def start_sink() -> tuple[asyncio.Server, int]:
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(Sink(), decode_data=False, enable_SMTPUTF8=True), "127.0.0.1", 0
+def with_attachment(data: bytes, filename: str, ctype: str, n: int = 0, *more: bytes) -> bytes:
+    """A message with the attachment ``data`` (and ``more`` image attachments after it)."""
+    files = [(data, filename, ctype)] + [
+        (m, f"anh{i}.jpg", "image/jpeg") for i, m in enumerate(more)
+    ]
+    parts = "".join(
+        f'--MIX\r\nContent-Type: {ctype}; name="{name}"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(blob).decode().replace("\n", "\r\n")
+        for blob, name, ctype in files
     )
-    return server, server.sockets[0].getsockname()[1]
+    return (
+        f"From: Nguyen Van A <{OFFICIAL}>\r\nTo: {CLERK}\r\nSubject: Cong van {n}\r\n"
+        f"Message-ID: <doc{n}@dilinh.lamdong.gov.vn>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="MIX"\r\n\r\n'
+        "--MIX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nKinh gui van thu.\r\n"
+        + parts
+        + "--MIX--\r\n"
+    ).encode()
 
 
-async def load(
-    port: int, data: bytes, sender: str, count: int, concurrency: int
-) -> dict[str, float]:
-    latencies: list[float] = []
-    refused = 0
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(count):
-        queue.put_nowait(i)
+@dataclass
+class Fixtures:
+    """Keys, PKI and the policy the gateway runs with."""
 
-    async def worker() -> None:
-        nonlocal refused
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60)
-        while True:
-            try:
-                queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            started = time.perf_counter()
-            if not client.is_connected:
-                # The gateway closes sessions after max_errors refusals, like Postfix.
-                await client.connect()
-            try:
-                await client.sendmail(sender, [CLERK], data)
-            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-                refused += 1
-            except aiosmtplib.SMTPServerDisconnected:
-                refused += 1
-            latencies.append(time.perf_counter() - started)
-        if client.is_connected:
-            with contextlib.suppress(aiosmtplib.SMTPException):
-                await client.quit()
+    pki: ModuleType
+    test_pki: object
+    dkim_key: bytes
 
-    cpu, wall = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    latencies.sort()
-    return {
-        "msg_s": count / wall,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "cpu_ms": cpu * 1000 / count,
-        "refused": refused,
+    def dkim_signed(self, data: bytes) -> bytes:
+        signature: bytes = dkim.sign(
+            data, b"s1", b"lamdong.gov.vn", self.dkim_key, include_headers=[b"from", b"subject"]
+        )
+        return signature + data
+
+    def signed_pdf_message(self, n: int, size: int = 145 * 1024) -> bytes:
+        """A signed PDF of a few pages, and a photo that brings the message to ``size``."""
+        pki, identity = self.pki, self.test_pki.person  # type: ignore[attr-defined]
+        pdf = pki.sign_pdf(pki.make_pdf(f"Cong van so {n}/UBND-VP", pages=3), identity)
+        photo = random.Random(n).randbytes(max(0, (size - len(pdf) * 4 // 3) * 3 // 4 - 600))
+        return with_attachment(pdf, f"cv{n}.pdf", "application/pdf", n, photo)
+
+
+def make_fixtures(folder: Path) -> tuple[Fixtures, dict[str, str]]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pki = _load("bench_pki", ROOT / "tests" / "pki.py")
+    test_pki = pki.build_pki()
+    (folder / "certs" / "trust").mkdir(parents=True)
+    (folder / "certs" / "intermediates").mkdir()
+    pem = serialization.Encoding.PEM
+    (folder / "certs" / "trust" / "root.pem").write_bytes(test_pki.root.cert.public_bytes(pem))
+    (folder / "certs" / "intermediates" / "issuing.pem").write_bytes(
+        test_pki.issuing.cert.public_bytes(pem)
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    txt = {
+        "s1._domainkey.lamdong.gov.vn.": "v=DKIM1; k=rsa; p=" + base64.b64encode(public).decode()
     }
+    return Fixtures(pki, test_pki, private), txt
 
 
-async def main() -> None:
+def write_gateway_files(folder: Path, port: int, downstream: int, dns: str, workers: int) -> Path:
+    policy = (ROOT / "policies" / "data" / "default.toml").read_text("utf-8")
+    policy = policy.replace('store = "builtin"', 'store = "certs"')
+    (folder / "policy.toml").write_text(policy, "utf-8")
+    config = folder / "congvu.toml"
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nhostname = "gw.bench.lamdong.gov.vn"\n'
+        f"workers = {workers}\n"
+        '[relay]\nlocal_domains = ["lamdong.gov.vn"]\ntrusted_networks = []\n'
+        f'[downstream]\nurl = "smtp://127.0.0.1:{downstream}"\n'
+        '[policy]\nfile = "policy.toml"\n'
+        # Limits that protect a real server would cut the benchmark's own load short.
+        "[limits]\nmax_errors = 1000000\nmax_sessions = 5000\nmax_sessions_per_ip = 5000\n"
+        f'[dns]\nnameservers = ["{dns}"]\n'
+        '[metrics]\nlisten = ""\n[log]\nfile = "gateway.log"\n'
+        '[store]\nsqlite = "decisions.sqlite"\n',
+        "utf-8",
+    )
+    return config
+
+
+# -- load -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    msg_s: float
+    cpu_ms: float
+    failed: int = 0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+
+
+def smtp_source(port: int, data: bytes, count: int, target_pid: int, *, refused: bool) -> Result:
+    """``count`` copies of ``data`` from smtp-source, 20 sessions; wall time and target CPU."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".eml") as f:
+        f.write(data.replace(b"\r\n", b"\n"))  # smtp-source adds the CRs back
+        f.flush()
+        command = ["smtp-source", "-s", "20", "-m", str(count), "-d", "-M", "client.bench"]
+        command += ["-F", f.name, "-f", PERSONAL if refused else OFFICIAL, "-t", CLERK]
+        command += (["-A"] if refused else []) + [f"127.0.0.1:{port}"]
+        cpu, wall = cpu_seconds(target_pid), time.perf_counter()
+        done = subprocess.run(command, capture_output=True, check=False)
+        wall, cpu = time.perf_counter() - wall, cpu_seconds(target_pid) - cpu
+    failed = count if done.returncode else 0
+    return Result(count / wall, cpu * 1000 / count, failed)
+
+
+async def _client_load(
+    port: int,
+    messages: Callable[[int], tuple[str, bytes]],
+    count: int,
+    *,
+    sessions: int,
+    rate: float | None,
+) -> tuple[float, list[float], int]:
+    """Send ``count`` messages over ``sessions`` connections; at ``rate`` msg/s if given (open
+    loop: each message starts on schedule), else as fast as the connections allow."""
+    pool: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+    for _ in range(sessions):
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=120)
+        await client.connect()
+        pool.put_nowait(client)
+    latencies: list[float] = []
+    failed = 0
+
+    async def one(i: int) -> None:
+        nonlocal failed
+        client = await pool.get()
+        sender, data = messages(i)
+        started = time.perf_counter()
+        try:
+            await client.sendmail(sender, [CLERK], data)
+        except aiosmtplib.SMTPException:
+            failed += 1
+            if not client.is_connected:
+                await client.connect()
+        latencies.append(time.perf_counter() - started)
+        pool.put_nowait(client)
+
+    begin = time.perf_counter()
+    tasks = []
+    for i in range(count):
+        if rate:
+            await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
+        tasks.append(asyncio.ensure_future(one(i)))
+        if not rate and len(tasks) >= sessions * 2:
+            await asyncio.gather(*tasks)
+            tasks = []
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - begin
+    while not pool.empty():
+        with contextlib.suppress(aiosmtplib.SMTPException):
+            await pool.get_nowait().quit()
+    return wall, latencies, failed
+
+
+def client_load(
+    port: int,
+    messages: Callable[[int], tuple[str, bytes]],
+    count: int,
+    target_pid: int,
+    *,
+    sessions: int = 20,
+    rate: float | None = None,
+) -> Result:
+    cpu = cpu_seconds(target_pid)
+    wall, latencies, failed = asyncio.run(
+        _client_load(port, messages, count, sessions=sessions, rate=rate)
+    )
+    cpu = cpu_seconds(target_pid) - cpu
+    latencies.sort()
+    return Result(
+        count / wall,
+        cpu * 1000 / count,
+        failed,
+        statistics.median(latencies) * 1000,
+        latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
+    )
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+async def _hold_sessions_kept(port: int, count: int, mid_data: bytes | None, pid: int) -> int:
+    writers = []
+
+    async def one() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writers.append(writer)
+        await reader.readline()
+        writer.write(b"EHLO client.bench\r\n")
+        while (await reader.readline())[3:4] == b"-":
+            pass
+        if mid_data is not None:
+            writer.write(f"MAIL FROM:<{OFFICIAL}>\r\nRCPT TO:<{CLERK}>\r\nDATA\r\n".encode())
+            for _ in range(3):
+                await reader.readline()
+            writer.write(mid_data)
+            await writer.drain()
+
+    for start in range(0, count, 100):
+        await asyncio.gather(*(one() for _ in range(start, min(count, start + 100))))
+    await asyncio.sleep(2.0)  # let the gateway read (and spool) what was sent
+    used = memory_bytes(pid)
+    for writer in writers:
+        writer.transport.abort()
+    await asyncio.sleep(1.0)
+    return used
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="fewer messages (a smoke run)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    configure_logging("error", "-")  # a log line per decision would measure the terminal
-    bare, bare_port = await start_sink()
-    downstream, downstream_port = await start_sink()
-    with tempfile.TemporaryDirectory() as tmp:
-        config = GatewayConfig(
-            hostname="gw.bench",
-            local_domains=("lamdong.gov.vn",),
-            trusted_networks=(),
-            downstream=DownstreamConfig("smtp", host="127.0.0.1", port=downstream_port),
-            store_path=Path(tmp) / "d.sqlite",
-            metrics_listen="",
-        )
-        gateway = Gateway.from_config(
-            config, load_policy(), store=SqliteStore(config.store_path, instance="bench")
-        )
-        gw_port = await gateway.start(port=0)
-        scenarios = [
-            ("4 KB official mail", message(4096), OFFICIAL),
-            ("4 KB refused (gmail sender)", message(4096, "x@gmail.com"), "x@gmail.com"),
-            ("145 KB official mail", message(145 * 1024), OFFICIAL),
-        ]
-        print(f"{args.messages} messages per run, {args.concurrency} sessions; this process's CPU")
-        print(
-            f"{'scenario':<30} {'target':<8} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'CPU ms/msg':>10} {'ratio':>6}"
-        )
-        for name, data, sender in scenarios:
-            base = await load(bare_port, data, sender, args.messages, args.concurrency)
-            gw = await load(gw_port, data, sender, args.messages, args.concurrency)
-            for target, result in (("bare", base), ("gateway", gw)):
-                ratio = f"{result['msg_s'] / base['msg_s']:.2f}" if target == "gateway" else ""
-                print(
-                    f"{name:<30} {target:<8} {result['msg_s']:>8.0f} {result['p50_ms']:>8.1f} "
-                    f"{result['p99_ms']:>8.1f} {result['cpu_ms']:>10.2f} {ratio:>6}"
+    scale = 0.2 if args.quick else 1.0
+    for tool in ("smtp-source", "smtp-sink"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: {tool} not found (Debian package postfix)")
+
+    dns_server = _load("bench_dns", ROOT / "tests" / "dns_server.py")
+    with tempfile.TemporaryDirectory(prefix="congvu-bench-") as tmp:
+        folder = Path(tmp)
+        print("preparing keys, test PKI and signed PDFs...", flush=True)
+        fixtures, txt = make_fixtures(folder)
+        dns = dns_server.DnsServer()
+        dns.txt.update(txt)
+        rng = random.Random(7)
+        n_miss = max(20, int(200 * scale))
+        distinct = [fixtures.signed_pdf_message(n) for n in range(n_miss)]
+        broadcast = fixtures.signed_pdf_message(10_000)
+        big = with_attachment(rng.randbytes(1_000_000), "anh.jpg", "image/jpeg")
+        four_kb = plain(4096)
+        signed_4kb = [fixtures.dkim_signed(plain(4096, n=n)) for n in range(50)]
+
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            bare = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE)
+            processes.append(bare)
+            assert bare.stdout is not None
+            bare_port = int(bare.stdout.readline())
+            sink_port = free_port()
+            processes.append(
+                subprocess.Popen(
+                    ["smtp-sink", "-u", "nobody", f"127.0.0.1:{sink_port}", "2048"],
+                    stderr=subprocess.DEVNULL,  # "read timeout" for each idle session
                 )
-        await gateway.stop(grace=1)
-    bare.close()
-    downstream.close()
+            )
+            gw_port = free_port()
+            config = write_gateway_files(folder, gw_port, sink_port, dns.address, args.workers)
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
+                cwd=folder,
+            )
+            processes.append(gateway)
+            wait_listening(sink_port)
+            wait_listening(gw_port)
+            time.sleep(2)  # all workers up, validation pools spawned
+            targets = {"bare": (bare_port, bare.pid), "gateway": (gw_port, gateway.pid)}
+            print(
+                f"\ngateway: {args.workers} worker processes; bare sink: stock aiosmtpd, one "
+                f"process; {os.cpu_count()} cores\n"
+            )
+            print(
+                f"{'scenario':<44} {'bare msg/s':>10} {'gw msg/s':>9} {'ratio':>6} "
+                f"{'bare CPU ms':>11} {'gw CPU ms':>9}"
+            )
+
+            def row(name: str, run: Callable[[int, int], Result]) -> tuple[Result, Result]:
+                results = [run(*targets[t]) for t in ("bare", "gateway")]
+                base, gw = results
+                fail = f"  ({gw.failed} not 250)" if gw.failed else ""
+                print(
+                    f"{name:<44} {base.msg_s:>10.0f} {gw.msg_s:>9.0f} "
+                    f"{gw.msg_s / base.msg_s:>6.2f} {base.cpu_ms:>11.2f} {gw.cpu_ms:>9.2f}{fail}",
+                    flush=True,
+                )
+                return base, gw
+
+            n4 = int(3000 * scale)
+            row(
+                "4 KB official mail", lambda p, pid: smtp_source(p, four_kb, n4, pid, refused=False)
+            )
+            row(
+                "4 KB DKIM-signed",
+                lambda p, pid: smtp_source(p, signed_4kb[0], n4, pid, refused=False),
+            )
+            row(
+                "4 KB refused (personal sender)",
+                lambda p, pid: smtp_source(p, plain(4096, PERSONAL), n4, pid, refused=True),
+            )
+            n145 = int(500 * scale)
+            row(
+                "145 KB signed PDF, broadcast (cache hit)",
+                lambda p, pid: smtp_source(p, broadcast, n145, pid, refused=False),
+            )
+            row(
+                "145 KB distinct signed PDFs (cache miss)",
+                lambda p, pid: client_load(
+                    p, lambda i: (OFFICIAL, distinct[i % n_miss]), n_miss, pid
+                ),
+            )
+            n14 = int(150 * scale)
+            row("1.4 MB message", lambda p, pid: smtp_source(p, big, n14, pid, refused=False))
+
+            def mix(i: int) -> tuple[str, bytes]:
+                r = (i * 7919) % 100
+                if r < 60:
+                    return OFFICIAL, signed_4kb[i % 50]
+                if r < 75:
+                    return OFFICIAL, four_kb
+                if r < 85:
+                    return PERSONAL, plain(4096, PERSONAL)
+                if r < 97:
+                    return OFFICIAL, distinct[i % 10]  # a few documents, sent to many units
+                return OFFICIAL, big
+
+            n_mix = int(1500 * scale)
+            row(
+                "realistic mix (60% DKIM 4 KB, 12% PDF...)",
+                lambda p, pid: client_load(p, mix, n_mix, pid),
+            )
+
+            print("\nlatency at half the gateway's throughput (same offered rate for both)")
+            print(
+                f"{'scenario':<44} {'rate':>6} {'bare p50':>9} {'bare p99':>9} "
+                f"{'gw p50':>7} {'gw p99':>7} {'added p50':>10} {'added p99':>10}"
+            )
+            for name, messages, count, sessions in (
+                (
+                    "4 KB DKIM-signed",
+                    lambda i: (OFFICIAL, signed_4kb[i % 50]),
+                    int(1500 * scale),
+                    20,
+                ),
+                (
+                    "145 KB distinct signed PDFs (cache miss)",
+                    lambda i: (OFFICIAL, distinct[i % n_miss]),
+                    n_miss,
+                    10,
+                ),
+            ):
+                full = client_load(gw_port, messages, count, gateway.pid, sessions=sessions)
+                rate = full.msg_s / 2
+                base = client_load(
+                    bare_port, messages, count, bare.pid, sessions=sessions, rate=rate
+                )
+                gw = client_load(
+                    gw_port, messages, count, gateway.pid, sessions=sessions, rate=rate
+                )
+                print(
+                    f"{name:<44} {rate:>6.0f} {base.p50_ms:>9.1f} {base.p99_ms:>9.1f} "
+                    f"{gw.p50_ms:>7.1f} {gw.p99_ms:>7.1f} {gw.p50_ms - base.p50_ms:>10.1f} "
+                    f"{gw.p99_ms - base.p99_ms:>10.1f}",
+                    flush=True,
+                )
+
+            print("\nmemory of the gateway's processes (proportional set size)")
+            sessions = 1000
+            idle = memory_bytes(gateway.pid)
+            held = asyncio.run(_hold_sessions_kept(gw_port, sessions, None, gateway.pid))
+            print(
+                f"  idle gateway: {idle / 2**20:.0f} MB; with {sessions} idle sessions: "
+                f"+{(held - idle) / 2**20:.1f} MB"
+            )
+            partial = plain(512 * 1024).replace(b"\r\n.\r\n", b"\r\n")
+            base_mem = memory_bytes(gateway.pid)
+            held = asyncio.run(_hold_sessions_kept(gw_port, sessions, partial, gateway.pid))
+            print(
+                f"  {sessions} sessions each 512 KB into DATA: +{(held - base_mem) / 2**20:.1f} MB"
+            )
+        finally:
+            for process in reversed(processes):
+                process.terminate()
+            for process in processes:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(40)
+            dns.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -355,6 +355,8 @@ def clean_text(value: Any) -> Any:
     """The record with undecodable bytes (surrogate escapes from 8-bit headers) made U+FFFD:
     a stray byte in a Subject must not make the record unstorable (and the sender retry)."""
     if isinstance(value, str):
+        if value.isascii():
+            return value
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if isinstance(value, dict):
         return {k: clean_text(v) for k, v in value.items()}

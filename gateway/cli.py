@@ -37,6 +37,7 @@ from gateway.message import normalize_line_endings, parse_message
 from gateway.pgstore import PostgresStore
 from gateway.report import build_report, idle_report, render, render_html, write_xlsx
 from gateway.server import (
+    SHUTDOWN_GRACE,
     Gateway,
     ListenError,
     make_resolver,
@@ -46,6 +47,7 @@ from gateway.server import (
     trust_for,
 )
 from gateway.trust import TrustStoreError
+from gateway.workers import Supervisor
 from policies import ConfigError, Policy, load_policy
 from policies.addresses import AddressError, parse_mailbox_list
 from policies.rules import RULES
@@ -64,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", type=Path, help="gateway configuration (TOML)")
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
 
     check = sub.add_parser("check", help="judge a stored message exactly as serve would")
     check.add_argument("message", type=Path, help="the message (.eml, raw RFC 5322 bytes)")
@@ -451,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
             configure_logging("error", "-")
             return _check(args, config, policy)
         configure_logging(config.log_level, config.log_file)
+        if args.worker is not None:
+            config = dataclasses.replace(config, worker_index=args.worker)
+        elif config.workers > 1:
+            supervisor = Supervisor(config, args.config, policy_sha256=policy.sha256)
+            return asyncio.run(supervisor.run(grace=SHUTDOWN_GRACE))
         try:
             asyncio.run(serve(Gateway.from_config(config, policy)))
         except ListenError as exc:

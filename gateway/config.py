@@ -11,6 +11,7 @@ and its policy can travel together); the defaults are relative to the working di
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 import ssl
@@ -96,6 +97,8 @@ class GatewayConfig:
     dns_timeout: float = 5.0
     limits: Limits = field(default_factory=Limits)
     metrics_listen: str = "127.0.0.1:9125"  # "" turns the metrics and health endpoint off
+    workers: int = 1  # SMTP processes sharing the port (SO_REUSEPORT) under one supervisor
+    worker_index: int | None = None  # set in a worker process: which one it is (from 1)
     log_file: str = "-"
     log_level: str = "info"
     store_path: Path = Path("var/decisions.sqlite")
@@ -199,6 +202,13 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
         )
     max_size = server.integer("max_message_size", 35 * 1024 * 1024, minimum=1024)
     timeout = server.number("timeout", 300.0, minimum=1.0)
+    raw_workers = server.get("workers", (int, str), 1, 'a number of processes, or "auto"')
+    if raw_workers == "auto":
+        smtp_workers = os.cpu_count() or 1
+    elif isinstance(raw_workers, int) and 1 <= raw_workers <= 64:
+        smtp_workers = raw_workers
+    else:
+        raise server.error("workers", f'must be 1 to 64 or "auto", got {raw_workers!r}')
     tls_cert = _path(server, "tls_cert", base, None)
     tls_key = _path(server, "tls_key", base, None)
     if (tls_cert is None) != (tls_key is None):
@@ -314,6 +324,7 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
         hostname=hostname,
         max_message_size=max_size,
         timeout=timeout,
+        workers=smtp_workers,
         tls_cert=tls_cert,
         tls_key=tls_key,
         local_domains=tuple(local_domains),

@@ -14,11 +14,12 @@ Exceptions::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import dkim
 import dns.asyncresolver
@@ -26,6 +27,10 @@ import dns.exception
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from policies.model import DkimResult
 
@@ -39,6 +44,31 @@ __all__ = [
 ]
 
 MAX_SIGNATURES = 8  # more signatures than this are not checked (each costs a DNS lookup)
+_INLINE_BYTES = 256 * 1024  # messages up to this size are verified on the event loop
+
+
+@functools.lru_cache(maxsize=256)
+def _rsa_key(modulus: int, exponent: int) -> rsa.RSAPublicKey:
+    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+
+
+def _rsa_verify(digest: Any, signature: bytes, public_key: dict[str, int]) -> bool:
+    """dkimpy's RSASSA-PKCS1-v1_5 check, done by ``cryptography`` (OpenSSL) instead of in pure
+    Python (about 0.6 ms less per signature). Same contract: the finished hash object, the
+    signature, dkimpy's parsed key; True if the signature is valid."""
+    algorithm = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}.get(digest.name)  # noqa: S303
+    if algorithm is None:
+        return False
+    key = _rsa_key(public_key["modulus"], public_key["publicExponent"])
+    try:
+        key.verify(signature, digest.digest(), padding.PKCS1v15(), Prehashed(algorithm))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# dkimpy calls the verifier through its module namespace; hand it the OpenSSL one.
+dkim.RSASSA_PKCS1_v1_5_verify = _rsa_verify
 _quiet = logging.getLogger("congvu.dkim")
 _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
@@ -167,9 +197,14 @@ async def _verify_one(raw: bytes, idx: int, resolver: TxtResolver) -> DkimResult
         dkim.evaluate_pk(name.encode(), record)  # a malformed key record is permerror, not fail
     except (dkim.DKIMException, ValueError, TypeError) as exc:
         return DkimResult(domain, selector, "permerror", f"bad key record: {str(exc)[:150]}")
+
+    def verify() -> bool:
+        return bool(checker.verify(idx, dnsfunc=lambda _name, timeout=5: record))
+
     try:
-        # The CPU part (body hash, RSA) goes to a thread so other sessions are not held up.
-        ok = await asyncio.to_thread(checker.verify, idx, dnsfunc=lambda _name, timeout=5: record)
+        # Hashing a large body goes to a thread so that other sessions are not held up; a
+        # small one costs less than the hand-over to a thread and back.
+        ok = await asyncio.to_thread(verify) if len(raw) > _INLINE_BYTES else verify()
     except dkim.ValidationError as exc:  # body hash mismatch, expired signature, ...
         return DkimResult(domain, selector, "fail", str(exc)[:200])
     except dkim.DKIMException as exc:  # malformed key or signature, key too small

@@ -8,6 +8,7 @@ every decision even without access to the store.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from typing import IO, Any
@@ -31,12 +32,17 @@ class _SafeLogger:
     store as well. The line goes to the process's original stderr instead.
     """
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str] | int) -> None:
         self._stream = stream
         self._lock = threading.Lock()
 
     def msg(self, message: str) -> None:
         try:
+            if isinstance(self._stream, int):
+                # One write(2) on an O_APPEND file: the gateway's worker processes share the
+                # file, and each line lands whole, never interleaved with another's.
+                os.write(self._stream, (message + "\n").encode("utf-8", "surrogateescape"))
+                return
             with self._lock:
                 self._stream.write(message + "\n")
                 self._stream.flush()
@@ -51,7 +57,7 @@ class _SafeLogger:
 
 
 class _SafeLoggerFactory:
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str] | int) -> None:
         self._logger = _SafeLogger(stream)
 
     def __call__(self, *args: Any) -> _SafeLogger:
@@ -60,7 +66,9 @@ class _SafeLoggerFactory:
 
 def configure_logging(level: str = "info", file: str = "-") -> None:
     """Send JSON lines at ``level`` and above to ``file`` ("-" is standard output)."""
-    stream: IO[str] = sys.stdout if file == "-" else open(file, "a", encoding="utf-8")  # noqa: SIM115
+    stream: IO[str] | int = (
+        sys.stdout if file == "-" else os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -75,7 +83,13 @@ def configure_logging(level: str = "info", file: str = "-") -> None:
     )
     # aiosmtpd logs every session at INFO through the standard library ("mail.log"); keep
     # only its warnings, in the same stream, so the output stays one event per decision.
-    logging.basicConfig(stream=stream, level=logging.WARNING, format="%(name)s %(message)s")
+    logging.basicConfig(
+        stream=open(stream, "a", encoding="utf-8", closefd=False)  # noqa: SIM115
+        if isinstance(stream, int)
+        else stream,
+        level=logging.WARNING,
+        format="%(name)s %(message)s",
+    )
     logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 

@@ -44,7 +44,13 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        self.sessions = Gauge("congvu_sessions", "Open SMTP sessions.", registry=self.registry)
+        # "livesum": with worker processes, the sum over the live ones.
+        self.sessions = Gauge(
+            "congvu_sessions",
+            "Open SMTP sessions.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self.closed = Counter(
             "congvu_sessions_closed",
             "Sessions the gateway closed itself, by why: sessions (too many), errors, timeout,"
@@ -57,29 +63,39 @@ class Metrics:
             "Signature validations answered from the cache (hits) or done (misses).",
             ["result"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
+        self._watched: dict[str, Callable[[], int]] = {}
 
     def observe(self, record: dict[str, Any]) -> None:
         """Count one decision record."""
         for reason in record["reasons"] or ["none"]:
             self.decisions.labels(record["verdict"], reason).inc()
         self.latency.observe(record["processing_ms"] / 1000)
+        self.refresh()
 
     def watch(
         self, *, sessions: Callable[[], int], hits: Callable[[], int], misses: Callable[[], int]
     ) -> None:
-        """Gauges read at scrape time."""
-        self.sessions.set_function(lambda: float(sessions()))
-        self.cache.labels("hit").set_function(lambda: float(hits()))
-        self.cache.labels("miss").set_function(lambda: float(misses()))
+        """Where the gauges' values come from (read by :meth:`refresh`)."""
+        self._watched = {"sessions": sessions, "hit": hits, "miss": misses}
+
+    def refresh(self) -> None:
+        """Set the gauges: at each decision, each session change and each scrape (values set
+        rather than read at scrape time, so that worker processes can share them)."""
+        if self._watched:
+            self.sessions.set(self._watched["sessions"]())
+            self.cache.labels("hit").set(self._watched["hit"]())
+            self.cache.labels("miss").set(self._watched["miss"]())
 
     def exposition(self) -> bytes:
         """The Prometheus text format."""
+        self.refresh()
         return bytes(generate_latest(self.registry))
 
 
 async def serve_http(
-    host: str, port: int, metrics: Metrics, health: Callable[[], dict[str, Any]]
+    host: str, port: int, exposition: Callable[[], bytes], health: Callable[[], dict[str, Any]]
 ) -> asyncio.Server:
     """Serve ``/metrics`` and ``/health`` (GET only; anything else is 404)."""
 
@@ -91,7 +107,7 @@ async def serve_http(
             parts = request.decode("latin-1").split()
             path = parts[1] if len(parts) >= 2 and parts[0] == "GET" else ""
             if path == "/metrics":
-                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, metrics.exposition()
+                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, exposition()
             elif path == "/health":
                 state = health()
                 status = "200 OK" if state.get("status") == "ok" else "503 Service Unavailable"

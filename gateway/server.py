@@ -76,9 +76,13 @@ def make_validator(
 
 def open_store(config: GatewayConfig) -> SqliteStore | PostgresStore:
     """The decision store the configuration names: PostgreSQL if a URL is given, else SQLite."""
+    # Each process keeps its own hash chain: worker processes are instances of their own.
+    instance = config.hostname
+    if config.worker_index is not None:
+        instance = f"{config.hostname}/w{config.worker_index}"
     if config.store_url:
-        return PostgresStore(config.store_url, instance=config.hostname)
-    return SqliteStore(config.store_path, instance=config.hostname)
+        return PostgresStore(config.store_url, instance=instance)
+    return SqliteStore(config.store_path, instance=instance)
 
 
 def make_resolver(config: GatewayConfig) -> DnsResolver:
@@ -176,7 +180,7 @@ class Gateway:
             self._http = await serve_http(
                 host.strip("[]"),
                 int(configured) if port is None else port,
-                self.metrics,
+                self.metrics.exposition,
                 self.health,
             )
         except OSError as exc:
@@ -196,6 +200,8 @@ class Gateway:
                 host=self.config.listen_host,
                 port=self.config.listen_port if port is None else port,
                 reuse_address=True,
+                # Worker processes each listen on the same port; the kernel spreads clients.
+                reuse_port=self.config.worker_index is not None,
             )
         except OSError as exc:
             raise ListenError(f"cannot listen on {where}: {exc}") from exc
@@ -207,6 +213,7 @@ class Gateway:
             policy=self.policy.source,
             policy_sha256=self.policy.sha256,
             config=self.config.source,
+            worker=self.config.worker_index,
             store=str(self.config.store_path),
             trust_store=self.validator.trust.describe(),
         )
@@ -274,7 +281,8 @@ async def serve(gateway: Gateway) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload_policy)
     await gateway.start()
-    await gateway.start_http()
+    if gateway.config.worker_index is None:  # workers: the supervisor serves /metrics
+        await gateway.start_http()
     # Spawn the validation workers now rather than on the first signed document.
     warm = asyncio.create_task(gateway.validator.warm_up())
     await stop.wait()

@@ -108,6 +108,8 @@ class GatewaySMTP(SMTP):
             self.say_and_close(b"421 4.7.0 Too many connections, try again later", "sessions")
             return
         handler.protocols.add(self)
+        if handler.metrics is not None:
+            handler.metrics.refresh()
 
     def data_received(self, data: bytes) -> None:
         """Note a client that talks before our greeting (RFC 5321 4.3.1: it must wait)."""
@@ -139,6 +141,8 @@ class GatewaySMTP(SMTP):
         handler = self.event_handler
         if isinstance(handler, GatewayHandler):
             handler.protocols.discard(self)
+            if handler.metrics is not None:
+                handler.metrics.refresh()
             handler.schedule_disconnect(self)
 
     async def smtp_EHLO(self, hostname: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 from collections.abc import Iterator
 
 import dkim
@@ -21,7 +22,15 @@ MESSAGE = (
 
 class Key:
     def __init__(self, bits: int = 2048) -> None:
-        self.private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        if bits < 1024:  # cryptography will not make keys this weak; openssl will
+            pem = subprocess.run(
+                ["openssl", "genrsa", str(bits)], capture_output=True, check=True
+            ).stdout
+            private = serialization.load_pem_private_key(pem, None)
+            assert isinstance(private, rsa.RSAPrivateKey)
+            self.private = private
+        else:
+            self.private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
         self.pem = self.private.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.TraditionalOpenSSL,
@@ -157,3 +166,37 @@ async def test_a_malformed_key_record_is_permerror(dns_server: DnsServer, key: K
     dns_server.txt["s1._domainkey.lamdong.gov.vn"] = "v=DKIM1; k=rsa; p=!!!not-base64!!!"
     [result] = await verify_dkim(key.sign(MESSAGE), DnsResolver([dns_server.address], timeout=2))
     assert result.result == "permerror"
+
+
+async def test_a_key_under_1024_bits_is_refused_as_permerror(dns_server: DnsServer) -> None:
+    """RFC 8301: verifiers must not accept RSA keys under 1024 bits (anyone can factor 512)."""
+    small = Key(bits=512)
+    dns_server.txt["s1._domainkey.lamdong.gov.vn"] = small.record
+    resolver = DnsResolver([dns_server.address], timeout=2)
+    [result] = await verify_dkim(small.sign(MESSAGE), resolver)
+    assert result.result == "permerror" and "too small" in result.detail
+
+
+@pytest.mark.parametrize("algorithm", [b"rsa-sha256", b"rsa-sha1"])
+def test_the_openssl_rsa_check_agrees_with_dkimpys_own(key: Key, algorithm: bytes) -> None:
+    """The RSA step runs in cryptography (OpenSSL); dkimpy's pure-Python check must give the
+    same verdict on good and on altered signatures, for SHA-256 and legacy SHA-1."""
+    import dkim.crypto
+
+    signed = key.sign(MESSAGE, signature_algorithm=algorithm)
+    altered = signed.replace(b"Noi dung", b"Noi dung sua")
+
+    def check(message: bytes) -> bool:
+        return bool(dkim.verify(message, dnsfunc=lambda *_a, **_k: key.record.encode()))
+
+    ours = [check(signed), check(altered)]
+    assert dkim.RSASSA_PKCS1_v1_5_verify is not dkim.crypto.RSASSA_PKCS1_v1_5_verify
+    dkim.RSASSA_PKCS1_v1_5_verify, saved = (
+        dkim.crypto.RSASSA_PKCS1_v1_5_verify,
+        dkim.RSASSA_PKCS1_v1_5_verify,
+    )
+    try:
+        theirs = [check(signed), check(altered)]
+    finally:
+        dkim.RSASSA_PKCS1_v1_5_verify = saved
+    assert ours == theirs == [True, False]

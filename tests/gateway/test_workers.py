@@ -1,0 +1,193 @@
+"""`congvu serve` with worker processes (SO_REUSEPORT) under a supervisor, run as an admin runs
+it; and SIGKILL of the gateway, which must never have said 250 for mail the downstream lacks."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import os
+import signal
+import smtplib
+import socket
+import sqlite3
+import subprocess
+import sys
+import tomllib
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import CLERK, OFFICIAL, Downstream, free_port, message
+from test_serve import events, listening, wait_for
+
+from gateway.audit import SqliteStore
+
+CONGVU = Path(sys.executable).parent / "congvu"
+
+
+def write_config(tmp_path: Path, port: int, downstream_port: int, workers: int) -> Path:
+    metrics = free_port()
+    (tmp_path / "policy.toml").write_text(
+        '[domains]\nofficial = ["lamdong.gov.vn"]\n'
+        '[[rules]]\nid = "sender-personal-domain"\nmode = "enforce"\n',
+        "utf-8",
+    )
+    path = tmp_path / "congvu.toml"
+    path.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nhostname = "gw.lamdong.gov.vn"\n'
+        f"workers = {workers}\n"
+        '[relay]\nlocal_domains = ["lamdong.gov.vn"]\ntrusted_networks = []\n'
+        f'[downstream]\nurl = "smtp://127.0.0.1:{downstream_port}"\n'
+        '[policy]\nfile = "policy.toml"\n[log]\nfile = "gateway.log"\n'
+        '[store]\nsqlite = "decisions.sqlite"\n'
+        f'[metrics]\nlisten = "127.0.0.1:{metrics}"\n',
+        "utf-8",
+    )
+    return path
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def metrics_url(config: Path) -> str:
+    return "http://" + tomllib.loads(config.read_text("utf-8"))["metrics"]["listen"]
+
+
+@pytest.fixture
+def supervised(
+    tmp_path: Path, downstream: Downstream
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    port = free_port()
+    config = write_config(tmp_path, port, downstream.port, workers=2)
+    proc = subprocess.Popen([CONGVU, "serve", "--config", str(config)], start_new_session=True)
+    log = tmp_path / "gateway.log"
+    try:
+        # Both workers listening (not just started) before any client connects.
+        wait_for(lambda: log.exists() and started_workers(log) == 2, timeout=30)
+        yield proc, port, config
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the supervisor and any worker left
+        proc.wait()
+
+
+def started_workers(log: Path) -> int:
+    return sum(e["event"] == "gateway.started" for e in events(log))
+
+
+def send(port: int, n: int, sender: str = OFFICIAL) -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as smtp:
+        smtp.ehlo("client.test")
+        smtp.mail(sender)
+        smtp.rcpt(CLERK)
+        return smtp.data(message(from_=sender, subject=f"m{n}"))
+
+
+def worker_pids(config: Path) -> dict[int, int]:
+    """Worker index -> pid, from the supervisor's log."""
+    started = [e for e in events(config.parent / "gateway.log") if e["event"] == "worker.started"]
+    return {int(e["worker"]): int(e["pid"]) for e in started}  # type: ignore[call-overload]
+
+
+def test_two_workers_share_the_port_and_the_metrics(supervised) -> None:  # type: ignore[no-untyped-def]
+    """Connections spread over both workers; each keeps its own intact hash chain; /metrics
+    sums both; SIGHUP reaches both; SIGTERM stops all with exit status 0."""
+    proc, port, config = supervised
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda n: send(port, n)[0], range(24)))
+    assert replies == [250] * 24
+    with sqlite3.connect(config.parent / "decisions.sqlite") as db:
+        counts = dict(db.execute("SELECT instance, COUNT(*) FROM decisions GROUP BY 1"))
+    assert set(counts) == {"gw.lamdong.gov.vn/w1", "gw.lamdong.gov.vn/w2"}
+    assert sum(counts.values()) == 24
+    store = SqliteStore(config.parent / "decisions.sqlite")
+    assert store.verify() == []
+    store.close()
+
+    assert send(port, 99, "x@gmail.com")[0] == 550
+    text = get(metrics_url(config) + "/metrics")[1].decode()
+    assert 'congvu_decisions_total{reason="none",verdict="accept"} 24.0' in text
+    assert 'congvu_decisions_total{reason="sender.personal_domain",verdict="reject"} 1.0' in text
+
+    proc.send_signal(signal.SIGHUP)
+    log = config.parent / "gateway.log"
+    wait_for(lambda: sum(e["event"] == "policy.reloaded" for e in events(log)) == 2)
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    names = [e["event"] for e in events(log)]
+    assert names.count("gateway.stopped") == 2 and names[-1] == "supervisor.stopped"
+
+
+def test_a_killed_worker_is_restarted_and_mail_keeps_flowing(supervised) -> None:  # type: ignore[no-untyped-def]
+    _, port, config = supervised
+    first = worker_pids(config)
+    subprocess.run(["kill", "-KILL", str(first[1])], check=True)
+    wait_for(lambda: started_workers(config.parent / "gateway.log") == 3, timeout=30)
+    assert worker_pids(config)[1] != first[1]
+    health = json.loads(get(metrics_url(config) + "/health")[1])
+    assert health["status"] == "ok" and health["restarts"] == 1
+    assert [send(port, n)[0] for n in range(6)] == [250] * 6
+    died = [e for e in events(config.parent / "gateway.log") if e["event"] == "worker.died"]
+    assert died[0]["returncode"] == -signal.SIGKILL
+
+
+def test_a_worker_that_cannot_listen_stops_the_supervisor(
+    tmp_path: Path, downstream: Downstream
+) -> None:
+    """Port taken by another program (no SO_REUSEPORT): exit status 2, not a restart loop."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = write_config(tmp_path, taken.getsockname()[1], downstream.port, workers=2)
+        result = subprocess.run([CONGVU, "serve", "--config", str(config)], check=False, timeout=30)
+    assert result.returncode == 2
+    names = [e["event"] for e in events(tmp_path / "gateway.log")]
+    assert "worker.cannot_start" in names and "worker.died" not in names
+
+
+def test_sigkill_never_leaves_a_250_the_downstream_lacks(
+    tmp_path: Path, downstream: Downstream
+) -> None:
+    """Eight clients send while the whole gateway (supervisor and workers) is SIGKILLed: every
+    message a client saw 250 for is at the downstream; the rest the clients still hold."""
+    port = free_port()
+    config = write_config(tmp_path, port, downstream.port, workers=2)
+    proc = subprocess.Popen([CONGVU, "serve", "--config", str(config)], start_new_session=True)
+    wait_for(lambda: listening(port))
+    downstream.handler.data_delay = 0.01
+
+    def client(k: int) -> list[str]:
+        accepted = []
+        for n in range(200):
+            subject = f"c{k}-{n}"
+            try:
+                with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+                    smtp.ehlo("client.test")
+                    smtp.mail(OFFICIAL)
+                    smtp.rcpt(CLERK)
+                    if smtp.data(message(subject=subject))[0] == 250:
+                        accepted.append(subject)
+            except (OSError, smtplib.SMTPException):
+                return accepted  # the gateway is gone
+        return accepted
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(client, k) for k in range(8)]
+        wait_for(lambda: len(downstream.handler.messages) >= 20)
+        os.killpg(proc.pid, signal.SIGKILL)  # the supervisor and its workers
+        accepted = [s for f in futures for s in f.result()]
+    proc.wait()
+    delivered = {
+        m.data.split(b"Subject: ")[1].split(b"\r\n")[0].decode()
+        for m in downstream.handler.messages
+    }
+    assert accepted, "the clients should have had some mail accepted before the kill"
+    assert set(accepted) <= delivered
