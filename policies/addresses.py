@@ -72,8 +72,12 @@ class _Token:
     space_before: bool
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_domain(domain: str) -> str:
-    """Return ``domain`` in canonical form, or raise :class:`AddressError` if it is not one."""
+    """Return ``domain`` in canonical form, or raise :class:`AddressError` if it is not one.
+
+    Cached: every message compares its domains with the official and personal-provider lists.
+    """
     name = domain.strip().rstrip(".").lower()
     if not name:
         raise AddressError("empty domain")
