@@ -173,8 +173,8 @@ async def verify_dkim(raw: bytes, resolver: TxtResolver) -> tuple[DkimResult, ..
 
 
 async def _verify_one(raw: bytes, idx: int, resolver: TxtResolver) -> DkimResult:
-    checker = dkim.DKIM(raw, logger=_quiet)
     try:
+        checker = dkim.DKIM(raw, logger=_quiet)  # parses the header: MessageFormatError
         prep = checker.verify_headerprep(idx)
     except dkim.DKIMException as exc:
         return DkimResult("", "", "permerror", f"malformed signature: {exc}")

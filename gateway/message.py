@@ -261,7 +261,7 @@ def body_addresses(raw: bytes) -> tuple[str, ...]:
         charset = part.get_content_charset() or "utf-8"
         try:
             text = payload[:budget].decode(charset, "replace")
-        except LookupError:
+        except (LookupError, ValueError):  # an unknown charset, or a name with a NUL in it
             text = payload[:budget].decode("utf-8", "replace")
         budget -= len(payload)
         for address in addresses_in_text(text):

@@ -424,3 +424,37 @@ def test_a_14_mb_message_arrives_byte_for_byte(
     assert code == 250
     [got] = downstream.handler.messages
     assert got.data.endswith(message(body=body).split(b"\r\n\r\n", 1)[1])
+
+
+@pytest.mark.parametrize(
+    ("extra", "body", "verdict"),
+    [
+        # dkimpy cannot even parse this header section (found by bench/fuzz.py): the message
+        # is refused for its headers, not tempfailed for ever as a crashed check.
+        (
+            "DKIM-Signature: v=1; a=rsa-sha256; d=lamdong.gov.vn; s=s1; b=AA; bh=AA\r\n"
+            "KeoTmSAESJz0sIdTD84QW4KWvBel9U62oAjwA/ujsf2Shzw8mf\r\n",
+            "x\r\n",
+            "reject",
+        ),
+        # A charset name with a NUL in it (also from the fuzzer): refused for the NUL, and the
+        # body still read (as UTF-8) for the printed-contact advisory.
+        (
+            'MIME-Version: 1.0\r\nContent-Type: text/plain; charset="utf\\x00-8"\r\n',
+            "Lien he: a.nguyen@gmail.com\r\n",
+            "reject",
+        ),
+    ],
+    ids=["dkim-unparsable-header", "nul-in-charset"],
+)
+def test_fuzzer_findings_are_judged_not_crashed(
+    start_gateway, downstream: Downstream, tmp_path: Path, extra: str, body: str, verdict: str
+) -> None:
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    gw.send(message(extra=extra.replace("\\x00", "\x00"), body=body), OFFICIAL, [CLERK])
+    [record] = gw.records()
+    assert record["verdict"] == verdict
+    assert record["reasons"] == ["message.malformed_headers"]
+    if "charset" in extra:
+        notes = [f["reason"] for f in record["findings"] if f["outcome"] == "note"]
+        assert notes == ["advisory.public_contact_in_body"]
