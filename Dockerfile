@@ -1,7 +1,7 @@
 # congvu-gateway container image.
 #
 #   docker build -t congvu-gateway .
-#   docker run -d --name congvu -p 25:2525 --stop-timeout 40 \
+#   docker run -d --name congvu -p 25:2525 --stop-timeout 50 \
 #     -v /srv/congvu/etc:/etc/congvu:ro \
 #     -v /srv/congvu/certs:/etc/congvu/certs:ro \
 #     -v congvu-data:/var/lib/congvu \

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 import traceback
 from dataclasses import dataclass
@@ -40,10 +41,14 @@ from policies import (
     evaluate,
     refusal,
 )
+from policies.addresses import AddressError, canonical_domain
 from policies.model import SignatureCheck
 from policies.notices import sender_authenticated
 
 __all__ = ["MAX_LINE", "Engine", "Judgement", "RecipientOutcome", "accept_reply", "build_record"]
+
+# RFC 5321 4.1.3 address literals: [192.0.2.1], [IPv6:2001:db8::1]
+_ADDRESS_LITERAL = re.compile(r"\[(?:\d{1,3}(?:\.\d{1,3}){3}|IPv6:[0-9A-Fa-f:.]+)\]")
 
 MAX_LINE = 1001  # bytes with CRLF: aiosmtpd's line_length_limit, so check and serve agree
 
@@ -92,7 +97,19 @@ class Engine:
     @staticmethod
     def sender_refusal(address: str, *, smtputf8: bool) -> str | None:
         """The reason code refusing a MAIL FROM (or RCPT TO) ``address`` before any policy:
-        a non-ASCII address without SMTPUTF8. None when it may go on."""
+        not ``local@domain`` or holding a control character (it would be copied into a command
+        sent downstream), or non-ASCII without SMTPUTF8. None when it may go on (the null
+        sender ``""`` included)."""
+        if not address or address.lower() == "postmaster":  # RFC 5321 4.5.1
+            return None
+        local, at, domain = address.rpartition("@")
+        if not at or not local or any(c < " " or c == "\x7f" for c in address):
+            return "address.syntax"
+        try:
+            canonical_domain(domain)
+        except AddressError:
+            if not _ADDRESS_LITERAL.fullmatch(domain):
+                return "address.syntax"
         return "address.non_ascii" if not address.isascii() and not smtputf8 else None
 
     def recipient_refusal(self, address: str, client_ip: str, *, smtputf8: bool) -> str | None:

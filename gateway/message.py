@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import functools
 import hashlib
 import io
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import format_datetime
+from typing import TypeVar
 
 import filetype
 
@@ -39,6 +42,8 @@ __all__ = [
     "strip_our_headers",
     "trace_headers",
 ]
+
+T = TypeVar("T")
 
 # RFC 5322 field name, with the obsolete white space before the colon that Postfix also accepts.
 _FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
@@ -217,17 +222,50 @@ class FilePart:
     data: bytes
 
 
+def _param(read: Callable[[], T], fallback: T) -> T:
+    """A MIME parameter read through the standard library, which can raise on malformed RFC
+    2231 continuations (``name*0=a; name*=b``: TypeError in ``decode_params``)."""
+    try:
+        return read()
+    except (TypeError, ValueError, LookupError, IndexError):
+        return fallback
+
+
+def _filename(part: Message) -> str:
+    """The part's file name; "?" when it cannot be decoded (still a file, judged by content)."""
+    return _param(lambda: part.get_filename() or "", "?")
+
+
+_MIME_ERRORS = (TypeError, ValueError, LookupError, IndexError, AttributeError)
+
+
+@functools.lru_cache(maxsize=4)
+def mime_tree(raw: bytes) -> Message | None:
+    """The message's MIME structure, or None when even the forgiving parser fails on it.
+
+    compat32 is the fast, forgiving parser (MIME structure only, no header objects); it still
+    raises on some malformed parameters (RFC 2231 continuations ``name*0=a; name*=b``). The
+    same bytes are asked for by several steps of one judgement: parsed once (callers only
+    read the tree). A message that cannot be parsed gets a header defect, so it is refused.
+    """
+    try:
+        return email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
+    except _MIME_ERRORS:
+        return None
+
+
 def file_parts(raw: bytes) -> list[FilePart]:
     """Every MIME leaf that carries a file, decoded, in message order."""
-    # compat32 is the fast, forgiving parser: MIME structure only, no header objects.
-    message: Message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
+    message = mime_tree(raw)
+    if message is None:
+        return []  # refused for its headers (see build_facts)
     found: list[FilePart] = []
     for part in message.walk():
         if part.is_multipart():
             continue
         declared = part.get_content_type()
-        disposition = (part.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
-        filename = part.get_filename() or ""
+        disposition = str(part.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
+        filename = _filename(part)
         body_like = part.get_content_maintype() in ("text", "message")
         if not filename and disposition != "attachment" and body_like:
             continue  # a body part, not a file
@@ -249,16 +287,18 @@ _BODY_SCAN = 256 * 1024  # text read per message when looking for printed addres
 
 def body_addresses(raw: bytes) -> tuple[str, ...]:
     """Addresses printed in the message's text parts (signature blocks, letterheads)."""
-    message: Message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
+    message = mime_tree(raw)
+    if message is None:
+        return ()
     found: dict[str, None] = {}
     budget = _BODY_SCAN
     for part in message.walk():
-        if part.is_multipart() or part.get_content_maintype() != "text" or part.get_filename():
+        if part.is_multipart() or part.get_content_maintype() != "text" or _filename(part):
             continue
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes) or budget <= 0:
             continue
-        charset = part.get_content_charset() or "utf-8"
+        charset = _param(part.get_content_charset, None) or "utf-8"
         try:
             text = payload[:budget].decode(charset, "replace")
         except (LookupError, ValueError):  # an unknown charset, or a name with a NUL in it
@@ -286,9 +326,11 @@ def smime_parts(parsed: ParsedMessage) -> SmimeParts | None:
     ctype = parsed.first("Content-Type")
     if not ctype.lower().lstrip().startswith("multipart/signed"):
         return None
-    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(parsed.raw)
-    boundary = message.get_boundary()
-    param = message.get_param("protocol")
+    message = mime_tree(parsed.raw)
+    if message is None:
+        return None
+    boundary = _param(message.get_boundary, None)
+    param = _param(lambda: message.get_param("protocol"), None)
     protocol = param.lower() if isinstance(param, str) else ""
     if not boundary or protocol not in (
         "application/pkcs7-signature",
@@ -348,7 +390,8 @@ def build_facts(
         from_fields=tuple(fields["from"]),
         sender_fields=tuple(fields["sender"]),
         reply_to_fields=tuple(fields["reply-to"]),
-        header_defects=parsed.defects,
+        header_defects=parsed.defects
+        + (() if mime_tree(parsed.raw) is not None else ("MIME parameters cannot be parsed",)),
         auto_submitted=parsed.first("Auto-Submitted").split(";", 1)[0].strip().lower(),
         precedence=parsed.first("Precedence").strip().lower(),
         list_id=parsed.first("List-Id").strip(),

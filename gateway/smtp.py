@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, AnyStr, TypeVar
 from urllib.parse import unquote
 
-from aiosmtpd.smtp import MISSING, SMTP
+from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException
 
 from gateway.audit import AuditLog, StoreError
 from gateway.dataread import READ_LIMIT, read_data
@@ -158,7 +158,17 @@ class GatewaySMTP(SMTP):
         if self.state is not None and self.state.txn is not None:
             await self.push("503 5.5.1 Error: MAIL transaction in progress")
             return
-        await super().smtp_STARTTLS(arg)
+        try:
+            await super().smtp_STARTTLS(arg)
+        except TLSSetupException:
+            # The client gave up during the handshake (or spoke no TLS): its problem, not a
+            # gateway fault. Nothing can be said to it in clear text any more: hang up.
+            handler = self.event_handler
+            if isinstance(handler, GatewayHandler):
+                handler.log.info("smtp.tls_failed", client_ip=_peer_ip(self))
+            if self.transport is not None:
+                self.transport.close()
+            return
         # The TLS handshake re-runs connection_made (marking a command in progress) but no
         # greeting follows: the session is between commands again.
         self._in_command = False

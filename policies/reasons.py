@@ -323,6 +323,27 @@ REASONS: dict[str, Reason] = {
             directive="RFC 5322 mục 2.2 và 3.6 (cú pháp trường tiêu đề).",
         ),
         Reason(
+            code="address.syntax",
+            action=Action.REJECT,
+            smtp_code=553,
+            enhanced="5.1.3",
+            reply_vi="Dia chi phong bi thu sai cu phap",
+            reply_en="Envelope address syntax error",
+            explain_vi=(
+                "Địa chỉ trong lệnh MAIL FROM hoặc RCPT TO không đúng dạng ten@ten-mien, hoặc có "
+                "ký tự điều khiển (CR, LF, NUL…) có thể bị máy chủ phía sau hiểu thành một lệnh "
+                "khác."
+            ),
+            explain_en=(
+                "The MAIL FROM or RCPT TO address is not of the form name@domain, or holds a "
+                "control character (CR, LF, NUL...) that a server behind could read as another "
+                "command."
+            ),
+            fix_vi="Kiểm tra lại địa chỉ người gửi và người nhận.",
+            fix_en="Check the sender and recipient addresses.",
+            directive="RFC 5321 mục 4.1.2 (cú pháp địa chỉ) và 2.3.8 (dòng lệnh).",
+        ),
+        Reason(
             code="address.non_ascii",
             action=Action.REJECT,
             smtp_code=553,

@@ -444,8 +444,16 @@ def test_a_14_mb_message_arrives_byte_for_byte(
             "Lien he: a.nguyen@gmail.com\r\n",
             "reject",
         ),
+        # Mixed RFC 2231 continuations make the standard library's MIME parser raise
+        # (TypeError in decode_params): refused for its headers, not a crashed check.
+        (
+            'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"; '
+            'name*0="a"; name*="b"\r\n',
+            "--B\r\nContent-Type: application/pdf\r\n\r\n%PDF-1.4\r\n--B--\r\n",
+            "reject",
+        ),
     ],
-    ids=["dkim-unparsable-header", "nul-in-charset"],
+    ids=["dkim-unparsable-header", "nul-in-charset", "rfc2231-mixed-continuations"],
 )
 def test_fuzzer_findings_are_judged_not_crashed(
     start_gateway, downstream: Downstream, tmp_path: Path, extra: str, body: str, verdict: str
@@ -458,3 +466,26 @@ def test_fuzzer_findings_are_judged_not_crashed(
     if "charset" in extra:
         notes = [f["reason"] for f in record["findings"] if f["outcome"] == "note"]
         assert notes == ["advisory.public_contact_in_body"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"MAIL FROM:<" + OFFICIAL.encode() + b">\rRSET\r\n",
+        b"MAIL FROM:<a\r\nRSET@dilinh.lamdong.gov.vn>\r\n",
+        b"MAIL FROM:<" + OFFICIAL.encode() + b"> SIZE=10\rDATA\r\n",
+        b"MAIL FROM:<" + OFFICIAL.encode() + b">\r\nRCPT TO:<" + CLERK.encode() + b">\rRSET\r\n",
+        b"MAIL FROM:<" + OFFICIAL.encode() + b">\r\nRCPT TO:<x\x00@lamdong.gov.vn>\r\n",
+    ],
+    ids=["cr-after-mail", "crlf-in-address", "cr-in-option", "cr-after-rcpt", "nul-in-rcpt"],
+)
+def test_no_cr_lf_or_nul_reaches_a_command_sent_downstream(
+    start_gateway, downstream: Downstream, tmp_path: Path, line: bytes
+) -> None:
+    """A bare CR (or a NUL) in a command must not become a second command downstream: such
+    commands are refused here, and nothing sent downstream carries CR, LF or NUL."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    replies = raw_session(gw.port, [b"EHLO c\r\n", line, b"QUIT\r\n"], read_replies=3)
+    assert all(r[:1] in (b"2", b"5") for r in replies)  # refused, never a crashed check (451)
+    assert all(not set(c) & {"\r", "\n", "\x00"} for c in downstream.handler.commands)
+    assert "RSET" not in downstream.handler.commands and "DATA" not in downstream.handler.commands
