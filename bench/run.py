@@ -42,6 +42,8 @@ from types import ModuleType
 
 import aiosmtplib
 import dkim
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFICIAL = "a.nguyen@dilinh.lamdong.gov.vn"
@@ -69,7 +71,8 @@ def _load(name: str, path: Path) -> ModuleType:
     # The test PKI and DNS server, without putting tests/ on sys.path (tests/policies would
     # shadow the policies package).
     spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -191,9 +194,6 @@ class Fixtures:
 
 
 def make_fixtures(folder: Path) -> tuple[Fixtures, dict[str, str]]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     pki = _load("bench_pki", ROOT / "tests" / "pki.py")
     test_pki = pki.build_pki()
     (folder / "certs" / "trust").mkdir(parents=True)

@@ -45,6 +45,10 @@ __all__ = [
 
 MAX_SIGNATURES = 8  # more signatures than this are not checked (each costs a DNS lookup)
 _INLINE_BYTES = 256 * 1024  # messages up to this size are verified on the event loop
+# What dkimpy raises on hostile input besides its own exceptions (found by bench/fuzz.py: a
+# folded first header line gives IndexError, a non-base64 bh= binascii.Error, a ValueError).
+# Any of them makes that signature a permerror: never a pass, never a crashed check.
+_DKIMPY_ERRORS = (dkim.DKIMException, ValueError, IndexError, KeyError, TypeError, UnicodeError)
 
 
 @functools.lru_cache(maxsize=256)
@@ -176,8 +180,8 @@ async def _verify_one(raw: bytes, idx: int, resolver: TxtResolver) -> DkimResult
     try:
         checker = dkim.DKIM(raw, logger=_quiet)  # parses the header: MessageFormatError
         prep = checker.verify_headerprep(idx)
-    except dkim.DKIMException as exc:
-        return DkimResult("", "", "permerror", f"malformed signature: {exc}")
+    except _DKIMPY_ERRORS as exc:
+        return DkimResult("", "", "permerror", f"malformed signature: {str(exc)[:150]}")
     if not prep:
         return DkimResult("", "", "permerror", "malformed signature")
     sig = prep[0]
@@ -207,7 +211,7 @@ async def _verify_one(raw: bytes, idx: int, resolver: TxtResolver) -> DkimResult
         ok = await asyncio.to_thread(verify) if len(raw) > _INLINE_BYTES else verify()
     except dkim.ValidationError as exc:  # body hash mismatch, expired signature, ...
         return DkimResult(domain, selector, "fail", str(exc)[:200])
-    except dkim.DKIMException as exc:  # malformed key or signature, key too small
+    except _DKIMPY_ERRORS as exc:  # malformed key or signature, key too small
         return DkimResult(domain, selector, "permerror", str(exc)[:200])
     if ok:
         return DkimResult(domain, selector, "pass")

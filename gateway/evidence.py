@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -134,7 +135,15 @@ def _zip_members(part: FilePart) -> tuple[list[FilePart], str]:
                         data,
                     )
                 )
-    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zlib.error,  # a damaged deflate stream
+        EOFError,  # a member cut short
+        OSError,
+        ValueError,
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:
         return [], f"archive cannot be read: {exc}"
     return members, ""
 

@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from email.errors import HeaderParseError
+from email.errors import CharsetError, HeaderParseError
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import format_datetime
@@ -160,7 +160,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
 def _decoded_header(value: str) -> str:
     try:
         return str(make_header(decode_header(value)))
-    except (HeaderParseError, ValueError, LookupError, UnicodeError):
+    except (HeaderParseError, CharsetError, ValueError, LookupError, UnicodeError):
         return value
 
 

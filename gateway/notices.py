@@ -30,14 +30,23 @@ _WINDOW = 3600.0
 NOTICE_TIMEOUT = 15.0  # seconds the original client may wait for a notice to go out
 
 
+def _utf8(text: str) -> str:
+    """Text that encodes as UTF-8: stray 8-bit bytes of a header (kept as surrogate escapes
+    when the message was read) become U+FFFD instead of failing the notice."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate that was never a byte
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _encoded(text: str) -> str:
     if text.isascii():
         return text
-    return Header(text, "utf-8").encode(maxlinelen=76, linesep="\r\n")
+    return Header(_utf8(text), "utf-8").encode(maxlinelen=76, linesep="\r\n")
 
 
 def _b64(text: str) -> str:
-    return base64.encodebytes(text.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
+    return base64.encodebytes(_utf8(text).encode("utf-8")).decode("ascii").replace("\n", "\r\n")
 
 
 def build_notice(

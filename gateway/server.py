@@ -160,6 +160,9 @@ class Gateway:
             tls_context=self.tls,
             require_starttls=False,
             timeout=self.config.timeout,
+            # No AUTH: aiosmtpd would advertise LOGIN and PLAIN after STARTTLS with nothing
+            # behind them. The gateway relays by address (trusted_networks), not by login.
+            auth_exclude_mechanism=["LOGIN", "PLAIN"],
         )
 
     def health(self) -> dict[str, object]:

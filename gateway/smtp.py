@@ -153,10 +153,22 @@ class GatewaySMTP(SMTP):
         finally:
             self._in_ehlo = False
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parser, which raises on some malformed input (``MAIL FROM:<``:
+        IndexError in the standard library): that is a syntax error, not a gateway fault."""
+        try:
+            return super()._getaddr(arg)
+        except (IndexError, ValueError, TypeError, AttributeError):
+            return None, None
+
     async def smtp_STARTTLS(self, arg: str) -> None:
-        """Refuse STARTTLS inside a transaction (RFC 3207: state before TLS is discarded)."""
+        """Refuse STARTTLS inside a transaction (RFC 3207: state before TLS is discarded) and
+        once TLS is up (a second handshake inside the first is nobody's protocol)."""
         if self.state is not None and self.state.txn is not None:
             await self.push("503 5.5.1 Error: MAIL transaction in progress")
+            return
+        if self._tls_protocol is not None:
+            await self.push("554 5.5.1 Error: TLS already active")
             return
         try:
             await super().smtp_STARTTLS(arg)
@@ -219,8 +231,17 @@ class GatewaySMTP(SMTP):
         self.say_and_close(b"421 4.4.2 Timeout exceeded, closing connection", "timeout")
 
     async def push(self, status: AnyStr) -> None:
-        """Send a reply, adding an enhanced status code after EHLO when it has none."""
+        """Send a reply, adding an enhanced status code after EHLO when it has none.
+
+        Control characters (aiosmtpd quotes an unknown command back as it came, bare CR and
+        NUL included) are shown as "?"; nothing is written to a connection already closed
+        (a pipelined burst can outlive a 421).
+        """
+        if self.transport is None or self.transport.is_closing():
+            return
         if isinstance(status, str):
+            if not status.isprintable():
+                status = "".join(c if c.isprintable() else "?" for c in status)
             if not self._in_ehlo and self.session is not None and self.session.extended_smtp:
                 status_text = add_enhanced_code(status)
             else:
@@ -496,6 +517,8 @@ class GatewayHandler:
         await self._guard(server, lambda: self._finish_without_data(server))
         session.host_name = hostname
         last = responses.pop()  # "250 HELP"
+        # aiosmtpd offers AUTH after STARTTLS even with no mechanism behind it.
+        responses[:] = [r for r in responses if not r.startswith("250-AUTH")]
         responses += ["250-ENHANCEDSTATUSCODES", "250-PIPELINING"]
         if self.may_xforward(server):
             responses.append("250-XFORWARD NAME ADDR PROTO HELO")

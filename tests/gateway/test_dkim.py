@@ -200,3 +200,33 @@ def test_the_openssl_rsa_check_agrees_with_dkimpys_own(key: Key, algorithm: byte
     finally:
         dkim.RSASSA_PKCS1_v1_5_verify = saved
     assert ours == theirs == [True, False]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # A folded first header line: IndexError inside dkimpy.
+        b" x\r\nDKIM-Signature: v=1; a=rsa-sha256; d=lamdong.gov.vn; s=s1; h=from; bh=x; b=y\r\n"
+        b"From: a@lamdong.gov.vn\r\n\r\nbody\r\n",
+        # A header line dkimpy cannot read: MessageFormatError from its constructor.
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=lamdong.gov.vn; s=s1; h=from; bh=x; b=y\r\n"
+        b"not a header\r\nFrom: a@lamdong.gov.vn\r\n\r\nbody\r\n",
+    ],
+    ids=["folded-first-line", "unparsable-header"],
+)
+async def test_input_dkimpy_chokes_on_is_permerror(dns_server: DnsServer, raw: bytes) -> None:
+    """Found by bench/fuzz.py: these crashed the check (451 for ever); now permerror."""
+    resolver = DnsResolver([dns_server.address], timeout=2)
+    [result] = await verify_dkim(raw, resolver)
+    assert result.result == "permerror"
+
+
+async def test_a_non_base64_body_hash_is_permerror(dns_server: DnsServer, key: Key) -> None:
+    """With a real key published, a bh= holding a non-base64 byte (binascii.Error in dkimpy)."""
+    dns_server.txt["s1._domainkey.lamdong.gov.vn"] = key.record
+    resolver = DnsResolver([dns_server.address], timeout=2)
+    signed = key.sign(MESSAGE)
+    start = signed.index(b"bh=") + 10
+    broken = signed[:start] + b"\xd1" + signed[start + 1 :]
+    [result] = await verify_dkim(broken, resolver)
+    assert result.result in ("permerror", "fail")

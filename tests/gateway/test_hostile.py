@@ -489,3 +489,79 @@ def test_no_cr_lf_or_nul_reaches_a_command_sent_downstream(
     assert all(r[:1] in (b"2", b"5") for r in replies)  # refused, never a crashed check (451)
     assert all(not set(c) & {"\r", "\n", "\x00"} for c in downstream.handler.commands)
     assert "RSET" not in downstream.handler.commands and "DATA" not in downstream.handler.commands
+
+
+@pytest.mark.parametrize(
+    ("lines", "want"),
+    [
+        # IndexError inside the standard library's parser, called by aiosmtpd:
+        ([b"MAIL FROM:<\r\n"], b"553 5.1.3 Error: malformed address"),
+        ([b"MAIL FROM:<a@\r\n"], b"553 5.1.3 Error: malformed address"),
+        # aiosmtpd quotes an unknown command back as it came: shown with "?"
+        ([b"NO\x00OP\r\n"], b'500 5.5.2 Error: command "NO?OP" not recognized'),
+        ([b"NOOP\rRSET x\r\n"], b'500 5.5.2 Error: command "NOOP?RSET" not recognized'),
+    ],
+    ids=["unterminated-angle", "empty-domain", "nul-echoed", "bare-cr-command"],
+)
+def test_malformed_commands_get_a_syntax_reply_not_a_crash(
+    start_gateway, downstream: Downstream, tmp_path: Path, lines: list[bytes], want: bytes
+) -> None:
+    """Found by bench/fuzz.py: each is a 5xx syntax reply, printable, never 451 and never an
+    smtp.exception in the log."""
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    [_, reply] = raw_session(gw.port, [b"EHLO c\r\n", *lines], read_replies=2)
+    assert reply.startswith(want), reply
+    assert all(32 <= b < 127 for b in reply.rstrip(b"\r\n"))
+
+
+def test_starttls_inside_tls_is_refused_and_no_auth_is_advertised(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    from test_tls_and_audit import self_signed
+
+    cert, key = self_signed(tmp_path)
+    gw = start_gateway(make_config(tmp_path, downstream.port, tls_cert=cert, tls_key=key))
+    with gw.client() as smtp:
+        smtp.starttls()
+        code, features = smtp.ehlo("client.test")
+        assert code == 250 and b"AUTH" not in features and b"STARTTLS" not in features
+        assert smtp.docmd("STARTTLS") == (554, b"5.5.1 Error: TLS already active")
+        assert smtp.noop()[0] == 250
+
+
+def test_hostile_content_is_judged_in_bounded_time(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """Found by bench/fuzz.py: 256 KB of text without a separator took minutes in the
+    printed-address scan (a quadratic regex, GIL held: the whole gateway stalled); a damaged
+    deflate stream in a zip crashed the archive reader (now: unreadable, refused)."""
+    import base64
+    import io
+    import zipfile
+
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    text = base64.encodebytes(b"a" * 256 * 1024).decode().replace("\n", "\r\n")
+    long_run = message(
+        extra="MIME-Version: 1.0\r\nContent-Type: text/plain\r\n"
+        "Content-Transfer-Encoding: base64\r\n",
+        body=text,
+    )
+    started = time.monotonic()
+    _, (code, _) = gw.send(long_run, OFFICIAL, [CLERK])
+    assert code == 250 and time.monotonic() - started < 20  # minutes before the fix
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("cong-van.pdf", b"%PDF-1.4\n" + b"x" * 5000)
+    damaged = bytearray(buf.getvalue())
+    start = damaged.index(b"cong-van.pdf") + len("cong-van.pdf")
+    damaged[start : start + 4] = b"\xff\xff\xff\xff"  # the first compressed bytes
+    encoded = base64.encodebytes(bytes(damaged)).decode().replace("\n", "\r\n")
+    zipped = message(
+        extra='MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n',
+        body="--B\r\nContent-Type: text/plain\r\n\r\nxem tep\r\n--B\r\n"
+        'Content-Type: application/zip; name="hs.zip"\r\n'
+        f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}--B--\r\n",
+    )
+    _, (code, text_reply) = gw.send(zipped, OFFICIAL, [CLERK])
+    assert code == 550 and b"[document.unreadable]" in text_reply
