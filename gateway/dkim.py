@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from policies.model import DkimResult
 
 __all__ = [
+    "INLINE_BYTES",
     "MAX_SIGNATURES",
     "DnsNoData",
     "DnsResolver",
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 MAX_SIGNATURES = 8  # more signatures than this are not checked (each costs a DNS lookup)
-_INLINE_BYTES = 256 * 1024  # messages up to this size are verified on the event loop
+INLINE_BYTES = 256 * 1024  # messages up to this size are parsed and verified on the event loop
 # What dkimpy raises on hostile input besides its own exceptions (found by bench/fuzz.py: a
 # folded first header line gives IndexError, a non-base64 bh= binascii.Error, a ValueError).
 # Any of them makes that signature a permerror: never a pass, never a crashed check.
@@ -208,7 +209,7 @@ async def _verify_one(raw: bytes, idx: int, resolver: TxtResolver) -> DkimResult
     try:
         # Hashing a large body goes to a thread so that other sessions are not held up; a
         # small one costs less than the hand-over to a thread and back.
-        ok = await asyncio.to_thread(verify) if len(raw) > _INLINE_BYTES else verify()
+        ok = await asyncio.to_thread(verify) if len(raw) > INLINE_BYTES else verify()
     except dkim.ValidationError as exc:  # body hash mismatch, expired signature, ...
         return DkimResult(domain, selector, "fail", str(exc)[:200])
     except _DKIMPY_ERRORS as exc:  # malformed key or signature, key too small

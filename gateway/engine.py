@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway.audit import SCHEMA_VERSION
 from gateway.config import GatewayConfig
-from gateway.dkim import TxtResolver, verify_dkim
+from gateway.dkim import INLINE_BYTES, TxtResolver, verify_dkim
 from gateway.evidence import gather_documents
 from gateway.message import (
     FilePart,
@@ -202,8 +202,8 @@ class Engine:
     ) -> Judgement:
         """Decide on ``raw``; exceptions anywhere become a tempfail (``internal.check_error``).
 
-        Parsing runs in a thread, DKIM keys are fetched and documents validated (in worker
-        processes) concurrently; then the pure policy decides.
+        A large message is parsed in a thread; DKIM keys are fetched and documents validated
+        (in worker processes) concurrently; then the pure policy decides.
         """
         started = time.perf_counter()
         now = now or datetime.now(UTC)
@@ -211,17 +211,18 @@ class Engine:
         parsed: ParsedMessage | None = None
         facts: MessageFacts | None = None
         try:
-            prepared = await asyncio.to_thread(
-                partial(
-                    self._prepare,
-                    raw,
-                    mail_from=mail_from,
-                    recipients=recipients,
-                    client_ip=client_ip,
-                    helo=helo,
-                    tls=tls,
-                )
+            prepare = partial(
+                self._prepare,
+                raw,
+                mail_from=mail_from,
+                recipients=recipients,
+                client_ip=client_ip,
+                helo=helo,
+                tls=tls,
             )
+            # A large message is parsed in a thread, so that other sessions are not held up;
+            # a small one costs less than the hand-over to a thread and back.
+            prepared = await asyncio.to_thread(prepare) if len(raw) > INLINE_BYTES else prepare()
             parsed, files, base = prepared
             facts = base  # recorded as far as known, even if gathering evidence fails below
             limited = self._limit(parsed)
