@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -565,3 +566,117 @@ def test_hostile_content_is_judged_in_bounded_time(
     )
     _, (code, text_reply) = gw.send(zipped, OFFICIAL, [CLERK])
     assert code == 550 and b"[document.unreadable]" in text_reply
+
+
+def test_commands_injected_before_the_tls_handshake_are_discarded(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """CVE-2011-0411 style: "STARTTLS\\r\\nMAIL FROM:..." in one plaintext packet. The MAIL
+    must not be run inside the TLS session (an attacker on the path could add commands)."""
+    import ssl
+
+    from test_tls_and_audit import self_signed
+
+    cert, key = self_signed(tmp_path)
+    gw = start_gateway(make_config(tmp_path, downstream.port, tls_cert=cert, tls_key=key))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        plain = sock.makefile("rb")
+        plain.readline()
+        sock.sendall(b"EHLO c\r\n")
+        while plain.readline()[3:4] == b"-":
+            pass
+        sock.sendall(f"STARTTLS\r\nMAIL FROM:<{OFFICIAL}>\r\n".encode())
+        assert plain.readline().startswith(b"220 ")
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with context.wrap_socket(sock) as tls:
+            replies = tls.makefile("rb")
+            tls.sendall(f"EHLO c\r\nRCPT TO:<{CLERK}>\r\n".encode())
+            assert replies.readline() == b"250-gw.lamdong.gov.vn\r\n"  # not a MAIL reply
+            while (line := replies.readline())[3:4] == b"-":
+                pass
+            assert line.startswith(b"250 ")
+            assert replies.readline().startswith(b"503 5.5.1 Error: need MAIL command")
+    assert "MAIL " + OFFICIAL not in downstream.handler.commands
+
+
+class LenientDownstream:
+    """A deliberately sloppy SMTP server (as some old MTAs are): any LF ends a line, and a line
+    "." (however it ends) ends the data. It counts what it takes for commands and messages."""
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+        self.messages: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.sock.accept()
+                threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as f:
+            conn.sendall(b"220 lenient ESMTP\r\n")
+            data: list[bytes] | None = None
+            for raw in f:
+                line = raw.rstrip(b"\r\n")
+                if data is not None:
+                    if line == b".":
+                        self.messages.append(b"\n".join(data))
+                        data = None
+                        conn.sendall(b"250 2.0.0 queued\r\n")
+                    else:
+                        data.append(line[1:] if line.startswith(b".") else line)
+                    continue
+                self.commands.append(line)
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    conn.sendall(b"250-lenient\r\n250 8BITMIME\r\n")
+                elif verb == b"DATA":
+                    data = []
+                    conn.sendall(b"354 go ahead\r\n")
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"250 2.0.0 ok\r\n")
+
+
+@pytest.mark.parametrize(
+    "smuggle",
+    [b"\n.\n", b"\r.\r", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n"],
+    ids=["lf-dot-lf", "cr-dot-cr", "crlf-dot-lf", "lf-dot-crlf", "cr-dot-crlf"],
+)
+def test_smuggling_cannot_reach_a_lenient_downstream(
+    start_gateway, tmp_path: Path, smuggle: bytes
+) -> None:
+    """What the gateway relays is normalised to CRLF and dot-stuffed: even a downstream that
+    takes a bare LF for a line end sees one message and one MAIL, never the hidden one."""
+    from gateway.config import DownstreamConfig
+
+    lenient = LenientDownstream()
+    ds = DownstreamConfig("smtp", host="127.0.0.1", port=lenient.port, timeout=5)
+    gw = start_gateway(make_config(tmp_path, lenient.port, downstream=ds))
+    hidden = (
+        b"MAIL FROM:<x@gmail.com>"
+        + smuggle[-1:]
+        + b"RCPT TO:<"
+        + CLERK.encode()
+        + b">"
+        + smuggle[-1:]
+        + b"DATA"
+        + smuggle[-1:]
+        + b"From: x@gmail.com"
+        + smuggle[-1:]
+        + smuggle[-1:]
+        + b"smuggled"
+        + smuggle
+    )
+    _, (code, _) = gw.send(message(body="Kinh gui.\r\n") + smuggle + hidden, OFFICIAL, [CLERK])
+    gw.send(message(subject="second"), OFFICIAL, [CLERK])  # the session is still in step
+    mails = [c for c in lenient.commands if c.upper().startswith(b"MAIL")]
+    assert mails == [b"MAIL FROM:<" + OFFICIAL.encode() + b"> BODY=8BITMIME"] * (1 + (code == 250))
+    assert len(lenient.messages) == 1 + (code == 250)
