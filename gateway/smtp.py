@@ -76,6 +76,13 @@ def add_enhanced_code(status: str) -> str:
 
 
 T = TypeVar("T")
+# <dot-atom@domain> and what follows (the parameters), as aiosmtpd's _getaddr returns them.
+_SIMPLE_PATH = re.compile(
+    r"[ \t]*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)"
+    r">[ \t]*(.*)",
+    re.DOTALL,
+)
 _SHUTDOWN_REPLY = b"421 4.3.2 Service shutting down, try again later"
 _XFORWARD_ATTRS = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 
@@ -155,7 +162,14 @@ class GatewaySMTP(SMTP):
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address parser, which raises on some malformed input (``MAIL FROM:<``:
-        IndexError in the standard library): that is a syntax error, not a gateway fault."""
+        IndexError in the standard library): that is a syntax error, not a gateway fault.
+
+        The common ``<local@domain>`` (a dot-atom and a plain domain) is taken by a regular
+        expression: the standard library's parser costs a tenth of a 4 KB message's CPU.
+        """
+        simple = _SIMPLE_PATH.match(arg)
+        if simple is not None:
+            return simple.group(1), simple.group(2)
         try:
             return super()._getaddr(arg)
         except (IndexError, ValueError, TypeError, AttributeError):

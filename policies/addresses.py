@@ -147,6 +147,8 @@ def ascii_fold(text: str) -> str:
 
 def addresses_in_text(text: str) -> list[str]:
     """Things in free text (a display name, a comment) that a reader would take for addresses."""
+    if "@" not in text:  # most text: no scan at all
+        return []
     return _ADDRESS_IN_TEXT.findall(text)
 
 
