@@ -100,6 +100,8 @@ def normalize_line_endings(raw: bytes) -> bytes:
     gateway judged the bytes before that, ``X-A: a<CR>From: boss@gmail.com`` would be one
     header here and two downstream.
     """
+    if raw.count(b"\r\n") == raw.count(b"\r") == raw.count(b"\n"):
+        return raw  # every CR and LF already in pairs: three C-speed counts, no rewrite
     return _LINE_ENDINGS.sub(b"\r\n", raw)
 
 

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import aiosmtplib
 
 from gateway.config import DownstreamConfig
+from gateway.message import normalize_line_endings
 
 __all__ = [
     "DownstreamError",
@@ -175,11 +176,31 @@ class SmtpDownstream:
         return await self._command("RCPT TO", client.rcpt(address, encoding=self._encoding))
 
     async def data(self, message: bytes) -> DownstreamReply:
-        """Send DATA and the message; the reply is the downstream's final word."""
+        """Send DATA and the message; the reply is the downstream's final word.
+
+        Line ends are made CRLF and lines starting with a dot get another (RFC 5321 4.5.2)
+        here, with bytes operations: aiosmtplib's own two regular-expression passes cost more
+        than everything else done to a 1.4 MB message.
+        """
         client = self._require()
+        message = normalize_line_endings(message)
         if not message.endswith(b"\r\n"):
             message += b"\r\n"
-        return await self._command("DATA", client.data(message))
+        stuffed = (b"." if message.startswith(b".") else b"") + message.replace(b"\r\n.", b"\r\n..")
+        return await self._command("DATA", self._send_data(client, stuffed + b".\r\n"))
+
+    async def _send_data(self, client: aiosmtplib.SMTP, stuffed: bytes) -> aiosmtplib.SMTPResponse:
+        start = await client.execute_command(b"DATA")
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("connection lost before the message")
+        protocol.write(stuffed)
+        response = await protocol.read_response(timeout=self.config.timeout)
+        if response.code != 250:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        return response
 
     async def _command(
         self, stage: str, call: Coroutine[Any, Any, aiosmtplib.SMTPResponse]
