@@ -28,8 +28,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.decisions = Counter(
             "congvu_decisions",
-            "Decisions by verdict and reason code (reason 'none' for a clean accept).",
-            ["verdict", "reason"],
+            "Decisions by verdict, reason code (reason 'none' for a clean accept) and unit (the"
+            " proven sender's From domain; '-' when the sender is not proven, e.g. inbound).",
+            ["verdict", "reason", "unit"],
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -69,8 +70,13 @@ class Metrics:
 
     def observe(self, record: dict[str, Any]) -> None:
         """Count one decision record."""
+        unit = "-"
+        senders = (record.get("headers") or {}).get("from") or []
+        if record.get("authenticated") and senders and senders[0].get("addresses"):
+            # Proven senders only: the label set stays the district's own domains.
+            unit = senders[0]["addresses"][0].rpartition("@")[2].lower()
         for reason in record["reasons"] or ["none"]:
-            self.decisions.labels(record["verdict"], reason).inc()
+            self.decisions.labels(record["verdict"], reason, unit).inc()
         self.latency.observe(record["processing_ms"] / 1000)
         self.refresh()
 

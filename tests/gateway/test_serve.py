@@ -107,7 +107,10 @@ def test_metrics_and_health_for_the_admin(served) -> None:  # type: ignore[no-un
     assert response.status == 200 and health["status"] == "ok"
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
         text = response.read().decode()
-    assert 'congvu_decisions_total{reason="sender.personal_domain",verdict="reject"} 1.0' in text
+    assert (
+        'congvu_decisions_total{reason="sender.personal_domain",unit="-",verdict="reject"} 1.0'
+        in text
+    )
     assert "congvu_transaction_seconds_bucket" in text and "congvu_sessions" in text
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0

@@ -113,8 +113,11 @@ def test_two_workers_share_the_port_and_the_metrics(supervised) -> None:  # type
 
     assert send(port, 99, "x@gmail.com")[0] == 550
     text = get(metrics_url(config) + "/metrics")[1].decode()
-    assert 'congvu_decisions_total{reason="none",verdict="accept"} 24.0' in text
-    assert 'congvu_decisions_total{reason="sender.personal_domain",verdict="reject"} 1.0' in text
+    assert 'congvu_decisions_total{reason="none",unit="-",verdict="accept"} 24.0' in text
+    assert (
+        'congvu_decisions_total{reason="sender.personal_domain",unit="-",verdict="reject"} 1.0'
+        in text
+    )
 
     proc.send_signal(signal.SIGHUP)
     log = config.parent / "gateway.log"
