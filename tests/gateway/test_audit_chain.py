@@ -159,3 +159,42 @@ def test_prune_respects_chain_order_and_chains_continue(tmp_path: Path) -> None:
     store.write(record(30))  # continues from the anchor, not from genesis
     assert store.verify() == []
     store.close()
+
+
+def test_concurrent_writes_are_group_committed_into_one_intact_chain(tmp_path: Path) -> None:
+    """Eight threads writing at once (as the gateway's store threads do): every write returns
+    its own hash only once committed, the chain has no gap or fork, and fewer transactions
+    than records were needed."""
+    import concurrent.futures
+
+    store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
+    commits = 0
+    commit = store._commit
+
+    def counting(group: list[object]) -> None:
+        nonlocal commits
+        commits += 1
+        commit(group)  # type: ignore[arg-type]
+
+    store._commit = counting  # type: ignore[method-assign]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        digests = list(pool.map(lambda n: store.write(record(n)), range(400)))
+    assert len(set(digests)) == 400
+    assert store.verify() == []
+    with sqlite3.connect(tmp_path / "d.sqlite") as db:
+        seqs = [r[0] for r in db.execute("SELECT seq FROM decisions ORDER BY seq")]
+    assert seqs == list(range(1, 401))
+    assert commits < 400
+    store.close()
+
+
+def test_a_failed_group_commit_fails_every_writer_in_it(tmp_path: Path) -> None:
+    """No writer may be told "stored" when its group did not commit."""
+    from gateway.audit import StoreError
+
+    store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
+    store.write(record(0))
+    store._db.execute("DROP TABLE decisions")  # the next commit cannot insert
+    with pytest.raises(StoreError):
+        store.write(record(1))
+    store.close()
