@@ -340,31 +340,46 @@ def client_load(
 # -- memory ---------------------------------------------------------------------------------
 
 
-async def _hold_sessions_kept(port: int, count: int, mid_data: bytes | None, pid: int) -> int:
+async def _hold_sessions_kept(
+    port: int, count: int, mid_data: bytes | None, pid: int
+) -> tuple[int, int]:
+    """Open ``count`` sessions (each into DATA with ``mid_data`` sent, if given); return the
+    gateway's memory meanwhile and how many sessions got as far as asked."""
     writers = []
 
-    async def one() -> None:
+    async def one() -> bool:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writers.append(writer)
         await reader.readline()
         writer.write(b"EHLO client.bench\r\n")
         while (await reader.readline())[3:4] == b"-":
             pass
-        if mid_data is not None:
-            writer.write(f"MAIL FROM:<{OFFICIAL}>\r\nRCPT TO:<{CLERK}>\r\nDATA\r\n".encode())
-            for _ in range(3):
-                await reader.readline()
-            writer.write(mid_data)
-            await writer.drain()
+        if mid_data is None:
+            return True
+        writer.write(f"MAIL FROM:<{OFFICIAL}>\r\nRCPT TO:<{CLERK}>\r\nDATA\r\n".encode())
+        replies = [await reader.readline() for _ in range(3)]
+        if not replies[-1].startswith(b"354"):
+            return False  # never send a body as commands
+        writer.write(mid_data)
+        await writer.drain()
+        return True
 
+    async def bounded() -> bool:
+        try:
+            return await asyncio.wait_for(one(), 60)
+        except (TimeoutError, OSError):
+            return False
+
+    held = 0
     for start in range(0, count, 100):
-        await asyncio.gather(*(one() for _ in range(start, min(count, start + 100))))
+        batch = await asyncio.gather(*(bounded() for _ in range(start, min(count, start + 100))))
+        held += sum(batch)
     await asyncio.sleep(2.0)  # let the gateway read (and spool) what was sent
     used = memory_bytes(pid)
     for writer in writers:
         writer.transport.abort()
     await asyncio.sleep(1.0)
-    return used
+    return used, held
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -520,17 +535,15 @@ def main() -> None:
             print("\nmemory of the gateway's processes (proportional set size)")
             sessions = 1000
             idle = memory_bytes(gateway.pid)
-            held = asyncio.run(_hold_sessions_kept(gw_port, sessions, None, gateway.pid))
+            held, n = asyncio.run(_hold_sessions_kept(gw_port, sessions, None, gateway.pid))
             print(
-                f"  idle gateway: {idle / 2**20:.0f} MB; with {sessions} idle sessions: "
+                f"  idle gateway: {idle / 2**20:.0f} MB; with {n} idle sessions: "
                 f"+{(held - idle) / 2**20:.1f} MB"
             )
             partial = plain(512 * 1024).replace(b"\r\n.\r\n", b"\r\n")
             base_mem = memory_bytes(gateway.pid)
-            held = asyncio.run(_hold_sessions_kept(gw_port, sessions, partial, gateway.pid))
-            print(
-                f"  {sessions} sessions each 512 KB into DATA: +{(held - base_mem) / 2**20:.1f} MB"
-            )
+            held, n = asyncio.run(_hold_sessions_kept(gw_port, sessions, partial, gateway.pid))
+            print(f"  {n} sessions each 512 KB into DATA: +{(held - base_mem) / 2**20:.1f} MB")
         finally:
             for process in reversed(processes):
                 process.terminate()

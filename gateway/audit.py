@@ -15,7 +15,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -98,6 +98,39 @@ def chain_hash(prev_hash: str, record_json: str) -> str:
     return hashlib.sha256(f"{prev_hash}\n{record_json}".encode()).hexdigest()
 
 
+@dataclass
+class PendingRecord:
+    """A record waiting for its group commit (both stores commit in groups)."""
+
+    record: Record
+    text: str
+    done: bool = False
+    digest: str = ""
+    error: Exception | None = None
+
+
+INSERT_COLUMNS = (
+    "INSERT INTO decisions (id, time, verdict, mail_from, client_ip, reasons,"
+    " record, instance, seq, prev_hash, hash) VALUES "
+)
+
+
+def chain_rows(
+    group: Sequence[PendingRecord], instance: str, seq: int, prev: str
+) -> tuple[list[tuple[Any, ...]], int, str]:
+    """Chain ``group`` after (``seq``, ``prev``): set each digest; return the rows to insert
+    (in :data:`INSERT_COLUMNS` order) and the new chain head."""
+    rows = []
+    for pending in group:
+        seq += 1
+        pending.digest = chain_hash(prev, pending.text)
+        rows.append(
+            (*record_columns(pending.record), pending.text, instance, seq, prev, pending.digest)
+        )
+        prev = pending.digest
+    return rows, seq, prev
+
+
 @dataclass(frozen=True)
 class ChainProblem:
     """Where a decision log's hash chain breaks, and how."""
@@ -177,17 +210,6 @@ def verify_rows(
     return problems
 
 
-@dataclass
-class _Pending:
-    """A record waiting for its group commit."""
-
-    record: Record
-    text: str
-    done: bool = False
-    digest: str = ""
-    error: Exception | None = None
-
-
 class SqliteStore:
     """Decision records in one SQLite file (WAL, synchronous=FULL: committed means on disk;
     group commit)."""
@@ -210,7 +232,7 @@ class SqliteStore:
             raise StoreError(f"cannot open decision store {path}: {exc}") from exc
         self._lock = threading.Lock()
         self._queue_lock = threading.Lock()
-        self._queue: list[_Pending] = []
+        self._queue: list[PendingRecord] = []
 
     @contextlib.contextmanager
     def _immediate(self) -> Iterator[None]:
@@ -259,7 +281,7 @@ class SqliteStore:
         record is on disk before ``write`` returns (synchronous=FULL), but a burst of decisions
         costs a few fsyncs rather than one each.
         """
-        pending = _Pending(record, json.dumps(record, ensure_ascii=False, sort_keys=True))
+        pending = PendingRecord(record, json.dumps(record, ensure_ascii=False, sort_keys=True))
         with self._queue_lock:
             self._queue.append(pending)
         with self._lock:
@@ -271,7 +293,7 @@ class SqliteStore:
             raise StoreError(f"cannot write decision {record['id']}: {pending.error}")
         return pending.digest
 
-    def _commit(self, group: list[_Pending]) -> None:
+    def _commit(self, group: list[PendingRecord]) -> None:
         try:
             # IMMEDIATE: gateways sharing this file and instance name take turns.
             with self._immediate():
@@ -282,24 +304,8 @@ class SqliteStore:
                 if last is None:  # empty, or every record pruned: continue from the anchor
                     anchor = self._anchors().get(self.instance)
                     last = anchor if anchor is not None else (0, GENESIS)
-                seq, prev = last
-                for pending in group:
-                    seq += 1
-                    pending.digest = chain_hash(prev, pending.text)
-                    self._db.execute(
-                        "INSERT INTO decisions (id, time, verdict, mail_from, client_ip, reasons,"
-                        " record, instance, seq, prev_hash, hash)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            *record_columns(pending.record),
-                            pending.text,
-                            self.instance,
-                            seq,
-                            prev,
-                            pending.digest,
-                        ),
-                    )
-                    prev = pending.digest
+                rows, _, _ = chain_rows(group, self.instance, *last)
+                self._db.executemany(INSERT_COLUMNS + "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         except Exception as exc:  # noqa: BLE001 - every record of the group must hear of it
             for pending in group:
                 pending.error = exc

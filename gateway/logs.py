@@ -81,8 +81,8 @@ def configure_logging(level: str = "info", file: str = "-") -> None:
         logger_factory=_SafeLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
-    # aiosmtpd logs every session at INFO through the standard library ("mail.log"); keep
-    # only its warnings, in the same stream, so the output stays one event per decision.
+    # aiosmtpd logs every session at INFO through the standard library ("mail.log"), in the
+    # same stream.
     logging.basicConfig(
         stream=open(stream, "a", encoding="utf-8", closefd=False)  # noqa: SIM115
         if isinstance(stream, int)
@@ -90,7 +90,9 @@ def configure_logging(level: str = "info", file: str = "-") -> None:
         level=logging.WARNING,
         format="%(name)s %(message)s",
     )
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # Its per-command warnings ("unrecognised: X") are not JSON and a client can make
+    # thousands: errors only. The gateway's own events say what matters, structured.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 def get_logger(**context: Any) -> Any:

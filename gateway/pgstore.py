@@ -22,13 +22,14 @@ import psycopg
 
 from gateway.audit import (
     GENESIS,
+    INSERT_COLUMNS,
     VERIFY_QUERY,
     ChainProblem,
+    PendingRecord,
     Record,
     StoreError,
-    chain_hash,
+    chain_rows,
     prune_plan,
-    record_columns,
     verify_rows,
 )
 from gateway.directory import Account, account_from_row, account_row
@@ -75,12 +76,8 @@ _TIMEOUTS = ("SET lock_timeout = '10s'", "SET statement_timeout = '20s'")
 
 
 @dataclass
-class _Pending:
-    record: Record
-    text: str
-    done: threading.Event = field(default_factory=threading.Event)
-    digest: str = ""
-    error: Exception | None = None
+class _Pending(PendingRecord):
+    event: threading.Event = field(default_factory=threading.Event)
 
 
 class PostgresStore:
@@ -126,7 +123,7 @@ class PostgresStore:
             raise StoreError("the decision store is closed")
         pending = _Pending(record, json.dumps(record, ensure_ascii=False, sort_keys=True))
         self._queue.put(pending)
-        if not pending.done.wait(WRITE_TIMEOUT):
+        if not pending.event.wait(WRITE_TIMEOUT):
             raise StoreError(f"decision {record['id']} not committed within {WRITE_TIMEOUT:g} s")
         if pending.error is not None:
             raise StoreError(f"cannot write decision {record['id']}: {pending.error}")
@@ -163,28 +160,10 @@ class PostgresStore:
                 ).fetchone()
                 if head is None:  # pragma: no cover - inserted just above
                     raise StoreError("chain head missing")
-                seq, prev = head
-                rows = []
-                for pending in group:
-                    seq += 1
-                    pending.digest = chain_hash(prev, pending.text)
-                    rows.append(
-                        (
-                            *record_columns(pending.record),
-                            pending.text,
-                            self.instance,
-                            seq,
-                            prev,
-                            pending.digest,
-                        )
-                    )
-                    prev = pending.digest
+                rows, seq, prev = chain_rows(group, self.instance, *head)
                 with conn.cursor() as cursor:
                     cursor.executemany(
-                        "INSERT INTO decisions (id, time, verdict, mail_from, client_ip, reasons,"
-                        " record, instance, seq, prev_hash, hash)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                        rows,
+                        INSERT_COLUMNS + "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows
                     )
                 conn.execute(
                     "UPDATE chain_heads SET seq = %s, hash = %s WHERE instance = %s",
@@ -197,7 +176,7 @@ class PostgresStore:
                 pending.error = exc
         finally:
             for pending in group:
-                pending.done.set()
+                pending.event.set()
 
     def _reconnect(self) -> None:
         try:

@@ -252,6 +252,9 @@ class GatewaySMTP(SMTP):
         (a pipelined burst can outlive a 421).
         """
         if self.transport is None or self.transport.is_closing():
+            # Yield, so that connection_lost runs and stops aiosmtpd's command loop, which
+            # would otherwise work through everything still buffered (up to 128 KB of lines).
+            await asyncio.sleep(0)
             return
         if isinstance(status, str):
             if not status.isprintable():
