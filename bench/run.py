@@ -1,6 +1,6 @@
 """Benchmark: the gateway against a bare aiosmtpd sink, in the same run, on loopback.
 
-    .venv/bin/python bench/run.py              # about 3 minutes on 2 cores
+    .venv/bin/python bench/run.py              # about 8 minutes on 2 cores
     .venv/bin/python bench/run.py --quick      # fewer messages, for a smoke run
 
 Needs the test extras (the test PKI signs the PDFs) and, for the load, Postfix's smtp-source
@@ -443,9 +443,17 @@ def main() -> None:
                 f"{'bare CPU ms':>11} {'gw CPU ms':>9}"
             )
 
-            def row(name: str, run: Callable[[int, int], Result]) -> tuple[Result, Result]:
-                results = [run(*targets[t]) for t in ("bare", "gateway")]
-                base, gw = results
+            def row(
+                name: str, run: Callable[[int, int], Result], repeat: int = 3
+            ) -> tuple[Result, Result]:
+                # Best of ``repeat`` alternating runs for each target: the bare sink's figure
+                # alone moves by a third between runs on a shared 2-core machine. Scenarios
+                # whose second run would differ (cache misses, the mix) run once.
+                runs: dict[str, list[Result]] = {"bare": [], "gateway": []}
+                for _ in range(repeat):
+                    for target, results in runs.items():
+                        results.append(run(*targets[target]))
+                base, gw = (max(runs[t], key=lambda r: r.msg_s) for t in ("bare", "gateway"))
                 fail = f"  ({gw.failed} not 250)" if gw.failed else ""
                 print(
                     f"{name:<44} {base.msg_s:>10.0f} {gw.msg_s:>9.0f} "
@@ -476,6 +484,7 @@ def main() -> None:
                 lambda p, pid: client_load(
                     p, lambda i: (OFFICIAL, distinct[i % n_miss]), n_miss, pid
                 ),
+                repeat=1,
             )
             n14 = int(150 * scale)
             row("1.4 MB message", lambda p, pid: smtp_source(p, big, n14, pid, refused=False))
@@ -496,6 +505,7 @@ def main() -> None:
             row(
                 "realistic mix (60% DKIM 4 KB, 12% PDF...)",
                 lambda p, pid: client_load(p, mix, n_mix, pid),
+                repeat=1,
             )
 
             print("\nlatency at half the gateway's throughput (same offered rate for both)")
