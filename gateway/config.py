@@ -61,6 +61,7 @@ class DownstreamConfig:
     timeout: float = 60.0
     starttls: str = "none"  # none | opportunistic | required
     helo: str = ""
+    xforward: bool = False  # tell the downstream the real client (XFORWARD), if it offers it
 
     def describe(self) -> str:
         """The target in URL form, for logs."""
@@ -155,6 +156,7 @@ def _downstream(reader: TomlReader, base: Path, hostname: str) -> DownstreamConf
     timeout = reader.number("timeout", 60.0, minimum=1.0)
     starttls = reader.choice("starttls", ("none", "opportunistic", "required"), "none")
     helo = reader.string("helo", hostname)
+    xforward = reader.boolean("xforward", False)
     reader.finish()
     if not url:
         return DownstreamConfig("maildir", maildir=Path("var/maildir"), timeout=timeout, helo=helo)
@@ -176,7 +178,13 @@ def _downstream(reader: TomlReader, base: Path, hostname: str) -> DownstreamConf
     if parts.scheme != "smtp" or not parts.hostname or parts.path not in ("", "/"):
         raise reader.error("url", f"must be smtp://HOST:PORT or maildir:PATH, got {url!r}")
     return DownstreamConfig(
-        "smtp", host=parts.hostname, port=port, timeout=timeout, starttls=starttls, helo=helo
+        "smtp",
+        host=parts.hostname,
+        port=port,
+        timeout=timeout,
+        starttls=starttls,
+        helo=helo,
+        xforward=xforward,
     )
 
 

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import mailbox
 import re
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -84,7 +84,14 @@ class DownstreamReply:
 class DownstreamSession(Protocol):
     """One client session's view of the downstream: an SMTP transaction at a time."""
 
-    async def mail(self, sender: str, *, size: int | None, smtputf8: bool) -> DownstreamReply:
+    async def mail(
+        self,
+        sender: str,
+        *,
+        size: int | None,
+        smtputf8: bool,
+        about: Mapping[str, str] | None = None,
+    ) -> DownstreamReply:
         """Start a transaction (connecting first if needed)."""
 
     async def rcpt(self, address: str) -> DownstreamReply:
@@ -138,8 +145,16 @@ class SmtpDownstream:
             ) from exc
         return client
 
-    async def mail(self, sender: str, *, size: int | None, smtputf8: bool) -> DownstreamReply:
-        """Send MAIL FROM, reconnecting once if an idle connection went stale."""
+    async def mail(
+        self,
+        sender: str,
+        *,
+        size: int | None,
+        smtputf8: bool,
+        about: Mapping[str, str] | None = None,
+    ) -> DownstreamReply:
+        """Send MAIL FROM (after XFORWARD ``about`` the client, if configured and offered),
+        reconnecting once if an idle connection went stale."""
         for attempt in (1, 2):
             if self._client is None or not self._client.is_connected:
                 self._client = await self._connect()
@@ -159,6 +174,8 @@ class SmtpDownstream:
                 options.append("SMTPUTF8")
             self._encoding = "utf-8" if smtputf8 else "ascii"
             try:
+                if about is not None and self.config.xforward:
+                    await self._xforward(client, about)
                 response = await client.mail(sender, options=options, encoding=self._encoding)
             except aiosmtplib.SMTPResponseException as exc:
                 return DownstreamReply.of(exc.code, exc.message)
@@ -169,6 +186,20 @@ class SmtpDownstream:
                 continue
             return DownstreamReply.of(response.code, response.message)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _xforward(self, client: aiosmtplib.SMTP, about: Mapping[str, str]) -> None:
+        """Postfix's XFORWARD: the attributes the downstream offers, xtext-encoded, one line.
+        A refusal is logged by the downstream and changes nothing here."""
+        offered = set(client.esmtp_extensions.get("xforward", "").upper().split())
+        if not offered:
+            return
+        attributes = [
+            f"{name}={_xtext(value)}".encode("ascii")
+            for name, value in about.items()
+            if name in offered and value
+        ]
+        if attributes:
+            await client.execute_command(b"XFORWARD", *attributes)
 
     async def rcpt(self, address: str) -> DownstreamReply:
         """Send RCPT TO and return the downstream's reply as it is."""
@@ -246,6 +277,15 @@ class SmtpDownstream:
         self._client = None
 
 
+def _xtext(value: str) -> str:
+    """RFC 3461 xtext: printable ASCII but "+" and "=" as itself, every other byte +HH (so no
+    CR, LF or space can reach the command line)."""
+    return "".join(
+        chr(b) if 0x21 <= b <= 0x7E and b not in (0x2B, 0x3D) else f"+{b:02X}"
+        for b in value.encode("utf-8")
+    )
+
+
 class MaildirDownstream:
     """The embedded default: deliver into a local Maildir, one copy per recipient."""
 
@@ -254,7 +294,14 @@ class MaildirDownstream:
         self._sender = ""
         self._recipients: list[str] = []
 
-    async def mail(self, sender: str, *, size: int | None, smtputf8: bool) -> DownstreamReply:
+    async def mail(
+        self,
+        sender: str,
+        *,
+        size: int | None,
+        smtputf8: bool,
+        about: Mapping[str, str] | None = None,
+    ) -> DownstreamReply:
         """Start a transaction."""
         self._sender, self._recipients = sender, []
         return DownstreamReply(250, "2.1.0 Ok")

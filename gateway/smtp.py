@@ -572,9 +572,20 @@ class GatewayHandler:
             await self._record_quietly(server, txn, "reject", [refused], line)
             return line
         size = next((o.split("=", 1)[1] for o in options if o.startswith("SIZE=")), None)
+        ip, helo, _ = self._client(server)
+        esmtp = server.session is not None and server.session.extended_smtp
+        about = {
+            "NAME": state.xforward.get("NAME", "[UNAVAILABLE]"),
+            "ADDR": ip,
+            "PROTO": state.xforward.get("PROTO", "ESMTP" if esmtp else "SMTP"),
+            "HELO": helo,
+        }
         try:
             reply = await state.downstream.mail(
-                sender, size=int(size) if size and size.isdigit() else None, smtputf8=smtputf8
+                sender,
+                size=int(size) if size and size.isdigit() else None,
+                smtputf8=smtputf8,
+                about=about,
             )
         except DownstreamError as exc:
             self._relay_failed("MAIL", exc)

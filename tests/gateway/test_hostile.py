@@ -680,3 +680,29 @@ def test_smuggling_cannot_reach_a_lenient_downstream(
     mails = [c for c in lenient.commands if c.upper().startswith(b"MAIL")]
     assert mails == [b"MAIL FROM:<" + OFFICIAL.encode() + b"> BODY=8BITMIME"] * (1 + (code == 250))
     assert len(lenient.messages) == 1 + (code == 250)
+
+
+def test_the_real_client_is_passed_on_with_xforward(start_gateway, tmp_path: Path) -> None:
+    """[downstream] xforward = true: the downstream (here a second gateway, which accepts
+    XFORWARD from loopback as Postfix's re-injection smtpd would) records the client that
+    reached the first one, not 127.0.0.1, even when that client came through a proxy."""
+    import ipaddress
+
+    from gateway.config import DownstreamConfig
+
+    loopback = (ipaddress.ip_network("127.0.0.0/8"),)
+    inner = start_gateway(make_config(tmp_path / "b", None, xforward_hosts=loopback))
+    ds = DownstreamConfig("smtp", host="127.0.0.1", port=inner.port, timeout=5, xforward=True)
+    outer = start_gateway(
+        make_config(tmp_path / "a", inner.port, downstream=ds, xforward_hosts=loopback)
+    )
+    with outer.client() as smtp:
+        # The outer gateway's own proxy (Postfix) names the real client, with a hostile HELO.
+        assert smtp.docmd("XFORWARD", "ADDR=203.0.113.9 HELO=mx.example+0D+0AMAIL")[0] == 250
+        smtp.mail(OFFICIAL)
+        smtp.rcpt(CLERK)
+        assert smtp.data(message())[0] == 250
+    [record] = inner.wait_records(1)
+    assert record["client"]["ip"] == "203.0.113.9"
+    assert record["client"]["helo"] == "mx.exampleMAIL"  # CR/LF dropped, never a new command
+    assert outer.records()[0]["client"]["ip"] == "203.0.113.9"
