@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import ipaddress
 import json
+import signal
 import sys
 import textwrap
 from contextlib import closing
@@ -456,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(config.log_level, config.log_file)
         if args.worker is not None:
             config = dataclasses.replace(config, worker_index=args.worker)
+            _die_with_parent()
         elif config.workers > 1:
             supervisor = Supervisor(config, args.config, policy_sha256=policy.sha256)
             return asyncio.run(supervisor.run(grace=SHUTDOWN_GRACE))
@@ -471,6 +476,14 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"congvu: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _die_with_parent() -> None:
+    """A worker gets SIGTERM if its supervisor dies, even by SIGKILL (Linux prctl), so no
+    orphan keeps accepting mail on the shared port."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,6 +48,7 @@ from policies.notices import sender_authenticated
 __all__ = ["MAX_LINE", "Engine", "Judgement", "RecipientOutcome", "accept_reply", "build_record"]
 
 # RFC 5321 4.1.3 address literals: [192.0.2.1], [IPv6:2001:db8::1]
+_ONE_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ADDRESS_LITERAL = re.compile(r"\[(?:\d{1,3}(?:\.\d{1,3}){3}|IPv6:[0-9A-Fa-f:.]+)\]")
 
 MAX_LINE = 1001  # bytes with CRLF: aiosmtpd's line_length_limit, so check and serve agree
@@ -108,7 +109,8 @@ class Engine:
         try:
             canonical_domain(domain)
         except AddressError:
-            if not _ADDRESS_LITERAL.fullmatch(domain):
+            # An address literal, or one label (root@localhost from a trusted host).
+            if not (_ADDRESS_LITERAL.fullmatch(domain) or _ONE_LABEL.fullmatch(domain)):
                 return "address.syntax"
         return "address.non_ascii" if not address.isascii() and not smtputf8 else None
 

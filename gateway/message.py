@@ -241,14 +241,16 @@ def _filename(part: Message) -> str:
 _MIME_ERRORS = (TypeError, ValueError, LookupError, IndexError, AttributeError)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=1)
 def mime_tree(raw: bytes) -> Message | None:
     """The message's MIME structure, or None when even the forgiving parser fails on it.
 
     compat32 is the fast, forgiving parser (MIME structure only, no header objects); it still
     raises on some malformed parameters (RFC 2231 continuations ``name*0=a; name*=b``). The
-    same bytes are asked for by several steps of one judgement: parsed once (callers only
-    read the tree). A message that cannot be parsed gets a header defect, so it is refused.
+    same bytes are asked for by several steps of one judgement, one after another: parsed
+    once (callers only read the tree). One entry, so that a large message stays in memory
+    only until the next one is judged. A message that cannot be parsed gets a header defect,
+    so it is refused.
     """
     try:
         return email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)

@@ -8,6 +8,7 @@ reloads the policy on SIGHUP (an invalid policy is refused loudly and the old on
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import ssl
 from dataclasses import dataclass
@@ -67,7 +68,8 @@ def make_validator(
     return PoolValidator(
         trust_for(policy),
         allow_hybrid_xrefs=policy.documents.allow_hybrid_xref,
-        workers=config.validation_workers,
+        # 0: the cores shared among the SMTP worker processes (each has its own pool).
+        workers=config.validation_workers or max(1, (os.cpu_count() or 1) // config.workers),
         timeout=config.validation_timeout,
         max_bytes=config.max_document_bytes,
         processes=processes,

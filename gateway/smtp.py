@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, AnyStr, TypeVar
 from urllib.parse import unquote
 
-from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException
+from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
 from gateway.audit import AuditLog, StoreError
 from gateway.dataread import READ_LIMIT, read_data
@@ -80,7 +80,7 @@ T = TypeVar("T")
 _SIMPLE_PATH = re.compile(
     r"[ \t]*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)"
-    r">[ \t]*(.*)",
+    r">[ \t]*(?![(\s])(.*)",  # a comment or other white space after it: aiosmtpd's parser
     re.DOTALL,
 )
 _SHUTDOWN_REPLY = b"421 4.3.2 Service shutting down, try again later"
@@ -186,14 +186,17 @@ class GatewaySMTP(SMTP):
             return
         try:
             await super().smtp_STARTTLS(arg)
-        except TLSSetupException:
+        except TLSSetupException as exc:
             # The client gave up during the handshake (or spoke no TLS): its problem, not a
-            # gateway fault. Nothing can be said to it in clear text any more: hang up.
+            # gateway fault. Nothing can be said to it in clear text any more: hang up. The
+            # TCP transport now belongs to the TLS layer, which will not report the loss: do
+            # it here, as aiosmtpd does, or the session would hold its slot for ever.
             handler = self.event_handler
             if isinstance(handler, GatewayHandler):
                 handler.log.info("smtp.tls_failed", client_ip=_peer_ip(self))
             if self.transport is not None:
                 self.transport.close()
+            self.connection_lost(exc)
             return
         # The TLS handshake re-runs connection_made (marking a command in progress) but no
         # greeting follows: the session is between commands again.
@@ -207,6 +210,7 @@ class GatewaySMTP(SMTP):
             return
         await self.push(handler.xforward(self, arg or ""))
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         """aiosmtpd's DATA with a bulk reader (see :mod:`gateway.dataread`) and a deadline.
 
@@ -231,6 +235,12 @@ class GatewaySMTP(SMTP):
             data = await read_data(self._reader, max_size=self.data_size_limit)
         except asyncio.IncompleteReadError:
             return  # the client went away mid-DATA: connection_lost records it
+        except OSError:
+            # The spool could not be written (disk full): the rest of the body must never be
+            # read as commands. Say 421 and hang up; connection_lost records the transaction.
+            handler.log.error("smtp.spool_failed", exc_info=True)
+            self.say_and_close(b"421 4.3.1 Insufficient system storage, closing", "spool")
+            return
         self._reset_timeout()
         if data.problem:
             await self.push(await handler.data_refused(self, data.problem))
@@ -239,6 +249,15 @@ class GatewaySMTP(SMTP):
             status = await self._call_handler_hook("DATA")
             await self.push("250 OK" if status is MISSING else status)
         self._set_post_data_state()  # type: ignore[no-untyped-call]
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        """No MAIL, RCPT or DATA work once the connection is closing (after a final 421, the
+        commands a client pipelined behind it must not reach the downstream)."""
+        if command in ("MAIL", "RCPT", "DATA") and (
+            self.transport is None or self.transport.is_closing()
+        ):
+            return "421 4.3.2 Connection closing"
+        return await super()._call_handler_hook(command, *args)
 
     def _timeout_cb(self) -> None:
         """A session idle past the command timeout, or a DATA past its deadline: say why."""

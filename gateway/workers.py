@@ -51,6 +51,7 @@ class _Worker:
     started: float = 0.0
     failures: int = 0  # consecutive early deaths
     restart_at: float = 0.0
+    restarted: bool = False  # False until its first restart: exit 2 then means "cannot start"
 
 
 @dataclass
@@ -88,8 +89,9 @@ class Supervisor:
                 continue
             multiprocess.mark_process_dead(process.pid, self._metrics_dir)  # type: ignore[no-untyped-call]
             worker.process = None
-            if process.returncode == _EXIT_USAGE:
-                # It could not start (port taken, bad configuration): restarting cannot help.
+            if process.returncode == _EXIT_USAGE and not worker.restarted:
+                # It could not start at all (port taken, bad configuration): restarting cannot
+                # help. After a crash, a failed restart (store briefly away) is retried.
                 self.log.error("worker.cannot_start", worker=worker.index, pid=process.pid)
                 self.failed = True
                 continue
@@ -164,6 +166,7 @@ class Supervisor:
                 for worker in self.workers:
                     if worker.process is None and now >= worker.restart_at:
                         self.restarts += 1
+                        worker.restarted = True
                         self._spawn(worker)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.2)

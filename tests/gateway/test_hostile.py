@@ -706,3 +706,107 @@ def test_the_real_client_is_passed_on_with_xforward(start_gateway, tmp_path: Pat
     assert record["client"]["ip"] == "203.0.113.9"
     assert record["client"]["helo"] == "mx.exampleMAIL"  # CR/LF dropped, never a new command
     assert outer.records()[0]["client"]["ip"] == "203.0.113.9"
+
+
+def test_failed_tls_handshakes_do_not_keep_session_slots(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """Found in review: a client that starts TLS and then hangs up (or speaks no TLS) must not
+    hold its slot: three such clients, then a fourth connection from the same address is
+    served with the per-address limit at two."""
+    from test_tls_and_audit import self_signed
+
+    from gateway.config import Limits
+
+    cert, key = self_signed(tmp_path)
+    config = make_config(
+        tmp_path, downstream.port, tls_cert=cert, tls_key=key, limits=Limits(max_sessions_per_ip=2)
+    )
+    gw = start_gateway(config)
+    for junk in (b"", b"not tls\r\n", b"\x16\x03\x01\x00\x05hello"):
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+            f = sock.makefile("rb")
+            f.readline()
+            sock.sendall(b"EHLO c\r\n")
+            while f.readline()[3:4] == b"-":
+                pass
+            sock.sendall(b"STARTTLS\r\n")
+            assert f.readline().startswith(b"220 ")
+            sock.sendall(junk)
+    deadline = time.monotonic() + 5
+    while len(gw.gateway.handler.protocols) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(gw.gateway.handler.protocols) == 0
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        assert sock.makefile("rb").readline().startswith(b"220 ")
+
+
+def test_a_spool_that_cannot_be_written_ends_the_session(
+    start_gateway, downstream: Downstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: disk full while a large body is spooled. The rest of the body must
+    never be read as commands (it could carry a whole second transaction): 421, hang up."""
+    import errno
+    import tempfile
+
+    import gateway.dataread
+
+    class FullDisk(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
+        def rollover(self) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gateway.dataread.tempfile, "SpooledTemporaryFile", FullDisk)
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    smuggled = (
+        b"x.\r\nRSET\r\nMAIL FROM:<"
+        + OFFICIAL.encode()
+        + b">\r\nRCPT TO:<"
+        + CLERK.encode()
+        + b">\r\nDATA\r\n"
+        + message(subject="smuggled")
+        + b".\r\n"
+    )
+    body = message(body=("b" * 70 + "\r\n") * 2000) + smuggled  # 140 KB: spooled to disk
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(f"HELO c\r\nMAIL FROM:<{OFFICIAL}>\r\nRCPT TO:<{CLERK}>\r\nDATA\r\n".encode())
+        assert [f.readline()[:3] for _ in range(4)] == [b"250", b"250", b"250", b"354"]
+        with contextlib.suppress(OSError):
+            sock.sendall(body)
+        assert f.readline().startswith(b"421 4.3.1")
+        assert f.readline() == b""
+    [record] = gw.wait_records(1)
+    assert record["verdict"] == "abandoned"
+    assert downstream.handler.messages == []
+    assert "DATA" not in downstream.handler.commands
+
+
+def test_nothing_pipelined_behind_a_final_421_reaches_the_downstream(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """Found in review: after "421 Too many errors" the connection is closing, but a client
+    may have pipelined a whole transaction behind the errors; none of it may be relayed."""
+    from gateway.config import Limits
+
+    gw = start_gateway(make_config(tmp_path, downstream.port, limits=Limits(max_errors=2)))
+    burst = (
+        b"EHLO c\r\n"
+        + b"BOGUS\r\n" * 3
+        + (
+            f"MAIL FROM:<{OFFICIAL}>\r\nRCPT TO:<{CLERK}>\r\nDATA\r\n".encode()
+            + message()
+            + b".\r\n"
+        )
+    )
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(burst)
+        replies = []
+        while line := f.readline():
+            replies.append(line)
+    assert any(r.startswith(b"421 4.7.0 Too many errors") for r in replies)
+    assert not any(r.startswith(b"354") for r in replies)
+    time.sleep(0.3)
+    assert downstream.handler.commands == [] and downstream.handler.messages == []

@@ -62,7 +62,9 @@ def check_against(stock: SMTP) -> None:
             + "@"
             + rng.choice(["b.gov.vn", "b", "-b", "b-", "b..c", "b.", "[1.2.3.4]", "b_c"])
             + ">"
-            + rng.choice(["", " ", "  SIZE=1", " BODY=8BITMIME\r", "\x00", "x"])
+            + rng.choice(
+                ["", " ", "  SIZE=1", " BODY=8BITMIME\r", "\x00", "x", " (c) SIZE=1", "\t(c)"]
+            )
         )
         fast = _SIMPLE_PATH.fullmatch(arg) or _SIMPLE_PATH.match(arg)
         if fast is None:

@@ -194,3 +194,19 @@ def test_sigkill_never_leaves_a_250_the_downstream_lacks(
     }
     assert accepted, "the clients should have had some mail accepted before the kill"
     assert set(accepted) <= delivered
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(supervised) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL of the supervisor alone (outside systemd's cgroup): its workers get SIGTERM
+    (PR_SET_PDEATHSIG) and drain, rather than accepting mail on the port with nobody
+    watching them."""
+    proc, port, config = supervised
+    pids = list(worker_pids(config).values())
+    proc.kill()
+    proc.wait()
+
+    def gone() -> bool:
+        return all(not Path(f"/proc/{pid}").exists() for pid in pids)
+
+    wait_for(gone, timeout=30)
+    assert not listening(port)
