@@ -65,6 +65,9 @@ def _rsa_verify(digest: Any, signature: bytes, public_key: dict[str, int]) -> bo
     if algorithm is None:
         return False
     key = _rsa_key(public_key["modulus"], public_key["publicExponent"])
+    # dkimpy reads the signature as a number, so a signer that drops a leading zero byte is
+    # still valid there; OpenSSL wants the key's length: put the zeros back.
+    signature = signature.rjust((key.key_size + 7) // 8, b"\0")
     try:
         key.verify(signature, digest.digest(), padding.PKCS1v15(), Prehashed(algorithm))
     except (InvalidSignature, ValueError):

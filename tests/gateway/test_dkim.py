@@ -230,3 +230,30 @@ async def test_a_non_base64_body_hash_is_permerror(dns_server: DnsServer, key: K
     broken = signed[:start] + b"\xd1" + signed[start + 1 :]
     [result] = await verify_dkim(broken, resolver)
     assert result.result in ("permerror", "fail")
+
+
+def test_a_signature_missing_its_leading_zero_byte_still_verifies(key: Key) -> None:
+    """Some signers drop a leading zero byte (1 signature in 256); dkimpy accepts that, so the
+    OpenSSL check must too (found in review)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    from gateway.dkim import _rsa_verify
+
+    numbers = key.private.public_key().public_numbers()
+    public = {"modulus": numbers.n, "publicExponent": numbers.e}
+    for n in range(5000):
+        digest = hashlib.sha256(f"message {n}".encode())
+        signature = key.private.sign(
+            digest.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256())
+        )
+        if signature[0] == 0:
+            break
+    else:  # pragma: no cover - 5000 tries without a leading zero: (255/256)^5000
+        raise AssertionError("no signature with a leading zero byte")
+    assert _rsa_verify(digest, signature, public)
+    assert _rsa_verify(digest, signature[1:], public)  # the zero dropped
+    assert not _rsa_verify(digest, signature[2:], public)  # a real byte dropped
