@@ -307,8 +307,13 @@ class SqliteStore:
                 rows, _, _ = chain_rows(group, self.instance, *last)
                 self._db.executemany(INSERT_COLUMNS + "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         except Exception as exc:  # noqa: BLE001 - every record of the group must hear of it
-            for pending in group:
-                pending.error = exc
+            if len(group) > 1:
+                # One bad record (a duplicate id, say) must not fail its neighbours: each
+                # gets a transaction of its own, and only the bad one hears of the failure.
+                for pending in group:
+                    self._commit([pending])
+                return
+            group[0].error = exc
         finally:
             for pending in group:
                 pending.done = True

@@ -198,3 +198,23 @@ def test_a_failed_group_commit_fails_every_writer_in_it(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         store.write(record(1))
     store.close()
+
+
+def test_one_bad_record_does_not_fail_the_rest_of_its_group(tmp_path: Path) -> None:
+    """A group with a record that cannot be stored (here: a duplicate decision id): the others
+    are committed, in an intact chain, and only that writer hears of the failure."""
+    from gateway.audit import PendingRecord
+
+    store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
+    store.write(record(0))
+    group = [
+        PendingRecord(r, json.dumps(r, ensure_ascii=False, sort_keys=True))
+        for r in (record(1), record(0), record(2))  # record(0) again: its id is taken
+    ]
+    store._commit(group)
+    assert [p.done for p in group] == [True, True, True]
+    assert group[0].error is None and group[2].error is None
+    assert isinstance(group[1].error, sqlite3.IntegrityError)
+    assert store.verify() == []
+    assert [r["id"] for r in store.tail(10)] == [record(n)["id"] for n in (0, 1, 2)]
+    store.close()
