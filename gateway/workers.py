@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from gateway.config import GatewayConfig
 from gateway.logs import get_logger
 from gateway.metrics import serve_http
+from policies import ConfigError, load_policy
 
 __all__ = ["Supervisor"]
 
@@ -113,10 +114,16 @@ class Supervisor:
             if worker.process is not None and worker.process.poll() is None:
                 worker.process.send_signal(signum)
 
-    def reload(self) -> None:
-        """SIGHUP: each worker re-reads (and validates) the policy itself."""
+    def reload(self, *, except_for: _Worker | None = None) -> None:
+        """SIGHUP: each worker re-reads (and validates) the policy itself; /health shows the
+        policy on disk if it is valid (each worker logs whether it took it)."""
         self.log.info("supervisor.reload", workers=len(self.workers))
-        self._signal_all(signal.SIGHUP)
+        with contextlib.suppress(ConfigError):
+            self.policy_sha256 = load_policy(self.config.policy_file).sha256
+        for worker in self.workers:
+            process = worker.process
+            if worker is not except_for and process is not None and process.poll() is None:
+                process.send_signal(signal.SIGHUP)
 
     def health(self) -> dict[str, Any]:
         """``ok`` while every worker runs; the policy is each worker's own (see their logs)."""
@@ -168,6 +175,10 @@ class Supervisor:
                         self.restarts += 1
                         worker.restarted = True
                         self._spawn(worker)
+                        # The new worker reads the policy on disk now: the others re-read it
+                        # too, so that all judge alike (the new one is not signalled: its
+                        # handler may not be installed yet).
+                        self.reload(except_for=worker)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.2)
         finally:

@@ -140,6 +140,9 @@ def test_a_killed_worker_is_restarted_and_mail_keeps_flowing(supervised) -> None
     assert [send(port, n)[0] for n in range(6)] == [250] * 6
     died = [e for e in events(config.parent / "gateway.log") if e["event"] == "worker.died"]
     assert died[0]["returncode"] == -signal.SIGKILL
+    # The survivor re-read the policy when the new worker started, so both judge alike.
+    reloads = [e for e in events(config.parent / "gateway.log") if e["event"] == "policy.reloaded"]
+    assert len(reloads) == 1
 
 
 def test_a_worker_that_cannot_listen_stops_the_supervisor(
