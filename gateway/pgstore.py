@@ -172,6 +172,12 @@ class PostgresStore:
         except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
             if isinstance(exc, psycopg.OperationalError):
                 self._reconnect()
+            elif len(group) > 1:
+                # One bad record (a duplicate id, say) must not fail its neighbours: each
+                # gets a transaction of its own, and only the bad one hears of the failure.
+                for pending in group:
+                    self._commit([pending])
+                return
             for pending in group:
                 pending.error = exc
         finally:

@@ -165,3 +165,25 @@ def test_deleting_the_newest_records_is_seen_and_closed_stores_refuse(pg_url: st
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.write(record(9))
+
+
+def test_one_bad_record_does_not_fail_the_rest_of_its_group(pg_url: str) -> None:
+    """As in SQLite: a duplicate decision id fails that writer alone; its group is stored."""
+    import json
+
+    from gateway.pgstore import _Pending
+
+    store = PostgresStore(pg_url, instance="gw1")
+    try:
+        store.write(record(0))
+        group = [
+            _Pending(r, json.dumps(r, ensure_ascii=False, sort_keys=True))
+            for r in (record(1), record(0), record(2))
+        ]
+        store._commit(group)
+        assert group[0].error is None and group[2].error is None
+        assert isinstance(group[1].error, psycopg.errors.UniqueViolation)
+        assert store.verify() == []
+        assert [r["id"] for r in store.tail(10)] == [record(n)["id"] for n in (0, 1, 2)]
+    finally:
+        store.close()
