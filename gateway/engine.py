@@ -19,6 +19,7 @@ from typing import Any
 
 from gateway.audit import SCHEMA_VERSION
 from gateway.config import GatewayConfig
+from gateway.dataread import MAX_LINE
 from gateway.dkim import INLINE_BYTES, TxtResolver, verify_dkim
 from gateway.evidence import gather_documents
 from gateway.message import (
@@ -45,13 +46,11 @@ from policies.addresses import AddressError, canonical_domain
 from policies.model import SignatureCheck
 from policies.notices import sender_authenticated
 
-__all__ = ["MAX_LINE", "Engine", "Judgement", "RecipientOutcome", "accept_reply", "build_record"]
+__all__ = ["Engine", "Judgement", "RecipientOutcome", "accept_reply", "build_record"]
 
 # RFC 5321 4.1.3 address literals: [192.0.2.1], [IPv6:2001:db8::1]
 _ONE_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ADDRESS_LITERAL = re.compile(r"\[(?:\d{1,3}(?:\.\d{1,3}){3}|IPv6:[0-9A-Fa-f:.]+)\]")
-
-MAX_LINE = 1001  # bytes with CRLF: aiosmtpd's line_length_limit, so check and serve agree
 
 
 @dataclass
@@ -128,13 +127,14 @@ class Engine:
     def data_refusal(self, raw: bytes) -> str | None:
         """What the SMTP layer refuses before judging: too large, or a line too long.
 
-        ``serve`` gets this from aiosmtpd while reading DATA; ``check`` asks here.
+        ``serve`` gets this from :func:`gateway.dataread.read_data` while reading DATA, with
+        the same line limit; ``check`` asks here.
         """
         if len(raw) > self.config.max_message_size:
             return "message.too_large"
         # As received over SMTP, every line ends in CRLF: measure it that way.
         lines = normalize_line_endings(raw).split(b"\r\n")
-        if any(len(line) + 2 > MAX_LINE for line in lines):
+        if any(len(line) > MAX_LINE for line in lines):
             return "message.line_too_long"
         return None
 
