@@ -109,10 +109,11 @@ class Supervisor:
                 restart_in=pause,
             )
 
-    def _signal_all(self, signum: int) -> None:
+    def _signal_all(self, signum: int, *, except_for: _Worker | None = None) -> None:
         for worker in self.workers:
-            if worker.process is not None and worker.process.poll() is None:
-                worker.process.send_signal(signum)
+            process = worker.process
+            if worker is not except_for and process is not None and process.poll() is None:
+                process.send_signal(signum)
 
     def reload(self, *, except_for: _Worker | None = None) -> None:
         """SIGHUP: each worker re-reads (and validates) the policy itself; /health shows the
@@ -120,10 +121,7 @@ class Supervisor:
         self.log.info("supervisor.reload", workers=len(self.workers))
         with contextlib.suppress(ConfigError):
             self.policy_sha256 = load_policy(self.config.policy_file).sha256
-        for worker in self.workers:
-            process = worker.process
-            if worker is not except_for and process is not None and process.poll() is None:
-                process.send_signal(signal.SIGHUP)
+        self._signal_all(signal.SIGHUP, except_for=except_for)
 
     def health(self) -> dict[str, Any]:
         """``ok`` while every worker runs; the policy is each worker's own (see their logs)."""
