@@ -47,7 +47,6 @@ async def read_data(
     *,
     max_size: int | None,
     spool_over: int = SPOOL_OVER,
-    spool_dir: str | None = None,
 ) -> DataRead:
     """Read up to and including the ``<CRLF>.<CRLF>`` that ends a DATA section.
 
@@ -57,7 +56,7 @@ async def read_data(
     size = 0
     behind = b"\r\n"  # the last bytes consumed; the DATA command's CRLF comes before the data
     unfinished = 0  # length of the current line so far (bytes since the last CRLF)
-    with tempfile.SpooledTemporaryFile(max_size=spool_over, dir=spool_dir) as spool:
+    with tempfile.SpooledTemporaryFile(max_size=spool_over) as spool:
         while True:
             try:
                 piece = await reader.readuntil(_DOT_END)
