@@ -13,9 +13,7 @@ Schema changes are numbered migrations, applied at start under an advisory lock.
 from __future__ import annotations
 
 import json
-import queue
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -25,6 +23,7 @@ from gateway.audit import (
     INSERT_COLUMNS,
     VERIFY_QUERY,
     ChainProblem,
+    GroupCommitter,
     PendingRecord,
     Record,
     StoreError,
@@ -70,14 +69,8 @@ MIGRATIONS: list[tuple[int, str]] = [
 ]
 _MIGRATION_LOCK = 0x636F6E67  # "cong": one advisory lock id for migrations
 _BATCH = 200  # records per group commit at most
-WRITE_TIMEOUT = 30.0  # a write not committed by then is a store failure (the client gets 4xx)
 # Never wait forever on a lock held by a gateway cut off mid-transaction, or on a dead server.
 _TIMEOUTS = ("SET lock_timeout = '10s'", "SET statement_timeout = '20s'")
-
-
-@dataclass
-class _Pending(PendingRecord):
-    event: threading.Event = field(default_factory=threading.Event)
 
 
 class PostgresStore:
@@ -92,10 +85,9 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise StoreError(f"cannot open decision store {_safe_url(url)}: {exc}") from exc
         self._read_lock = threading.Lock()
-        self._closed = False
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._writer = threading.Thread(target=self._write_loop, name="pg-writer", daemon=True)
-        self._writer.start()
+        self._committer = GroupCommitter(
+            self._commit, name="pg-writer", batch_wait=batch_wait, max_batch=_BATCH
+        )
 
     def _migrate(self) -> None:
         conn = self._write_conn
@@ -119,34 +111,13 @@ class PostgresStore:
 
     def write(self, record: Record) -> str:
         """Queue ``record`` for the writer and wait until its group is committed."""
-        if self._closed:
-            raise StoreError("the decision store is closed")
-        pending = _Pending(record, json.dumps(record, ensure_ascii=False, sort_keys=True))
-        self._queue.put(pending)
-        if not pending.event.wait(WRITE_TIMEOUT):
-            raise StoreError(f"decision {record['id']} not committed within {WRITE_TIMEOUT:g} s")
-        if pending.error is not None:
-            raise StoreError(f"cannot write decision {record['id']}: {pending.error}")
-        return pending.digest
+        return self._committer.write(record)
 
-    def _write_loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            try:
-                while len(group) < _BATCH:
-                    item = self._queue.get(timeout=self.batch_wait)
-                    if item is None:
-                        self._queue.put(None)  # stop after this group
-                        break
-                    group.append(item)
-            except queue.Empty:
-                pass
-            self._commit(group)
+    async def write_async(self, record: Record) -> str:
+        """:meth:`write` for the event loop."""
+        return await self._committer.write_async(record)
 
-    def _commit(self, group: list[_Pending]) -> None:
+    def _commit(self, group: list[PendingRecord]) -> None:
         conn = self._write_conn
         try:
             with conn.transaction():
@@ -180,9 +151,6 @@ class PostgresStore:
                 return
             for pending in group:
                 pending.error = exc
-        finally:
-            for pending in group:
-                pending.event.set()
 
     def _reconnect(self) -> None:
         try:
@@ -279,9 +247,7 @@ class PostgresStore:
 
     def close(self) -> None:
         """Finish queued writes, then close."""
-        self._closed = True
-        self._queue.put(None)
-        self._writer.join(10)
+        self._committer.close()
         self._write_conn.close()
         self._read.close()
 

@@ -208,13 +208,95 @@ def test_one_bad_record_does_not_fail_the_rest_of_its_group(tmp_path: Path) -> N
     store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
     store.write(record(0))
     group = [
-        PendingRecord(r, json.dumps(r, ensure_ascii=False, sort_keys=True))
+        PendingRecord.of(r)
         for r in (record(1), record(0), record(2))  # record(0) again: its id is taken
     ]
     store._commit(group)
-    assert [p.done for p in group] == [True, True, True]
     assert group[0].error is None and group[2].error is None
     assert isinstance(group[1].error, sqlite3.IntegrityError)
     assert store.verify() == []
     assert [r["id"] for r in store.tail(10)] == [record(n)["id"] for n in (0, 1, 2)]
     store.close()
+
+
+def test_coroutines_writing_at_once_share_commits_and_each_get_their_own_hash(
+    tmp_path: Path,
+) -> None:
+    """The gateway's path: many sessions await their records at once; each is told only once
+    its record is committed, the chain is intact, and groups share a transaction."""
+    import asyncio
+
+    store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
+    groups: list[int] = []
+    commit = store._commit
+
+    def counting(group: list[object]) -> None:
+        groups.append(len(group))
+        commit(group)  # type: ignore[arg-type]
+
+    store._commit = counting  # type: ignore[method-assign]
+
+    async def burst() -> list[str]:
+        return await asyncio.gather(*(store.write_async(record(n)) for n in range(300)))
+
+    digests = asyncio.run(burst())
+    assert len(set(digests)) == 300
+    assert sum(groups) == 300 and len(groups) < 300
+    assert store.verify() == []
+    with sqlite3.connect(tmp_path / "d.sqlite") as db:
+        stored = dict(db.execute("SELECT id, hash FROM decisions"))
+    assert [stored[str(record(n)["id"])] for n in range(300)] == digests
+    store.close()
+
+
+def test_a_writer_that_crashes_fails_its_records_instead_of_hanging(tmp_path: Path) -> None:
+    """Whatever goes wrong inside a commit, each waiting session hears "not stored" (and answers
+    4xx); none waits for ever or is told its record is safe."""
+    import asyncio
+
+    from gateway.audit import StoreError
+
+    store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
+
+    def crash(group: list[object]) -> None:
+        raise MemoryError
+
+    store._commit = crash  # type: ignore[method-assign]
+
+    async def two() -> list[object]:
+        both = asyncio.gather(
+            store.write_async(record(1)), store.write_async(record(2)), return_exceptions=True
+        )
+        return await asyncio.wait_for(both, 5)  # not the 30 s write timeout: told at once
+
+    assert [type(r) for r in asyncio.run(two())] == [StoreError, StoreError]
+    with pytest.raises(StoreError):
+        store.write(record(3))
+    assert store._committer._thread.is_alive()  # the writer goes on serving
+    store.close()
+
+
+def test_a_cancelled_session_does_not_lose_its_record_and_close_commits_the_queue(
+    tmp_path: Path,
+) -> None:
+    """A client that hangs up while its record is being written does not stop the write; the
+    store, when closed, first commits what is queued, and then refuses more."""
+    import asyncio
+
+    from gateway.audit import StoreError
+
+    store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(store.write_async(record(1)))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled())
+    store.close()
+    with sqlite3.connect(tmp_path / "d.sqlite") as db:
+        assert db.execute("SELECT id FROM decisions").fetchall() == [(record(1)["id"],)]
+    with pytest.raises(StoreError, match="closed"):
+        store.write(record(2))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from conftest import CLERK, OFFICIAL, Downstream, RunningGateway, free_port, mak
 from pki import build_pki, make_pdf, sign_pdf
 from test_documents_e2e import with_files
 
-from gateway.audit import SqliteStore, StoreError
+from gateway.audit import PendingRecord, SqliteStore
 from gateway.config import DownstreamConfig
 from gateway.validation import PoolValidator
 
@@ -83,8 +84,11 @@ def check_books(gw: RunningGateway, downstream: Downstream, tally: Tally) -> Cou
 
 
 class BrokenStore(SqliteStore):
-    def write(self, record: Any) -> str:
-        raise StoreError("disk full")
+    """Every commit fails, as on a full disk: the writer reports it to each waiting record."""
+
+    def _commit(self, group: list[PendingRecord]) -> None:
+        for pending in group:
+            pending.error = sqlite3.OperationalError("database or disk is full")
 
 
 FAULTS: dict[str, Callable[[Downstream], dict[str, Any]]] = {}

@@ -169,17 +169,12 @@ def test_deleting_the_newest_records_is_seen_and_closed_stores_refuse(pg_url: st
 
 def test_one_bad_record_does_not_fail_the_rest_of_its_group(pg_url: str) -> None:
     """As in SQLite: a duplicate decision id fails that writer alone; its group is stored."""
-    import json
-
-    from gateway.pgstore import _Pending
+    from gateway.audit import PendingRecord
 
     store = PostgresStore(pg_url, instance="gw1")
     try:
         store.write(record(0))
-        group = [
-            _Pending(r, json.dumps(r, ensure_ascii=False, sort_keys=True))
-            for r in (record(1), record(0), record(2))
-        ]
+        group = [PendingRecord.of(r) for r in (record(1), record(0), record(2))]
         store._commit(group)
         assert group[0].error is None and group[2].error is None
         assert isinstance(group[1].error, psycopg.errors.UniqueViolation)

@@ -241,6 +241,9 @@ def test_store_failure_answers_4xx_never_250(
         def write(self, record: dict[str, Any]) -> None:
             raise StoreError("disk full")
 
+        async def write_async(self, record: dict[str, Any]) -> None:
+            raise StoreError("disk full")
+
         def tail(self, limit: int) -> list[dict[str, Any]]:
             return []
 
