@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.directory import Account, account_from_row, account_row
-from gateway.logs import get_logger
+from gateway.logs import RawJSON, get_logger
 from gateway.metrics import Metrics
 
 __all__ = ["SCHEMA_VERSION", "AuditLog", "DecisionStore", "SqliteStore", "StoreError"]
@@ -41,8 +41,9 @@ class DecisionStore(Protocol):
     def write(self, record: Record) -> str:
         """Store ``record`` durably (committed when this returns); return its chain hash."""
 
-    async def write_async(self, record: Record) -> str:
-        """:meth:`write`, awaited on the event loop: no thread is held while it waits."""
+    async def write_async(self, record: Record, text: str | None = None) -> str:
+        """:meth:`write`, awaited on the event loop: no thread is held while it waits.
+        ``text``: the record as JSON (sorted keys), if the caller has it already."""
 
     def get(self, decision_id: str) -> Record | None:
         """The record with ``decision_id``, or None."""
@@ -115,8 +116,10 @@ class PendingRecord:
     future: asyncio.Future[None] | None = None  # resolved when done, for a waiting coroutine
 
     @classmethod
-    def of(cls, record: Record, **waiter: Any) -> PendingRecord:
-        return cls(record, json.dumps(record, ensure_ascii=False, sort_keys=True), **waiter)
+    def of(cls, record: Record, text: str | None = None, **waiter: Any) -> PendingRecord:
+        if text is None:
+            text = json.dumps(record, ensure_ascii=False, sort_keys=True)
+        return cls(record, text, **waiter)
 
     def result(self) -> str:
         """The chain hash, or :class:`StoreError` if the record was not committed."""
@@ -159,14 +162,14 @@ class GroupCommitter:
 
     def write(self, record: Record) -> str:
         """Queue ``record`` and wait, in this thread, until its group is committed."""
-        pending = self._submit(record, event=threading.Event())
+        pending = self._submit(record, None, event=threading.Event())
         assert pending.event is not None
         pending.event.wait(WRITE_TIMEOUT)
         return pending.result()
 
-    async def write_async(self, record: Record) -> str:
-        """Queue ``record`` and await its group's commit."""
-        pending = self._submit(record, future=asyncio.get_running_loop().create_future())
+    async def write_async(self, record: Record, text: str | None = None) -> str:
+        """Queue ``record`` (``text``: as JSON, if known) and await its group's commit."""
+        pending = self._submit(record, text, future=asyncio.get_running_loop().create_future())
         assert pending.future is not None
         with contextlib.suppress(TimeoutError):
             # shield: a cancelled client must not cancel its record's commit, nor leave it
@@ -174,10 +177,10 @@ class GroupCommitter:
             await asyncio.wait_for(asyncio.shield(pending.future), WRITE_TIMEOUT)
         return pending.result()
 
-    def _submit(self, record: Record, **waiter: Any) -> PendingRecord:
+    def _submit(self, record: Record, text: str | None, **waiter: Any) -> PendingRecord:
         if self._closed:
             raise StoreError("the decision store is closed")
-        pending = PendingRecord.of(record, **waiter)
+        pending = PendingRecord.of(record, text, **waiter)
         self._queue.put(pending)
         return pending
 
@@ -407,9 +410,9 @@ class SqliteStore:
         """
         return self._committer.write(record)
 
-    async def write_async(self, record: Record) -> str:
+    async def write_async(self, record: Record, text: str | None = None) -> str:
         """:meth:`write` for the event loop."""
-        return await self._committer.write_async(record)
+        return await self._committer.write_async(record, text)
 
     def _commit_locked(self, group: list[PendingRecord]) -> None:
         with self._lock:
@@ -544,9 +547,14 @@ class AuditLog:
 
     async def record(self, record: Record) -> None:
         """Store and log ``record``; raise :class:`StoreError` if it could not be stored."""
-        record = clean_text(record)
+        text = json.dumps(record, ensure_ascii=False, sort_keys=True)
         try:
-            digest = await self.store.write_async(record)
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # surrogate escapes from 8-bit headers
+            record = clean_text(record)
+            text = json.dumps(record, ensure_ascii=False, sort_keys=True)
+        try:
+            digest = await self.store.write_async(record, text)
         except StoreError:
             self.log.error("store.failed", decision=record, exc_info=True)
             raise
@@ -554,6 +562,6 @@ class AuditLog:
             self.log.error("store.failed", decision=record, exc_info=True)
             raise StoreError(str(exc)) from exc
         # The chain hash in the external log anchors the store: a rewritten chain would not match.
-        self.log.info("policy.decision", decision=record, chain_hash=digest)
+        self.log.info("policy.decision", decision=RawJSON(text), chain_hash=digest)
         if self.metrics is not None:
             self.metrics.observe(record)

@@ -10,6 +10,7 @@ and its policy can travel together); the defaults are relative to the working di
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -62,6 +63,7 @@ class DownstreamConfig:
     starttls: str = "none"  # none | opportunistic | required
     helo: str = ""
     xforward: bool = False  # tell the downstream the real client (XFORWARD), if it offers it
+    connection_cache: float = 2.0  # seconds an idle connection is kept for reuse (0: never)
 
     def describe(self) -> str:
         """The target in URL form, for logs."""
@@ -114,6 +116,7 @@ class GatewayConfig:
         return _in_networks(ip, self.xforward_hosts)
 
 
+@functools.lru_cache(maxsize=4096)  # asked for each RCPT; parsing the address is the cost
 def _in_networks(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
     try:
         address = ipaddress.ip_address(ip)
@@ -157,6 +160,7 @@ def _downstream(reader: TomlReader, base: Path, hostname: str) -> DownstreamConf
     starttls = reader.choice("starttls", ("none", "opportunistic", "required"), "none")
     helo = reader.string("helo", hostname)
     xforward = reader.boolean("xforward", False)
+    connection_cache = reader.number("connection_cache", 2.0, minimum=0.0)
     reader.finish()
     if not url:
         return DownstreamConfig("maildir", maildir=Path("var/maildir"), timeout=timeout, helo=helo)
@@ -185,6 +189,7 @@ def _downstream(reader: TomlReader, base: Path, hostname: str) -> DownstreamConf
         starttls=starttls,
         helo=helo,
         xforward=xforward,
+        connection_cache=connection_cache,
     )
 
 

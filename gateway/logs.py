@@ -7,15 +7,17 @@ every decision even without access to the store.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import threading
+from collections.abc import MutableMapping
 from typing import IO, Any
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["RawJSON", "configure_logging", "get_logger"]
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -56,6 +58,23 @@ class _SafeLogger:
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
+class RawJSON(str):
+    """A value that is JSON text already (a decision record, serialized once for the store):
+    the log line embeds it as it is instead of serializing the record a second time."""
+
+    __slots__ = ()
+
+
+def _render(logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+    """One JSON object; :class:`RawJSON` values are spliced in at the end, unparsed."""
+    raw = {key: event.pop(key) for key in [k for k, v in event.items() if isinstance(v, RawJSON)]}
+    line = json.dumps(event, ensure_ascii=False, default=str)
+    if not raw:
+        return line
+    spliced = "".join(f", {json.dumps(key)}: {value}" for key, value in raw.items())
+    return line[:-1] + spliced + "}" if event else "{" + spliced[2:] + "}"
+
+
 class _SafeLoggerFactory:
     def __init__(self, stream: IO[str] | int) -> None:
         self._logger = _SafeLogger(stream)
@@ -75,7 +94,7 @@ def configure_logging(level: str = "info", file: str = "-") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(ensure_ascii=False, default=str),
+            _render,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=_SafeLoggerFactory(stream),

@@ -113,9 +113,9 @@ class PostgresStore:
         """Queue ``record`` for the writer and wait until its group is committed."""
         return self._committer.write(record)
 
-    async def write_async(self, record: Record) -> str:
+    async def write_async(self, record: Record, text: str | None = None) -> str:
         """:meth:`write` for the event loop."""
-        return await self._committer.write_async(record)
+        return await self._committer.write_async(record, text)
 
     def _commit(self, group: list[PendingRecord]) -> None:
         conn = self._write_conn

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import mailbox
 import re
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,16 +117,111 @@ class Relay(Protocol):
     def describe(self) -> str:
         """The target, for logs."""
 
+    async def close(self) -> None:
+        """Close the connections kept for reuse (at shutdown)."""
+
+
+REUSE_TIME_LIMIT = 300.0  # a cached connection older than this is not used again (Postfix's)
+CACHE_SIZE = 64  # idle connections kept, at most
+
+
+class ConnectionCache:
+    """Idle downstream connections, kept a short while for the next client session (as
+    Postfix's SMTP client caches connections): a new client then costs no TCP handshake,
+    greeting and EHLO downstream. Only a connection with no transaction open is kept, the
+    freshest is used first, and one that idled past ``idle_time`` or is older than
+    :data:`REUSE_TIME_LIMIT` is closed with QUIT.
+    """
+
+    def __init__(self, idle_time: float) -> None:
+        self.idle_time = idle_time
+        self._idle: list[tuple[float, float, aiosmtplib.SMTP]] = []  # (opened, parked, client)
+        self._sweep: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def take(self) -> tuple[aiosmtplib.SMTP, float] | None:
+        """A connected idle connection and when it was opened, or None."""
+        now = time.monotonic()
+        while self._idle:
+            opened, parked, client = self._idle.pop()
+            if client.is_connected and now - parked < self.idle_time:
+                return client, opened
+            self._quit(client)
+        return None
+
+    def give(self, client: aiosmtplib.SMTP, opened: float) -> bool:
+        """Keep ``client`` (with no transaction open) for reuse; False if it cannot be kept."""
+        now = time.monotonic()
+        if (
+            not self.idle_time
+            or not client.is_connected
+            or now - opened >= REUSE_TIME_LIMIT
+            or len(self._idle) >= CACHE_SIZE
+        ):
+            return False
+        self._idle.append((opened, now, client))
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(self.idle_time, self._expire)
+        return True
+
+    def _expire(self) -> None:
+        self._sweep = None
+        now = time.monotonic()
+        keep = []
+        for entry in self._idle:
+            if now - entry[1] < self.idle_time and entry[2].is_connected:
+                keep.append(entry)
+            else:
+                self._quit(entry[2])
+        self._idle = keep
+        if keep:
+            oldest = min(parked for _, parked, _ in keep)
+            self._sweep = asyncio.get_running_loop().call_later(
+                max(0.01, oldest + self.idle_time - now), self._expire
+            )
+
+    def _quit(self, client: aiosmtplib.SMTP) -> None:
+        task = asyncio.get_running_loop().create_task(_quit(client))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """QUIT every idle connection."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        idle, self._idle = self._idle, []
+        for _, _, client in idle:
+            self._quit(client)
+        await asyncio.gather(*list(self._closing), return_exceptions=True)
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    """QUIT politely (briefly), then close."""
+    if client.is_connected:
+        with contextlib.suppress(TimeoutError, aiosmtplib.SMTPException, OSError):
+            await client.quit(timeout=5)
+    client.close()
+
 
 class SmtpDownstream:
     """A downstream SMTP session over aiosmtplib (never blocking the event loop)."""
 
-    def __init__(self, config: DownstreamConfig) -> None:
+    def __init__(self, config: DownstreamConfig, cache: ConnectionCache | None = None) -> None:
         self.config = config
+        self.cache = cache
         self._client: aiosmtplib.SMTP | None = None
+        self._opened = 0.0
+        self._idle = True  # no transaction open downstream: the connection may be reused
         self._encoding = "ascii"
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self, *, fresh: bool = False) -> aiosmtplib.SMTP:
+        """A cached connection if there is one (unless ``fresh``), else a new one."""
+        cached = None if fresh or self.cache is None else self.cache.take()
+        if cached is not None:
+            client, self._opened = cached
+            return client
+        self._opened = time.monotonic()
         cfg = self.config
         client = aiosmtplib.SMTP(
             hostname=cfg.host,
@@ -157,7 +253,8 @@ class SmtpDownstream:
         reconnecting once if an idle connection went stale."""
         for attempt in (1, 2):
             if self._client is None or not self._client.is_connected:
-                self._client = await self._connect()
+                # The second attempt gets a new connection: a cached one may have gone stale.
+                self._client = await self._connect(fresh=attempt == 2)
             client = self._client
             options: list[str] = []
             if size and client.supports_extension("size"):
@@ -173,11 +270,13 @@ class SmtpDownstream:
                     )
                 options.append("SMTPUTF8")
             self._encoding = "utf-8" if smtputf8 else "ascii"
+            self._idle = False
             try:
                 if about is not None and self.config.xforward:
                     await self._xforward(client, about)
                 response = await client.mail(sender, options=options, encoding=self._encoding)
             except aiosmtplib.SMTPResponseException as exc:
+                self._idle = True  # refused: no transaction was opened
                 return DownstreamReply.of(exc.code, exc.message)
             except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
                 self._drop()
@@ -229,6 +328,7 @@ class SmtpDownstream:
             raise aiosmtplib.SMTPServerDisconnected("connection lost before the message")
         protocol.write(stuffed)
         response = await protocol.read_response(timeout=self.config.timeout)
+        self._idle = True  # the message has its final reply: the transaction is over
         if response.code != 250:
             raise aiosmtplib.SMTPDataError(response.code, response.message)
         return response
@@ -255,16 +355,17 @@ class SmtpDownstream:
             await self._client.rset()
         except (TimeoutError, aiosmtplib.SMTPException, OSError):
             self._drop()
+        else:
+            self._idle = True
 
     async def close(self) -> None:
-        """QUIT politely, then close."""
+        """Hand the connection to the cache if it has no transaction open; else QUIT."""
         client, self._client = self._client, None
         if client is None:
             return
-        if client.is_connected:
-            with contextlib.suppress(TimeoutError, aiosmtplib.SMTPException, OSError):
-                await client.quit(timeout=5)
-        client.close()
+        if self._idle and self.cache is not None and self.cache.give(client, self._opened):
+            return
+        await _quit(client)
 
     def _require(self) -> aiosmtplib.SMTP:
         if self._client is None or not self._client.is_connected:
@@ -340,12 +441,16 @@ class MaildirDownstream:
 class _SmtpRelay:
     def __init__(self, config: DownstreamConfig) -> None:
         self.config = config
+        self.cache = ConnectionCache(config.connection_cache)
 
     def session(self) -> DownstreamSession:
-        return SmtpDownstream(self.config)
+        return SmtpDownstream(self.config, self.cache)
 
     def describe(self) -> str:
         return self.config.describe()
+
+    async def close(self) -> None:
+        await self.cache.close()
 
 
 class _MaildirRelay:
@@ -357,6 +462,9 @@ class _MaildirRelay:
 
     def describe(self) -> str:
         return self.config.describe()
+
+    async def close(self) -> None:
+        pass
 
 
 def make_relay(config: DownstreamConfig) -> Relay:

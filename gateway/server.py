@@ -271,6 +271,9 @@ class Gateway:
                 protocol.transport.close()
         await asyncio.sleep(0)  # let connection_lost callbacks schedule their clean-ups
         await self.handler.drain()
+        await self.relay.close()  # QUIT the downstream connections kept for reuse
+        if self.handler.notifier is not None and self.handler.notifier.relay is not self.relay:
+            await self.handler.notifier.relay.close()
         if self._http is not None:
             self._http.close()
         self.validator.close()

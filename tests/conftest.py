@@ -85,6 +85,11 @@ class RecordingHandler:
     data_reply: str | None = None
     drop_on_data: bool = False
     data_delay: float = 0.0
+    quits: int = 0  # sessions ended politely
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        self.quits += 1
+        return "221 2.0.0 Bye"
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]

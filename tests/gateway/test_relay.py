@@ -10,7 +10,13 @@ from aiosmtpd.smtp import SMTP
 from conftest import RecordingHandler, free_port
 
 from gateway.config import DownstreamConfig
-from gateway.relay import DownstreamError, DownstreamReply, MaildirDownstream, SmtpDownstream
+from gateway.relay import (
+    ConnectionCache,
+    DownstreamError,
+    DownstreamReply,
+    MaildirDownstream,
+    SmtpDownstream,
+)
 
 
 async def start_downstream(handler: RecordingHandler) -> tuple[asyncio.Server, set[SMTP], int]:
@@ -45,6 +51,114 @@ async def test_a_stale_idle_connection_is_reopened_for_the_next_transaction() ->
         server.close()
     assert handler.messages[0].data == b"Subject: t\r\n\r\nbody\r\n"
     assert handler.commands.count("MAIL b@x.gov.vn") == 1
+
+
+async def deliver(session: SmtpDownstream, sender: str, *recipients: str) -> None:
+    assert (await session.mail(sender, size=None, smtputf8=False)).ok
+    for rcpt in recipients:
+        assert (await session.rcpt(rcpt)).ok
+    assert (await session.data(f"Subject: from {sender}\r\n\r\nbody\r\n".encode())).ok
+
+
+async def test_the_next_client_session_reuses_an_idle_downstream_connection() -> None:
+    """Like Postfix's connection cache: a session that ended cleanly leaves its connection for
+    the next one, which skips connect, greeting and EHLO; at shutdown the cache says QUIT."""
+    handler = RecordingHandler()
+    server, protocols, port = await start_downstream(handler)
+    config = DownstreamConfig("smtp", host="127.0.0.1", port=port, timeout=5)
+    cache = ConnectionCache(2.0)
+    try:
+        for n in range(3):
+            session = SmtpDownstream(config, cache)
+            await deliver(session, f"a{n}@x.gov.vn", "vanthu@lamdong.gov.vn")
+            await session.close()
+        assert len(protocols) == 1 and handler.quits == 0
+        assert [m.mail_from for m in handler.messages] == [f"a{n}@x.gov.vn" for n in range(3)]
+        await cache.close()
+        assert handler.quits == 1
+    finally:
+        server.close()
+
+
+async def test_a_connection_with_a_transaction_open_is_never_handed_on() -> None:
+    """A session that ends mid-transaction (its client vanished after RCPT) QUITs: the next
+    client must not inherit its sender and recipients."""
+    handler = RecordingHandler()
+    server, protocols, port = await start_downstream(handler)
+    config = DownstreamConfig("smtp", host="127.0.0.1", port=port, timeout=5)
+    cache = ConnectionCache(2.0)
+    try:
+        first = SmtpDownstream(config, cache)
+        assert (await first.mail("a@x.gov.vn", size=None, smtputf8=False)).ok
+        assert (await first.rcpt("secret@lamdong.gov.vn")).ok
+        await first.close()
+        assert handler.quits == 1
+        second = SmtpDownstream(config, cache)
+        await deliver(second, "b@x.gov.vn", "vanthu@lamdong.gov.vn")
+        await second.close()
+        assert len(protocols) == 2
+        assert handler.messages[0].rcpt_tos == ["vanthu@lamdong.gov.vn"]
+        # An abandoned transaction, once RSET, is clean again.
+        third = SmtpDownstream(config, cache)
+        assert (await third.mail("c@x.gov.vn", size=None, smtputf8=False)).ok
+        await third.rset()
+        await third.close()
+        await deliver(SmtpDownstream(config, cache), "d@x.gov.vn", "vanthu@lamdong.gov.vn")
+        assert len(protocols) == 2
+    finally:
+        await cache.close()
+        server.close()
+
+
+async def test_idle_connections_are_closed_after_the_cache_time_and_zero_disables_it() -> None:
+    handler = RecordingHandler()
+    server, protocols, port = await start_downstream(handler)
+    config = DownstreamConfig("smtp", host="127.0.0.1", port=port, timeout=5)
+    try:
+        cache = ConnectionCache(0.2)
+        session = SmtpDownstream(config, cache)
+        await deliver(session, "a@x.gov.vn", "vanthu@lamdong.gov.vn")
+        await session.close()
+        await asyncio.sleep(0.5)
+        assert handler.quits == 1  # expired: QUIT, not a silent drop
+        await deliver(SmtpDownstream(config, cache), "b@x.gov.vn", "vanthu@lamdong.gov.vn")
+        assert len(protocols) == 2
+        never = ConnectionCache(0)
+        for sender in ("c@x.gov.vn", "d@x.gov.vn"):
+            session = SmtpDownstream(config, never)
+            await deliver(session, sender, "vanthu@lamdong.gov.vn")
+            await session.close()
+        assert len(protocols) == 4 and handler.quits == 3
+        await cache.close()
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("noticed", [True, False])
+async def test_a_cached_connection_the_downstream_dropped_costs_the_client_nothing(
+    noticed: bool,
+) -> None:
+    """The downstream closed a cached connection (restart, its own idle timeout): whether the
+    close was already seen or the MAIL runs into it, the message goes over a new one."""
+    handler = RecordingHandler()
+    server, protocols, port = await start_downstream(handler)
+    config = DownstreamConfig("smtp", host="127.0.0.1", port=port, timeout=5)
+    cache = ConnectionCache(2.0)
+    try:
+        session = SmtpDownstream(config, cache)
+        await deliver(session, "a@x.gov.vn", "vanthu@lamdong.gov.vn")
+        await session.close()
+        for protocol in protocols:
+            assert protocol.transport is not None
+            protocol.transport.close()
+        if noticed:
+            await asyncio.sleep(0.05)
+        await deliver(SmtpDownstream(config, cache), "b@x.gov.vn", "vanthu@lamdong.gov.vn")
+        assert [m.mail_from for m in handler.messages] == ["a@x.gov.vn", "b@x.gov.vn"]
+        assert len(protocols) == 2
+    finally:
+        await cache.close()
+        server.close()
 
 
 async def test_unreachable_downstream_is_a_temporary_error() -> None:

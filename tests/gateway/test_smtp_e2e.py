@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import smtplib
 from pathlib import Path
@@ -241,7 +242,7 @@ def test_store_failure_answers_4xx_never_250(
         def write(self, record: dict[str, Any]) -> None:
             raise StoreError("disk full")
 
-        async def write_async(self, record: dict[str, Any]) -> None:
+        async def write_async(self, record: dict[str, Any], text: str | None = None) -> None:
             raise StoreError("disk full")
 
         def tail(self, limit: int) -> list[dict[str, Any]]:
@@ -360,14 +361,18 @@ def test_declared_size_over_the_limit_is_refused_with_5_3_4(
 def test_each_decision_is_a_structured_log_event(
     start_gateway, downstream: Downstream, tmp_path: Path
 ) -> None:
-    """The policy.decision event carries the same record as the store (for log shippers)."""
-    from structlog.testing import capture_logs
+    """The policy.decision event, one JSON line in the log file, carries the same record as
+    the store and its chain hash (for log shippers)."""
+    from gateway.logs import configure_logging
 
+    configure_logging("info", str(tmp_path / "gateway.log"))
     gw = start_gateway(make_config(tmp_path, downstream.port))
-    with capture_logs() as logs:
-        gw.send(message(from_="x@gmail.com"), "x@gmail.com", [CLERK])
-    [event] = [e for e in logs if e["event"] == "policy.decision"]
+    gw.send(message(from_="x@gmail.com", subject="B\u00e1o c\u00e1o"), "x@gmail.com", [CLERK])
+    lines = (tmp_path / "gateway.log").read_text("utf-8").splitlines()
+    [event] = [e for e in map(json.loads, lines) if e["event"] == "policy.decision"]
     assert event["decision"] == gw.records()[0]
+    assert event["decision"]["headers"]["subject"] == "B\u00e1o c\u00e1o"
+    assert event["level"] == "info" and len(event["chain_hash"]) == 64
 
 
 def test_bounces_with_the_null_sender_pass_through(
