@@ -289,8 +289,9 @@ async def _client_load(
         started = time.perf_counter()
         try:
             await client.sendmail(sender, [CLERK], data)
+            failed += sender == PERSONAL  # personal mail must be refused
         except aiosmtplib.SMTPException:
-            failed += 1
+            failed += sender != PERSONAL
             if not client.is_connected:
                 await client.connect()
         latencies.append(time.perf_counter() - started)
@@ -419,7 +420,8 @@ def main() -> None:
             sink_port = free_port()
             processes.append(
                 subprocess.Popen(
-                    ["smtp-sink", "-u", "nobody", f"127.0.0.1:{sink_port}", "2048"],
+                    # -m: smtp-sink greets only 256 sessions at once unless told otherwise
+                    ["smtp-sink", "-u", "nobody", "-m", "4000", f"127.0.0.1:{sink_port}", "2048"],
                     stderr=subprocess.DEVNULL,  # "read timeout" for each idle session
                 )
             )
@@ -454,7 +456,7 @@ def main() -> None:
                     for target, results in runs.items():
                         results.append(run(*targets[target]))
                 base, gw = (max(runs[t], key=lambda r: r.msg_s) for t in ("bare", "gateway"))
-                fail = f"  ({gw.failed} not 250)" if gw.failed else ""
+                fail = f"  ({gw.failed} not answered as they should be)" if gw.failed else ""
                 print(
                     f"{name:<44} {base.msg_s:>10.0f} {gw.msg_s:>9.0f} "
                     f"{gw.msg_s / base.msg_s:>6.2f} {base.cpu_ms:>11.2f} {gw.cpu_ms:>9.2f}{fail}",

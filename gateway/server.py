@@ -8,6 +8,7 @@ reloads the policy on SIGHUP (an invalid policy is refused loudly and the old on
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import ssl
@@ -224,6 +225,28 @@ class Gateway:
         )
         return bound
 
+    async def warm_up(self) -> bool:
+        """Judge one built-in message before the first client: lazy imports, the public
+        suffix list and the parsers' caches load now, not during an officer's transaction
+        (they cost the first message tens of milliseconds). Then what is loaded is moved out
+        of the garbage collector's sight (``gc.freeze``): a full collection over it stalled
+        every session for 50-70 ms at a time. A judgement that raises is logged: the
+        installation is broken, and every message would be answered 451."""
+        sender = f"postmaster@{self.config.hostname}"
+        sample = (
+            f"From: <{sender}>\r\nTo: <{sender}>\r\nSubject: warm-up\r\n"
+            f"Message-ID: <warm-up@{self.config.hostname}>\r\n\r\nwarm-up\r\n"
+        ).encode()
+        judgement = await self.engine.judge(
+            sample, mail_from=sender, recipients=(sender,), client_ip="127.0.0.1"
+        )
+        gc.collect()
+        gc.freeze()
+        if judgement.decision.errors:
+            self.log.error("gateway.self_test_failed", traceback=judgement.decision.errors[0])
+            return False
+        return True
+
     def reload_policy(self) -> bool:
         """Re-read the policy and its trust store together; on any error keep both old ones."""
         try:
@@ -288,6 +311,7 @@ async def serve(gateway: Gateway) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload_policy)
+    await gateway.warm_up()
     await gateway.start()
     if gateway.config.worker_index is None:  # workers: the supervisor serves /metrics
         await gateway.start_http()

@@ -233,6 +233,25 @@ def test_downstream_lost_mid_data_answers_451(
     assert gw.records()[0]["verdict"] == "tempfail"
 
 
+def test_the_start_up_self_test_reports_a_broken_check(
+    start_gateway, downstream: Downstream, tmp_path: Path, raising_rule: str
+) -> None:
+    """Before the first client the gateway judges a built-in message: a check that raises is
+    logged at start (where the admin looks), not found by the first officer's 451."""
+    from structlog.testing import capture_logs
+
+    healthy = start_gateway(make_config(tmp_path, downstream.port))
+    broken = start_gateway(make_config(tmp_path, downstream.port), policy_text(raising_rule))
+    with capture_logs() as logs:
+        assert healthy.loop_thread.run(healthy.gateway.warm_up()) is True
+        assert logs == []
+        assert broken.loop_thread.run(broken.gateway.warm_up()) is False
+    [event] = logs
+    assert event["event"] == "gateway.self_test_failed" and event["log_level"] == "error"
+    assert "secret internal detail" in event["traceback"]
+    assert downstream.handler.messages == [] and broken.records() == []
+
+
 def test_store_failure_answers_4xx_never_250(
     start_gateway, downstream: Downstream, tmp_path: Path
 ) -> None:
