@@ -77,6 +77,25 @@ def _rsa_verify(digest: Any, signature: bytes, public_key: dict[str, int]) -> bo
 
 # dkimpy calls the verifier through its module namespace; hand it the OpenSSL one.
 dkim.RSASSA_PKCS1_v1_5_verify = _rsa_verify
+_rfc822_parse = dkim.rfc822_parse
+
+
+def _split_message(message: bytes) -> tuple[list[list[bytes]], bytes]:
+    """dkimpy's ``rfc822_parse`` without splitting the body into lines and joining them again:
+    the same result when every line ends in CRLF (as the gateway's messages do), at a fraction
+    of the cost (a 1.4 MB body is 19,000 lines). Anything else goes to dkimpy's own."""
+    end = message.find(b"\r\n\r\n")
+    if end <= 0 or message.startswith(b"\r\n") or message.count(b"\n") != message.count(b"\r\n"):
+        return _rfc822_parse(message)  # type: ignore[no-any-return]
+    headers, _ = _rfc822_parse(message[: end + 2])
+    return headers, message[end + 4 :]
+
+
+dkim.rfc822_parse = _split_message
+# It also parses the key record (tags, base64, ASN.1 in pure Python) for every signature, and
+# here twice (our check of the record, then its own), though a few keys sign most mail. A
+# record that does not parse raises each time (lru_cache keeps only results).
+dkim.evaluate_pk = functools.lru_cache(maxsize=256)(dkim.evaluate_pk)
 _quiet = logging.getLogger("congvu.dkim")
 _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
