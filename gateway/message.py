@@ -253,9 +253,37 @@ def mime_tree(raw: bytes) -> Message | None:
     so it is refused.
     """
     try:
-        return email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
+        return _single_part(raw) or _parser().parsebytes(raw)
     except _MIME_ERRORS:
         return None
+
+
+def _parser() -> email.parser.BytesParser:
+    return email.parser.BytesParser(policy=email.policy.compat32)
+
+
+def _single_part(raw: bytes) -> Message | None:
+    """The tree of a message that is one part (text, or a file): the parser reads only the
+    header section; the rest is the payload, as the parser would have made it line by line.
+
+    The split is after the first empty line; the parser's header section ends there or
+    earlier (then what it read as body comes first in the payload). None for ``multipart/*``
+    and ``message/*``, which need the whole parse.
+    """
+    ends = [i + len(blank) for blank in (b"\r\n\r\n", b"\n\n") if (i := raw.find(blank)) >= 0]
+    if not ends:
+        return None
+    split = min(ends)
+    tree = _parser().parsebytes(raw[:split])
+    if tree.get_content_maintype() in ("multipart", "message") or tree.is_multipart():
+        return None
+    # The payload as parsed: get_payload() would decode 8-bit text (and read the charset
+    # parameter, which can raise).
+    head_body = getattr(tree, "_payload", None)
+    if not isinstance(head_body, str):  # pragma: no cover - a leaf's payload is text
+        return None
+    tree.set_payload(head_body + raw[split:].decode("ascii", "surrogateescape"))
+    return tree
 
 
 def file_parts(raw: bytes) -> list[FilePart]:
