@@ -14,8 +14,10 @@ import contextlib
 import hashlib
 import json
 import queue
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,10 +173,11 @@ class GroupCommitter:
         """Queue ``record`` (``text``: as JSON, if known) and await its group's commit."""
         pending = self._submit(record, text, future=asyncio.get_running_loop().create_future())
         assert pending.future is not None
+        # A cancelled or timed-out wait cancels only this future: the record is still
+        # committed (or not) by the writer, which skips futures nobody waits for.
         with contextlib.suppress(TimeoutError):
-            # shield: a cancelled client must not cancel its record's commit, nor leave it
-            # half-known; the record is still committed (or not) by the writer.
-            await asyncio.wait_for(asyncio.shield(pending.future), WRITE_TIMEOUT)
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await pending.future
         return pending.result()
 
     def _submit(self, record: Record, text: str | None, **waiter: Any) -> PendingRecord:
@@ -348,19 +351,46 @@ class SqliteStore:
         self.instance = instance
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-            self._migrate_chain()
+            self._db = self._open()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open decision store {path}: {exc}") from exc
         self._lock = threading.Lock()  # one connection, used by the writer and by readers
         self._committer = GroupCommitter(self._commit_locked, name="sqlite-writer")
+
+    def _open(self) -> sqlite3.Connection:
+        """Connect, set WAL, create or migrate the schema.
+
+        Worker processes open the same new file at the same moment. Switching it to WAL and
+        creating its tables can then fail at once with "database is locked" (SQLite does not
+        wait where waiting could deadlock): each step is idempotent, so it is tried again
+        for a while (seen: one open in three failed, and the worker could not start).
+        """
+        deadline = time.monotonic() + 15
+        while True:
+            db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=5
+            )
+            self._db = db
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript(_SCHEMA)
+                db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+                self._migrate_chain()
+            except sqlite3.OperationalError as exc:
+                db.close()
+                busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))  # noqa: S311 - jitter, not a secret
+                continue
+            except BaseException:
+                db.close()
+                raise
+            return db
 
     @contextlib.contextmanager
     def _immediate(self) -> Iterator[None]:

@@ -9,6 +9,7 @@ Clients are Python's smtplib: a real SMTP client over TCP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import smtplib
 import threading
@@ -170,10 +171,28 @@ def downstream(loop_thread: LoopThread) -> Iterator[Downstream]:
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on (bound then released)."""
+    """A TCP port nothing listens on, below the ephemeral range.
+
+    A port the kernel hands out for binding port 0 comes from the range it also uses for the
+    local end of outgoing connections: between this call and the gateway's bind, one of the
+    many client or downstream connections of the suite could take it (seen: a worker that
+    "could not start"). Ports under ``ip_local_port_range`` are never taken that way.
+    """
+    import random
     import socket
 
-    with socket.socket() as s:
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # pragma: no cover - a crowded machine: any free port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

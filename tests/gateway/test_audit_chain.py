@@ -4,7 +4,9 @@ insertions are found by `congvu audit verify`, which names the first bad record.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -300,3 +302,27 @@ def test_a_cancelled_session_does_not_lose_its_record_and_close_commits_the_queu
         assert db.execute("SELECT id FROM decisions").fetchall() == [(record(1)["id"],)]
     with pytest.raises(StoreError, match="closed"):
         store.write(record(2))
+
+
+def _open_at(path: str, start: float) -> str:
+    time.sleep(max(0.0, start - time.time()))
+    try:
+        SqliteStore(Path(path), instance=str(os.getpid())).close()
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def test_worker_processes_opening_a_new_store_at_once_all_start(tmp_path: Path) -> None:
+    """Found with two workers on a fresh install: switching a new file to WAL and creating its
+    tables can fail at once with "database is locked" in one of them (one open in three),
+    and that worker could not start. Both must open it, every time."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with context.Pool(2) as pool:
+        for n in range(15):
+            path = str(tmp_path / f"d{n}.sqlite")
+            start = time.time() + 0.05
+            results = [pool.apply_async(_open_at, (path, start)) for _ in range(2)]
+            assert [r.get(30) for r in results] == ["ok", "ok"]

@@ -198,3 +198,61 @@ async def test_maildir_delivery_writes_one_copy_per_recipient(tmp_path: Path) ->
     assert len(files) == 2
     contents = sorted(f.read_bytes() for f in files)
     assert contents[0].startswith(b"Return-Path: <a@x.gov.vn>\r\nDelivered-To: one@lamdong.gov.vn")
+
+
+async def test_replies_injected_before_the_downstream_tls_handshake_are_discarded(
+    tmp_path: Path,
+) -> None:
+    """STARTTLS injection towards the downstream (the other side of CVE-2011-0411): someone on
+    the path appends replies to the downstream's "220 go ahead". They must be dropped, not read
+    as the first replies inside TLS, which would pair every later command with the wrong
+    answer (a refused recipient taken as accepted)."""
+    import ssl
+
+    from test_tls_and_audit import self_signed
+
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    seen: list[tuple[bool, bytes]] = []
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 ds.test ESMTP\r\n")
+        tls = False
+        while line := await reader.readline():
+            command = line.strip().upper()
+            seen.append((tls, command.split(b":")[0]))
+            if command.startswith(b"EHLO"):
+                writer.write(
+                    b"250-ds.test\r\n" + (b"250 8BITMIME\r\n" if tls else b"250 STARTTLS\r\n")
+                )
+            elif command == b"STARTTLS":
+                writer.write(b"220 2.0.0 go ahead\r\n250 2.1.0 injected\r\n250 2.1.5 injected\r\n")
+                await writer.drain()
+                await writer.start_tls(context)
+                tls = True
+            elif command.startswith(b"MAIL"):
+                writer.write(b"250 2.1.0 sender ok\r\n")
+            elif command.startswith(b"RCPT"):
+                writer.write(b"550 5.1.1 no such user\r\n")
+            else:
+                writer.write(b"221 2.0.0 bye\r\n")
+                break
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = DownstreamConfig(
+        "smtp", host="127.0.0.1", port=port, timeout=5, starttls="opportunistic"
+    )
+    relay = SmtpDownstream(config)
+    try:
+        mail = await relay.mail("a@x.gov.vn", size=None, smtputf8=False)
+        rcpt = await relay.rcpt("nobody@lamdong.gov.vn")
+    finally:
+        await relay.close()
+        server.close()
+    assert (mail.code, mail.text) == (250, "2.1.0 sender ok")
+    assert rcpt.code == 550  # not the injected 250
+    commands = [(tls, c) for tls, c in seen if c.startswith((b"MAIL", b"RCPT"))]
+    assert commands == [(True, b"MAIL FROM"), (True, b"RCPT TO")]  # inside TLS
