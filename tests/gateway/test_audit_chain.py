@@ -319,7 +319,8 @@ def test_worker_processes_opening_a_new_store_at_once_all_start(tmp_path: Path) 
     and that worker could not start. Both must open it, every time."""
     import multiprocessing
 
-    context = multiprocessing.get_context("fork")
+    # spawn: forking this process (other tests' threads, locks held) could hang a child.
+    context = multiprocessing.get_context("spawn")
     with context.Pool(2) as pool:
         for n in range(15):
             path = str(tmp_path / f"d{n}.sqlite")
