@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -304,7 +305,7 @@ class GatewaySMTP(SMTP):
         """Between transactions, say 421 and close (True); else do so at the next boundary."""
         self._shutdown_requested = True
         state = self.state
-        busy = state is not None and (state.txn is not None or state.lock.locked())
+        busy = state is not None and (state.txn is not None or state.busy)
         if busy or self._in_command:
             return False
         self.say_and_close(_SHUTDOWN_REPLY, "shutdown")
@@ -335,10 +336,21 @@ class _Transaction:
 @dataclass
 class _SessionState:
     downstream: DownstreamSession
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     txn: _Transaction | None = None
     closed: bool = False
     xforward: dict[str, str] = field(default_factory=dict)
+    # The session's work (see GatewayHandler._guard): what waits, and the task that runs it.
+    work: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = field(
+        default_factory=deque
+    )
+    running: bool = False
+    runner: asyncio.Task[None] | None = None
+    wake: asyncio.Future[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Work under way or waiting (a DATA being judged, relayed, recorded)."""
+        return self.running or bool(self.work)
 
 
 class GatewayHandler:
@@ -370,17 +382,56 @@ class GatewayHandler:
         return server.state
 
     async def _guard(self, server: GatewaySMTP, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work`` under the session lock, shielded from the client going away."""
+        """Run ``work`` in the session's own task, after the session's earlier work.
+
+        A client that hangs up makes aiosmtpd cancel the coroutine handling it. That must not
+        cut a downstream exchange in half (the next reply would answer the wrong command) or
+        lose a record: so the work runs elsewhere, to its end, and only the wait for it is
+        cancelled. One task per session rather than one per command (a task and a shield for
+        each cost more event-loop passes than the rest of a 4 KB message's handling).
+        """
         state = self._state(server)
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        state.work.append((work, done))
+        if state.runner is None or state.runner.done():
+            state.runner = asyncio.ensure_future(self._run_session(state))
+            self._tasks.add(state.runner)
+            state.runner.add_done_callback(self._tasks.discard)
+        elif state.wake is not None and not state.wake.done():
+            state.wake.set_result(None)
+        return await done
 
-        async def locked() -> T:
-            async with state.lock:
-                return await work()
-
-        task: asyncio.Task[T] = asyncio.ensure_future(locked())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(task)
+    async def _run_session(self, state: _SessionState) -> None:
+        """The session's task: its work in order, each to the end; it ends with the session."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while state.work:
+                work, done = state.work.popleft()
+                state.running = True
+                try:
+                    result = await work()
+                except asyncio.CancelledError:  # the gateway itself is being torn down
+                    for _, waiting in (*state.work, (work, done)):
+                        waiting.cancel()
+                    state.work.clear()
+                    raise
+                except Exception as exc:  # handed to the command's handler (451, logged there)
+                    if done.done():  # nobody waits: the client went away meanwhile
+                        self.log.error("smtp.exception", exc_info=exc)
+                    else:
+                        done.set_exception(exc)
+                else:
+                    if not done.done():
+                        done.set_result(result)
+                finally:
+                    state.running = False
+            if state.closed:
+                return
+            state.wake = loop.create_future()
+            try:
+                await state.wake
+            finally:
+                state.wake = None
 
     def _client(self, server: GatewaySMTP) -> tuple[str, str, bool]:
         """Client IP, HELO name and TLS, as forwarded by a trusted proxy where it did."""
@@ -505,7 +556,8 @@ class GatewayHandler:
         state = server.state
         if state is None:
             return
-        async with state.lock:  # waits for a DATA still being relayed and recorded
+
+        async def work() -> None:  # after a DATA still being relayed and recorded
             if state.closed:
                 return
             state.closed = True
@@ -513,6 +565,8 @@ class GatewayHandler:
                 await self._finish_without_data(server)
             finally:
                 await state.downstream.close()
+
+        await self._guard(server, work)
 
     async def drain(self) -> None:
         """Wait for in-flight work and clean-ups (used at shutdown)."""
