@@ -405,21 +405,21 @@ class SqliteStore:
 
     def _migrate_chain(self) -> None:
         """Add the chain columns to a store made before them, and chain its records."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
-        missing = [c for c in _CHAIN_COLUMNS if c not in have]
-        if not missing:
-            self._db.execute(
-                "CREATE UNIQUE INDEX IF NOT EXISTS decisions_chain ON decisions (instance, seq)"
-            )
+        index = "CREATE UNIQUE INDEX IF NOT EXISTS decisions_chain ON decisions (instance, seq)"
+        if not self._missing_chain_columns():
+            self._db.execute(index)
             return
         with self._immediate():
+            # Looked at again under the write lock: another process opening the same new
+            # file may have added them meanwhile ("duplicate column name").
+            missing = self._missing_chain_columns()
             for column in missing:
                 self._db.execute(
                     f"ALTER TABLE decisions ADD COLUMN {column} {_CHAIN_COLUMNS[column]}"
                 )
             prev = GENESIS
-            rows = self._db.execute("SELECT id, record FROM decisions ORDER BY time, id").fetchall()
-            for seq, (decision_id, text) in enumerate(rows, start=1):
+            rows = self._db.execute("SELECT id, record FROM decisions ORDER BY time, id")
+            for seq, (decision_id, text) in enumerate(rows.fetchall() if missing else (), 1):
                 digest = chain_hash(prev, text)
                 self._db.execute(
                     "UPDATE decisions SET instance = ?, seq = ?, prev_hash = ?, hash = ? "
@@ -427,9 +427,11 @@ class SqliteStore:
                     (self.instance, seq, prev, digest, decision_id),
                 )
                 prev = digest
-            self._db.execute(
-                "CREATE UNIQUE INDEX IF NOT EXISTS decisions_chain ON decisions (instance, seq)"
-            )
+            self._db.execute(index)
+
+    def _missing_chain_columns(self) -> list[str]:
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
+        return [c for c in _CHAIN_COLUMNS if c not in have]
 
     def write(self, record: Record) -> str:
         """Insert ``record``, chained to this instance's previous one; commit; return its hash.

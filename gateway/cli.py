@@ -36,7 +36,7 @@ from gateway.config import GatewayConfig, load_config
 from gateway.directory import DirectoryError, parse_directory_csv
 from gateway.engine import Engine, accept_reply
 from gateway.ids import new_decision_id
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, get_logger
 from gateway.message import normalize_line_endings, parse_message
 from gateway.pgstore import PostgresStore
 from gateway.report import build_report, idle_report, render, render_html, write_xlsx
@@ -466,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(supervisor.run(grace=SHUTDOWN_GRACE))
         try:
             asyncio.run(serve(Gateway.from_config(config, policy)))
-        except ListenError as exc:
+        except (ListenError, StoreError) as exc:
+            # In the log too: a worker's standard error is easy to lose.
+            get_logger().error("gateway.cannot_start", worker=config.worker_index, error=str(exc))
             print(f"congvu serve: {exc}", file=sys.stderr)
             return EXIT_USAGE
         return EXIT_OK
