@@ -568,6 +568,33 @@ def test_hostile_content_is_judged_in_bounded_time(
     assert code == 550 and b"[document.unreadable]" in text_reply
 
 
+def test_a_zip_member_without_a_name_is_judged_not_crashed_on(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """Found by bench/fuzz.py (seed 2): a zip member with an empty name made the standard
+    library's ZipInfo.is_dir() raise, so the check crashed and the mail got 451 for ever. The
+    member is a file like any other: here an unsigned PDF, refused as one."""
+    import base64
+    import io
+    import zipfile
+
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(zipfile.ZipInfo(""), b"%PDF-1.4\n" + b"x" * 2000 + b"\n%%EOF\n")
+    encoded = base64.encodebytes(buf.getvalue()).decode().replace("\n", "\r\n")
+    zipped = message(
+        extra='MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n',
+        body="--B\r\nContent-Type: text/plain\r\n\r\nxem tep\r\n--B\r\n"
+        'Content-Type: application/zip; name="hs.zip"\r\n'
+        f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}--B--\r\n",
+    )
+    _, (code, text_reply) = gw.send(zipped, OFFICIAL, [CLERK])
+    assert code == 550 and b"[internal.check_error]" not in text_reply
+    [record] = gw.records()
+    assert "internal.check_error" not in record["reasons"] and record["verdict"] == "reject"
+
+
 def test_commands_injected_before_the_tls_handshake_are_discarded(
     start_gateway, downstream: Downstream, tmp_path: Path
 ) -> None:
