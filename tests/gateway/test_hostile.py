@@ -557,15 +557,21 @@ def test_hostile_content_is_judged_in_bounded_time(
     damaged = bytearray(buf.getvalue())
     start = damaged.index(b"cong-van.pdf") + len("cong-van.pdf")
     damaged[start : start + 4] = b"\xff\xff\xff\xff"  # the first compressed bytes
-    encoded = base64.encodebytes(bytes(damaged)).decode().replace("\n", "\r\n")
-    zipped = message(
+    _, (code, text_reply) = gw.send(with_zip(bytes(damaged)), OFFICIAL, [CLERK])
+    assert code == 550 and b"[document.unreadable]" in text_reply
+
+
+def with_zip(archive: bytes) -> bytes:
+    """A message with a note and ``archive`` attached as hs.zip."""
+    import base64
+
+    encoded = base64.encodebytes(archive).decode().replace("\n", "\r\n")
+    return message(
         extra='MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n',
         body="--B\r\nContent-Type: text/plain\r\n\r\nxem tep\r\n--B\r\n"
         'Content-Type: application/zip; name="hs.zip"\r\n'
         f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}--B--\r\n",
     )
-    _, (code, text_reply) = gw.send(zipped, OFFICIAL, [CLERK])
-    assert code == 550 and b"[document.unreadable]" in text_reply
 
 
 def test_a_zip_member_without_a_name_is_judged_not_crashed_on(
@@ -574,7 +580,6 @@ def test_a_zip_member_without_a_name_is_judged_not_crashed_on(
     """Found by bench/fuzz.py (seed 2): a zip member with an empty name made the standard
     library's ZipInfo.is_dir() raise, so the check crashed and the mail got 451 for ever. The
     member is a file like any other: here an unsigned PDF, refused as one."""
-    import base64
     import io
     import zipfile
 
@@ -582,14 +587,7 @@ def test_a_zip_member_without_a_name_is_judged_not_crashed_on(
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr(zipfile.ZipInfo(""), b"%PDF-1.4\n" + b"x" * 2000 + b"\n%%EOF\n")
-    encoded = base64.encodebytes(buf.getvalue()).decode().replace("\n", "\r\n")
-    zipped = message(
-        extra='MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n',
-        body="--B\r\nContent-Type: text/plain\r\n\r\nxem tep\r\n--B\r\n"
-        'Content-Type: application/zip; name="hs.zip"\r\n'
-        f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}--B--\r\n",
-    )
-    _, (code, text_reply) = gw.send(zipped, OFFICIAL, [CLERK])
+    _, (code, text_reply) = gw.send(with_zip(buf.getvalue()), OFFICIAL, [CLERK])
     assert code == 550 and b"[internal.check_error]" not in text_reply
     [record] = gw.records()
     assert "internal.check_error" not in record["reasons"] and record["verdict"] == "reject"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -60,14 +62,26 @@ async def deliver(session: SmtpDownstream, sender: str, *recipients: str) -> Non
     assert (await session.data(f"Subject: from {sender}\r\n\r\nbody\r\n".encode())).ok
 
 
+@contextlib.asynccontextmanager
+async def cached_downstream(
+    idle: float = 2.0,
+) -> AsyncIterator[tuple[RecordingHandler, set[SMTP], DownstreamConfig, ConnectionCache]]:
+    """A real downstream, its configuration and a connection cache (closed at the end)."""
+    handler = RecordingHandler()
+    server, protocols, port = await start_downstream(handler)
+    cache = ConnectionCache(idle)
+    try:
+        config = DownstreamConfig("smtp", host="127.0.0.1", port=port, timeout=5)
+        yield handler, protocols, config, cache
+    finally:
+        await cache.close()
+        server.close()
+
+
 async def test_the_next_client_session_reuses_an_idle_downstream_connection() -> None:
     """Like Postfix's connection cache: a session that ended cleanly leaves its connection for
     the next one, which skips connect, greeting and EHLO; at shutdown the cache says QUIT."""
-    handler = RecordingHandler()
-    server, protocols, port = await start_downstream(handler)
-    config = DownstreamConfig("smtp", host="127.0.0.1", port=port, timeout=5)
-    cache = ConnectionCache(2.0)
-    try:
+    async with cached_downstream() as (handler, protocols, config, cache):
         for n in range(3):
             session = SmtpDownstream(config, cache)
             await deliver(session, f"a{n}@x.gov.vn", "vanthu@lamdong.gov.vn")
@@ -76,18 +90,12 @@ async def test_the_next_client_session_reuses_an_idle_downstream_connection() ->
         assert [m.mail_from for m in handler.messages] == [f"a{n}@x.gov.vn" for n in range(3)]
         await cache.close()
         assert handler.quits == 1
-    finally:
-        server.close()
 
 
 async def test_a_connection_with_a_transaction_open_is_never_handed_on() -> None:
     """A session that ends mid-transaction (its client vanished after RCPT) QUITs: the next
     client must not inherit its sender and recipients."""
-    handler = RecordingHandler()
-    server, protocols, port = await start_downstream(handler)
-    config = DownstreamConfig("smtp", host="127.0.0.1", port=port, timeout=5)
-    cache = ConnectionCache(2.0)
-    try:
+    async with cached_downstream() as (handler, protocols, config, cache):
         first = SmtpDownstream(config, cache)
         assert (await first.mail("a@x.gov.vn", size=None, smtputf8=False)).ok
         assert (await first.rcpt("secret@lamdong.gov.vn")).ok
@@ -105,17 +113,10 @@ async def test_a_connection_with_a_transaction_open_is_never_handed_on() -> None
         await third.close()
         await deliver(SmtpDownstream(config, cache), "d@x.gov.vn", "vanthu@lamdong.gov.vn")
         assert len(protocols) == 2
-    finally:
-        await cache.close()
-        server.close()
 
 
 async def test_idle_connections_are_closed_after_the_cache_time_and_zero_disables_it() -> None:
-    handler = RecordingHandler()
-    server, protocols, port = await start_downstream(handler)
-    config = DownstreamConfig("smtp", host="127.0.0.1", port=port, timeout=5)
-    try:
-        cache = ConnectionCache(0.2)
+    async with cached_downstream(0.2) as (handler, protocols, config, cache):
         session = SmtpDownstream(config, cache)
         await deliver(session, "a@x.gov.vn", "vanthu@lamdong.gov.vn")
         await session.close()
@@ -129,9 +130,6 @@ async def test_idle_connections_are_closed_after_the_cache_time_and_zero_disable
             await deliver(session, sender, "vanthu@lamdong.gov.vn")
             await session.close()
         assert len(protocols) == 4 and handler.quits == 3
-        await cache.close()
-    finally:
-        server.close()
 
 
 @pytest.mark.parametrize("noticed", [True, False])
@@ -140,11 +138,7 @@ async def test_a_cached_connection_the_downstream_dropped_costs_the_client_nothi
 ) -> None:
     """The downstream closed a cached connection (restart, its own idle timeout): whether the
     close was already seen or the MAIL runs into it, the message goes over a new one."""
-    handler = RecordingHandler()
-    server, protocols, port = await start_downstream(handler)
-    config = DownstreamConfig("smtp", host="127.0.0.1", port=port, timeout=5)
-    cache = ConnectionCache(2.0)
-    try:
+    async with cached_downstream() as (handler, protocols, config, cache):
         session = SmtpDownstream(config, cache)
         await deliver(session, "a@x.gov.vn", "vanthu@lamdong.gov.vn")
         await session.close()
@@ -156,9 +150,6 @@ async def test_a_cached_connection_the_downstream_dropped_costs_the_client_nothi
         await deliver(SmtpDownstream(config, cache), "b@x.gov.vn", "vanthu@lamdong.gov.vn")
         assert [m.mail_from for m in handler.messages] == ["a@x.gov.vn", "b@x.gov.vn"]
         assert len(protocols) == 2
-    finally:
-        await cache.close()
-        server.close()
 
 
 async def test_unreachable_downstream_is_a_temporary_error() -> None:
