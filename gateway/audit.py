@@ -413,21 +413,23 @@ class SqliteStore:
             # Looked at again under the write lock: another process opening the same new
             # file may have added them meanwhile ("duplicate column name").
             missing = self._missing_chain_columns()
-            for column in missing:
-                self._db.execute(
-                    f"ALTER TABLE decisions ADD COLUMN {column} {_CHAIN_COLUMNS[column]}"
-                )
-            prev = GENESIS
-            rows = self._db.execute("SELECT id, record FROM decisions ORDER BY time, id")
-            for seq, (decision_id, text) in enumerate(rows.fetchall() if missing else (), 1):
-                digest = chain_hash(prev, text)
-                self._db.execute(
-                    "UPDATE decisions SET instance = ?, seq = ?, prev_hash = ?, hash = ? "
-                    "WHERE id = ?",
-                    (self.instance, seq, prev, digest, decision_id),
-                )
-                prev = digest
+            if missing:
+                self._chain_existing(missing)
             self._db.execute(index)
+
+    def _chain_existing(self, missing: list[str]) -> None:
+        """Add the ``missing`` chain columns and chain the records already there."""
+        for column in missing:
+            self._db.execute(f"ALTER TABLE decisions ADD COLUMN {column} {_CHAIN_COLUMNS[column]}")
+        prev = GENESIS
+        rows = self._db.execute("SELECT id, record FROM decisions ORDER BY time, id").fetchall()
+        for seq, (decision_id, text) in enumerate(rows, start=1):
+            digest = chain_hash(prev, text)
+            self._db.execute(
+                "UPDATE decisions SET instance = ?, seq = ?, prev_hash = ?, hash = ? WHERE id = ?",
+                (self.instance, seq, prev, digest, decision_id),
+            )
+            prev = digest
 
     def _missing_chain_columns(self) -> list[str]:
         have = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}

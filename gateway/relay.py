@@ -145,10 +145,14 @@ class ConnectionCache:
         now = time.monotonic()
         while self._idle:
             opened, parked, client = self._idle.pop()
-            if client.is_connected and now - parked < self.idle_time:
+            if self._usable(parked, client, now):
                 return client, opened
             self._quit(client)
         return None
+
+    def _usable(self, parked: float, client: aiosmtplib.SMTP, now: float) -> bool:
+        """Still connected, and idle for less than ``idle_time``."""
+        return client.is_connected and now - parked < self.idle_time
 
     def give(self, client: aiosmtplib.SMTP, opened: float) -> bool:
         """Keep ``client`` (with no transaction open) for reuse; False if it cannot be kept."""
@@ -170,7 +174,7 @@ class ConnectionCache:
         now = time.monotonic()
         keep = []
         for entry in self._idle:
-            if now - entry[1] < self.idle_time and entry[2].is_connected:
+            if self._usable(entry[1], entry[2], now):
                 keep.append(entry)
             else:
                 self._quit(entry[2])
