@@ -50,6 +50,7 @@ import logging
 import re
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -61,46 +62,54 @@ from asn1crypto import algos, cms, core, crl, keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from pyhanko.pdf_utils.misc import PdfError
-from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.sign.diff_analysis import DiffResult, ModificationLevel
-from pyhanko.sign.fields import SigSeedSubFilter, enumerate_sig_fields
-from pyhanko.sign.general import CMSExtractionError, CMSStructuralError, extract_signer_info
-from pyhanko.sign.validation import (
-    EmbeddedPdfSignature,
-    SignatureCoverageLevel,
-    async_validate_detached_cms,
-    async_validate_pdf_signature,
-)
-from pyhanko.sign.validation.errors import SignatureValidationError
-from pyhanko.sign.validation.settings import KeyUsageConstraints
-from pyhanko.sign.validation.status import StandardCMSSignatureStatus
-from pyhanko_certvalidator import ValidationContext, find_valid_path
-from pyhanko_certvalidator.authority import Authority
-from pyhanko_certvalidator.errors import (
-    DisallowedAlgorithmError,
-    ExpiredError,
-    InsufficientRevinfoError,
-    NotYetValidError,
-    PathBuildingError,
-    RevokedError,
-    ValidationError,
-)
-from pyhanko_certvalidator.path import ValidationPath
-from pyhanko_certvalidator.policy_decl import (
-    NO_REVOCATION,
-    AlgorithmUsageConstraint,
-    AlgorithmUsagePolicy,
-    CertRevTrustPolicy,
-    DisallowWeakAlgorithmsPolicy,
-    RevocationCheckingPolicy,
-    RevocationCheckingRule,
-)
-from pyhanko_certvalidator.sig_validate import DefaultSignatureValidator
-from pyhanko_certvalidator.validate import async_validate_path
+from cryptography.utils import CryptographyDeprecationWarning
 
 from gateway.trust import TrustStore, fingerprint
 from policies.model import SignatureCheck, Signer
+
+# pyHanko imports cryptography's DSA key class, which cryptography deprecates with a warning
+# at import. It is about pyHanko's import, not anything the gateway does (DSA signatures are
+# refused as a weak algorithm anyway); hide that one warning, here only, so that no command
+# prints it to an admin.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "DSA is deprecated", CryptographyDeprecationWarning)
+    from pyhanko.pdf_utils.misc import PdfError
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.diff_analysis import DiffResult, ModificationLevel
+    from pyhanko.sign.fields import SigSeedSubFilter, enumerate_sig_fields
+    from pyhanko.sign.general import CMSExtractionError, CMSStructuralError, extract_signer_info
+    from pyhanko.sign.validation import (
+        EmbeddedPdfSignature,
+        SignatureCoverageLevel,
+        async_validate_detached_cms,
+        async_validate_pdf_signature,
+    )
+    from pyhanko.sign.validation.errors import SignatureValidationError
+    from pyhanko.sign.validation.settings import KeyUsageConstraints
+    from pyhanko.sign.validation.status import StandardCMSSignatureStatus
+    from pyhanko_certvalidator import ValidationContext, find_valid_path
+    from pyhanko_certvalidator.authority import Authority
+    from pyhanko_certvalidator.errors import (
+        DisallowedAlgorithmError,
+        ExpiredError,
+        InsufficientRevinfoError,
+        NotYetValidError,
+        PathBuildingError,
+        RevokedError,
+        ValidationError,
+    )
+    from pyhanko_certvalidator.path import ValidationPath
+    from pyhanko_certvalidator.policy_decl import (
+        NO_REVOCATION,
+        AlgorithmUsageConstraint,
+        AlgorithmUsagePolicy,
+        CertRevTrustPolicy,
+        DisallowWeakAlgorithmsPolicy,
+        RevocationCheckingPolicy,
+        RevocationCheckingRule,
+    )
+    from pyhanko_certvalidator.sig_validate import DefaultSignatureValidator
+    from pyhanko_certvalidator.validate import async_validate_path
 
 __all__ = [
     "CLOCK_SKEW",
