@@ -56,6 +56,9 @@ class DecisionStore(Protocol):
     def close(self) -> None:
         """Release the store."""
 
+    def describe(self) -> str:
+        """Which store this is, for logs and messages (never a password)."""
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -555,6 +558,10 @@ class SqliteStore:
         self._committer.close()
         with self._lock:
             self._db.close()
+
+    def describe(self) -> str:
+        """``sqlite:`` and the file's absolute path."""
+        return f"sqlite:{self.path.resolve()}"
 
 
 def clean_text(value: Any) -> Any:

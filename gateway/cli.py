@@ -1,12 +1,16 @@
 """The ``congvu`` command.
 
-    congvu serve [--config FILE]
-    congvu check [--config FILE] [--mail-from ADDR] [--rcpt ADDR ...] [--client-ip IP] [--json]
-                 MESSAGE.eml
-    congvu policy check FILE | congvu policy explain [FILE]
-    congvu config check FILE
+    congvu serve
+    congvu check [--mail-from ADDR] [--rcpt ADDR ...] [--client-ip IP] [--json] MESSAGE.eml
+    congvu policy check [FILE] | congvu policy explain [FILE]
+    congvu config check [FILE]
     congvu log tail [-n N] [--json] | congvu log show ID
-    congvu audit verify [--config FILE]
+    congvu audit verify | congvu audit prune
+    congvu report [units|idle] | congvu directory import FILE
+
+Every command finds the gateway configuration the same way (:func:`gateway.config.find_config`):
+``--config FILE``, else ``$CONGVU_CONFIG``, else ``./congvu.toml``, else
+``/etc/congvu/congvu.toml``, else the embedded defaults.
 
 ``check`` exits 0 (accept), 1 (reject), 75 (tempfail, as sysexits EX_TEMPFAIL) or 2 (usage or
 configuration error); other tools rely on that contract.
@@ -20,6 +24,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import importlib.metadata
 import ipaddress
 import json
 import signal
@@ -32,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit import SqliteStore, StoreError
-from gateway.config import GatewayConfig, load_config
+from gateway.config import CONFIG_ENV, SYSTEM_CONFIG, GatewayConfig, find_config, load_config
 from gateway.directory import DirectoryError, parse_directory_csv
 from gateway.engine import Engine, accept_reply
 from gateway.ids import new_decision_id
@@ -44,6 +49,8 @@ from gateway.server import (
     SHUTDOWN_GRACE,
     Gateway,
     ListenError,
+    bind,
+    listen_address,
     make_resolver,
     make_validator,
     open_store,
@@ -62,44 +69,146 @@ __all__ = ["main"]
 EXIT_OK, EXIT_REJECT, EXIT_USAGE, EXIT_TEMPFAIL = 0, 1, 2, 75
 
 
+_DISCOVERY = (
+    f"The configuration: --config FILE, else ${CONFIG_ENV}, else ./congvu.toml, else "
+    f"{SYSTEM_CONFIG}, else the embedded defaults (listen on 127.0.0.1:2525, deliver into "
+    "./var/maildir, record in ./var/decisions.sqlite)."
+)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("congvu-gateway")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "unknown"
+
+
+class _Parsers:
+    """Adds subcommands that share the layout of their help: examples, then where the
+    configuration comes from."""
+
+    def __init__(self, parent: argparse.ArgumentParser, dest: str) -> None:
+        self.sub = parent.add_subparsers(dest=dest, required=True)
+
+    def add(
+        self,
+        name: str,
+        help: str,
+        examples: str = "",
+        *,
+        config: bool = True,
+        discovery: bool | None = None,
+    ) -> argparse.ArgumentParser:
+        """A subcommand; ``config``: it takes ``--config``; ``discovery``: its help says how
+        the configuration is found (default: when it takes ``--config``)."""
+        epilog = f"examples:\n{textwrap.indent(examples.strip(), '  ')}" if examples else ""
+        if config if discovery is None else discovery:
+            epilog += "\n\n" + textwrap.fill(_DISCOVERY, 88)
+        parser = self.sub.add_parser(
+            name,
+            help=help,
+            description=help[:1].upper() + help[1:] + ".",
+            epilog=epilog.strip() or None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if config:
+            parser.add_argument(
+                "--config", type=Path, metavar="FILE", help="the gateway configuration (TOML)"
+            )
+        return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="congvu", description="SMTP gateway enforcing Vietnamese official-mail directives."
+        prog="congvu",
+        description="SMTP gateway enforcing Vietnamese official-mail directives.",
+        epilog=textwrap.fill(_DISCOVERY, 88) + "\n\ncongvu COMMAND --help shows examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"congvu {_version()}")
+    commands = _Parsers(parser, "command")
 
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", type=Path, help="gateway configuration (TOML)")
+    serve = commands.add(
+        "serve",
+        "run the gateway",
+        """
+congvu serve                                  # ./congvu.toml, /etc/congvu/congvu.toml or defaults
+congvu serve --config /etc/congvu/congvu.toml
+kill -HUP PID                                 # re-read the policy; SIGTERM drains and stops
+""",
+    )
     serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
 
-    check = sub.add_parser("check", help="judge a stored message exactly as serve would")
+    check = commands.add(
+        "check",
+        "judge a stored message exactly as serve would (exit 0 accept, 1 reject, 75 tempfail)",
+        """
+congvu check message.eml
+congvu check --json --mail-from vanthu@dilinh.lamdong.gov.vn --rcpt vanthu@lamdong.gov.vn msg.eml
+""",
+    )
     check.add_argument("message", type=Path, help="the message (.eml, raw RFC 5322 bytes)")
-    check.add_argument("--config", type=Path)
     check.add_argument("--mail-from", help="envelope sender (default: Return-Path, else From)")
     check.add_argument("--rcpt", action="append", default=[], help="envelope recipient (repeat)")
     check.add_argument("--client-ip", default="127.0.0.1")
     check.add_argument("--helo", default="")
     check.add_argument("--json", action="store_true", help="print one JSON object")
 
-    policy = sub.add_parser("policy", help="validate or explain a policy file")
-    psub = policy.add_subparsers(dest="action", required=True)
-    pcheck = psub.add_parser("check", help="validate a policy file")
-    pcheck.add_argument("file", type=Path)
-    pexplain = psub.add_parser("explain", help="print the rules in plain words")
-    pexplain.add_argument("file", type=Path, nargs="?", help="default: the built-in policy")
+    policy = commands.add("policy", "validate or explain a policy file", config=False)
+    policies = _Parsers(policy, "action")
+    pcheck = policies.add(
+        "check",
+        "validate a policy file and load its trust store",
+        """
+congvu policy check                # the policy the configuration names
+congvu policy check policy.toml
+""",
+    )
+    pcheck.add_argument("file", type=Path, nargs="?", help="default: the configuration's policy")
+    pexplain = policies.add(
+        "explain",
+        "print the rules of a policy in plain words",
+        """
+congvu policy explain              # the policy in force (the configuration's, or built in)
+congvu policy explain policy.toml
+""",
+    )
+    pexplain.add_argument(
+        "file", type=Path, nargs="?", help="default: the configuration's policy, else built in"
+    )
 
-    config = sub.add_parser("config", help="validate a gateway configuration file")
-    csub = config.add_subparsers(dest="action", required=True)
-    ccheck = csub.add_parser("check")
-    ccheck.add_argument("file", type=Path)
+    config = commands.add("config", "validate a gateway configuration file", config=False)
+    configs = _Parsers(config, "action")
+    ccheck = configs.add(
+        "check",
+        "validate a configuration, its policy and its trust store",
+        """
+congvu config check                # the configuration found as below
+congvu config check /etc/congvu/congvu.toml
+""",
+        config=False,
+        discovery=True,
+    )
+    ccheck.add_argument("file", type=Path, nargs="?", help="default: found as below")
 
-    directory = sub.add_parser("directory", help="the account directory")
-    dsub = directory.add_subparsers(dest="action", required=True)
-    dimport = dsub.add_parser("import", help="replace the directory from a CSV file")
+    directory = commands.add("directory", "the account directory", config=False)
+    directories = _Parsers(directory, "action")
+    dimport = directories.add(
+        "import",
+        "replace the directory from a CSV file",
+        "congvu directory import danh-ba.csv",
+    )
     dimport.add_argument("file", type=Path)
-    dimport.add_argument("--config", type=Path)
 
-    report = sub.add_parser("report", help="score units' use of official mail")
+    report = commands.add(
+        "report",
+        "score units' use of official mail",
+        """
+congvu report                                   # this month so far, a table
+congvu report --from 2026-10-01 --to 2026-12-31 --format xlsx -o quy4.xlsx
+congvu report idle --days 90                     # accounts unused for 90 days
+""",
+    )
     report.add_argument("kind", nargs="?", choices=("units", "idle"), default="units")
     report.add_argument("--from", dest="start", type=date.fromisoformat, help="first day")
     report.add_argument("--to", dest="end", type=date.fromisoformat, help="last day")
@@ -116,24 +225,38 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the policy's [scoring] min_usage_rate)",
     )
     report.add_argument("--days", type=int, default=90, help="idle: days without activity")
-    report.add_argument("--config", type=Path)
 
-    audit = sub.add_parser("audit", help="check the decision log for tampering")
-    asub = audit.add_subparsers(dest="action", required=True)
-    verify = asub.add_parser("verify", help="walk every hash chain; name the first bad record")
-    verify.add_argument("--config", type=Path)
-    prune = asub.add_parser("prune", help="delete records older than the policy's keep_days")
-    prune.add_argument("--config", type=Path)
+    audit = commands.add("audit", "check the decision log for tampering", config=False)
+    audits = _Parsers(audit, "action")
+    audits.add(
+        "verify",
+        "walk every hash chain; name the first bad record (exit 1)",
+        "congvu audit verify",
+    )
+    audits.add(
+        "prune",
+        "delete records older than the policy's [retention] keep_days",
+        "congvu audit prune",
+    )
 
-    log = sub.add_parser("log", help="read the decision log")
-    lsub = log.add_subparsers(dest="action", required=True)
-    tail = lsub.add_parser("tail", help="the newest decisions")
-    tail.add_argument("-n", type=int, default=20)
-    tail.add_argument("--json", action="store_true")
-    tail.add_argument("--config", type=Path)
-    show = lsub.add_parser("show", help="one decision in full")
+    log = commands.add("log", "read the decision log", config=False)
+    logs = _Parsers(log, "action")
+    tail = logs.add(
+        "tail",
+        "the newest decisions, oldest first",
+        """
+congvu log tail
+congvu log tail -n 100 --json
+""",
+    )
+    tail.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    tail.add_argument("--json", action="store_true", help="one record a line, in full")
+    show = logs.add(
+        "show",
+        "one decision in full, by the id an SMTP reply or notice quotes (ref ...)",
+        "congvu log show 01M8268G4WHGNB25S70XZF3E9N",
+    )
     show.add_argument("id")
-    show.add_argument("--config", type=Path)
     return parser
 
 
@@ -363,7 +486,10 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 def _store(config: GatewayConfig) -> SqliteStore | PostgresStore:
     if not config.store_url and not config.store_path.exists():
-        raise StoreError(f"no decision store at {config.store_path}")
+        raise StoreError(
+            f"no decision store at {config.store_path.resolve()} (configuration: "
+            f"{config.source}; give --config or set {CONFIG_ENV} to read another)"
+        )
     return open_store(config)
 
 
@@ -382,11 +508,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "policy":
-            policy = load_policy(args.file)
+            policy_file = args.file or load_config(find_config(args.config)).policy_file
+            policy = load_policy(policy_file)
             trust = trust_for(policy)
             if args.action == "check":
                 print(
-                    f"{args.file}: ok ({len(policy.rules)} rules, sha256 {policy.sha256}; "
+                    f"{policy.source}: ok ({len(policy.rules)} rules, sha256 {policy.sha256}; "
                     f"trust store {policy.trust.store}: {len(trust.roots)} roots, "
                     f"{len(trust.intermediates)} intermediates, {len(trust.crls)} CRLs)"
                 )
@@ -394,11 +521,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(_explain(policy))
             return EXIT_OK
         if args.command == "config":
-            config = load_config(args.file)
+            config = load_config(args.file or find_config())
             trust_for(load_policy(config.policy_file))
-            print(f"{args.file}: ok")
+            print(f"{config.source}: ok")
             return EXIT_OK
-        config = load_config(args.config)
+        config_file = find_config(args.config)
+        config = load_config(config_file)
         if args.command == "directory":
             configure_logging("error", "-")
             try:
@@ -425,14 +553,16 @@ def main(argv: list[str] | None = None) -> int:
                 before = cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
                 with closing(_store(config)) as store:
                     count = store.prune(before)
-                print(f"{config.store_path}: {count} decisions older than {keep} days removed")
+                    where = store.describe()
+                print(f"{where}: {count} decisions older than {keep} days removed")
                 return EXIT_OK
             with closing(_store(config)) as store:
                 problems = store.verify()
+                where = store.describe()
             if not problems:
-                print(f"{config.store_path}: every decision chain is intact")
+                print(f"{where}: every decision chain is intact")
                 return EXIT_OK
-            print(f"{config.store_path}: {len(problems)} problem(s); the first:", file=sys.stderr)
+            print(f"{where}: {len(problems)} problem(s); the first:", file=sys.stderr)
             for problem in problems[:20]:
                 print(f"  {problem}", file=sys.stderr)
             return EXIT_REJECT
@@ -458,26 +588,52 @@ def main(argv: list[str] | None = None) -> int:
             configure_logging("error", "-")
             return _check(args, config, policy)
         configure_logging(config.log_level, config.log_file)
-        if args.worker is not None:
-            config = dataclasses.replace(config, worker_index=args.worker)
-            _die_with_parent()
-        elif config.workers > 1:
-            supervisor = Supervisor(config, args.config, policy_sha256=policy.sha256)
-            return asyncio.run(supervisor.run(grace=SHUTDOWN_GRACE))
-        try:
-            asyncio.run(serve(Gateway.from_config(config, policy)))
-        except (ListenError, StoreError) as exc:
-            # In the log too: a worker's standard error is easy to lose.
-            get_logger().error("gateway.cannot_start", worker=config.worker_index, error=str(exc))
-            print(f"congvu serve: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        return EXIT_OK
+        return _serve(args, config, config_file, policy)
     except (ConfigError, TrustStoreError) as exc:
         print(f"congvu: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StoreError as exc:
         print(f"congvu: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _serve(
+    args: argparse.Namespace, config: GatewayConfig, config_file: Path | None, policy: Policy
+) -> int:
+    """``congvu serve``: a supervisor with workers, a worker, or one gateway process.
+
+    The ports are bound first: a port already taken (by another gateway too) is one line on
+    standard error and exit status 2, before the store or anything else is created; the
+    supervisor starts no worker then, so nothing respawns.
+    """
+    worker = args.worker is not None
+    try:
+        if worker:
+            config = dataclasses.replace(config, worker_index=args.worker)
+            _die_with_parent()
+            listener = bind(listen_address(config), reuse_port=True)
+        else:
+            # Without SO_REUSEPORT: fails while anyone holds the port (workers then share it).
+            listener = bind(listen_address(config))
+        http = bind(config.metrics_listen) if config.metrics_listen and not worker else None
+        if config.workers > 1 and not worker:
+            listener.close()  # the workers bind it, each with SO_REUSEPORT
+            supervisor = Supervisor(
+                config,
+                config_file and config_file.resolve(),
+                policy_sha256=policy.sha256,
+                http_listener=http,
+            )
+            return asyncio.run(supervisor.run(grace=SHUTDOWN_GRACE))
+        asyncio.run(serve(Gateway.from_config(config, policy), listener, http))
+    except (ListenError, StoreError) as exc:
+        if config.log_file != "-" or worker:
+            # In the log file too (a worker's standard error is easy to lose); on a terminal
+            # or the journal the line below says it once.
+            get_logger().error("gateway.cannot_start", worker=config.worker_index, error=str(exc))
+        print(f"congvu serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def _die_with_parent() -> None:

@@ -23,7 +23,18 @@ from urllib.parse import urlsplit
 from policies.addresses import AddressError, canonical_domain
 from policies.schema import ConfigError, TomlReader
 
-__all__ = ["ConfigError", "DownstreamConfig", "GatewayConfig", "load_config"]
+__all__ = [
+    "CONFIG_ENV",
+    "SYSTEM_CONFIG",
+    "ConfigError",
+    "DownstreamConfig",
+    "GatewayConfig",
+    "find_config",
+    "load_config",
+]
+
+CONFIG_ENV = "CONGVU_CONFIG"
+SYSTEM_CONFIG = Path("/etc/congvu/congvu.toml")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _HOSTNAME = re.compile(
@@ -191,6 +202,26 @@ def _downstream(reader: TomlReader, base: Path, hostname: str) -> DownstreamConf
         xforward=xforward,
         connection_cache=connection_cache,
     )
+
+
+def find_config(explicit: Path | None = None) -> Path | None:
+    """The configuration file every command uses: ``explicit`` (``--config``), else
+    ``$CONGVU_CONFIG``, else ``./congvu.toml``, else ``/etc/congvu/congvu.toml``; None when
+    there is none (the embedded defaults).
+
+    One order for every command, so that ``congvu log tail`` on the server (or in the
+    container) reads the store the running service writes, without being told where.
+    A file named by ``--config`` or the variable must exist: a typo is an error, not a
+    silent fall-back to the defaults.
+    """
+    if explicit is not None:
+        return explicit
+    if named := os.environ.get(CONFIG_ENV):
+        return Path(named)
+    for candidate in (Path("congvu.toml"), SYSTEM_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def load_config(path: str | Path | None = None) -> GatewayConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -101,9 +102,15 @@ class Metrics:
 
 
 async def serve_http(
-    host: str, port: int, exposition: Callable[[], bytes], health: Callable[[], dict[str, Any]]
+    host: str,
+    port: int,
+    exposition: Callable[[], bytes],
+    health: Callable[[], dict[str, Any]],
+    *,
+    sock: socket.socket | None = None,
 ) -> asyncio.Server:
-    """Serve ``/metrics`` and ``/health`` (GET only; anything else is 404)."""
+    """Serve ``/metrics`` and ``/health`` (GET only; anything else is 404), on ``host:port``
+    or on ``sock``, a socket already bound."""
 
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -131,4 +138,6 @@ async def serve_http(
         finally:
             writer.close()
 
+    if sock is not None:
+        return await asyncio.start_server(respond, sock=sock)
     return await asyncio.start_server(respond, host, port)

@@ -251,6 +251,10 @@ class PostgresStore:
         self._write_conn.close()
         self._read.close()
 
+    def describe(self) -> str:
+        """The URL, without its password."""
+        return _safe_url(self.url)
+
 
 def _connect_writer(url: str) -> psycopg.Connection[Any]:
     # SET, not the "options" parameter: that would replace options given in the URL.

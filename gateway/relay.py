@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import mailbox
+import os
 import re
 import time
 from collections.abc import Awaitable, Coroutine, Mapping
@@ -31,12 +33,14 @@ from typing import Any, Protocol, TypeVar
 import aiosmtplib
 
 from gateway.config import DownstreamConfig
+from gateway.logs import get_logger
 from gateway.message import normalize_line_endings
 
 __all__ = [
     "DownstreamError",
     "DownstreamReply",
     "DownstreamSession",
+    "DownstreamWatch",
     "MaildirDownstream",
     "Relay",
     "SmtpDownstream",
@@ -403,6 +407,12 @@ def _xtext(value: str) -> str:
     )
 
 
+def _maildir(path: Path) -> mailbox.Maildir:
+    """The Maildir at ``path``, made with its parent folders if it is not there yet."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return mailbox.Maildir(path, create=True)
+
+
 class MaildirDownstream:
     """The embedded default: deliver into a local Maildir, one copy per recipient."""
 
@@ -439,7 +449,7 @@ class MaildirDownstream:
         return DownstreamReply(250, f"2.0.0 Ok: delivered to maildir as {' '.join(keys)}")
 
     def _write(self, sender: str, recipients: list[str], message: bytes) -> list[str]:
-        box = mailbox.Maildir(self.path, create=True)
+        box = _maildir(self.path)
         keys = []
         for rcpt in recipients:
             head = f"Return-Path: <{sender}>\r\nDelivered-To: {rcpt}\r\n".encode()
@@ -486,3 +496,70 @@ class _MaildirRelay:
 def make_relay(config: DownstreamConfig) -> Relay:
     """The relay for a downstream configuration."""
     return _SmtpRelay(config) if config.kind == "smtp" else _MaildirRelay(config)
+
+
+_PROBE_TIMEOUT = 10.0  # seconds a reachability check may take
+
+
+async def probe(config: DownstreamConfig) -> str | None:
+    """None when the downstream could take mail now (SMTP: it connects and answers EHLO, then
+    gets QUIT; Maildir: the folder exists or can be made, and is writable), else why not."""
+    if config.kind == "maildir":
+        try:  # made as delivery makes it (cur/, new/, tmp/), so the probe changes nothing
+            await asyncio.to_thread(_maildir, config.maildir)
+        except OSError as exc:
+            return f"{config.describe()}: {exc}"
+        if not os.access(config.maildir / "tmp", os.W_OK | os.X_OK):
+            return f"{config.describe()}: not writable"
+        return None
+    quick = dataclasses.replace(config, timeout=min(config.timeout, _PROBE_TIMEOUT))
+    session = SmtpDownstream(quick)
+    try:
+        client = await session._connect(fresh=True)
+    except DownstreamError as exc:
+        return exc.detail
+    await _quit(client)
+    return None
+
+
+class DownstreamWatch:
+    """Whether the downstream answers, for ``/health`` and the log: checked at start, then
+    every ``interval`` seconds (every ``retry`` seconds while it does not answer).
+
+    A downstream that cannot be reached means every message gets 451: the gateway still
+    runs (senders retry, nothing is lost), but a load balancer should send mail elsewhere
+    and the admin should know, so ``/health`` turns ``degraded`` (HTTP 503) and the log says
+    ``downstream.unreachable`` once, then ``downstream.reachable`` when it is back.
+    """
+
+    def __init__(
+        self, config: DownstreamConfig, *, interval: float = 60.0, retry: float = 10.0
+    ) -> None:
+        self.config, self.interval, self.retry = config, interval, retry
+        self.problem: str | None = None  # None: reachable at the last check (or not checked)
+        self.checked = False
+        self.log = get_logger()
+
+    async def check(self) -> str | None:
+        """Check once now; log a change; return the problem, if any."""
+        problem = await probe(self.config)
+        if problem and (self.problem is None):
+            self.log.warning(
+                "downstream.unreachable", downstream=self.config.describe(), error=problem
+            )
+        elif problem is None and (self.problem is not None or not self.checked):
+            self.log.info("downstream.reachable", downstream=self.config.describe())
+        self.problem, self.checked = problem, True
+        return problem
+
+    async def run(self) -> None:
+        """Check until cancelled."""
+        while True:
+            problem = await self.check()
+            await asyncio.sleep(self.retry if problem else self.interval)
+
+    def health(self) -> str:
+        """``ok``, ``unreachable: WHY``, or ``unknown`` before the first check."""
+        if not self.checked:
+            return "unknown"
+        return "ok" if self.problem is None else f"unreachable: {self.problem}"

@@ -8,9 +8,11 @@ reloads the policy on SIGHUP (an invalid policy is refused loudly and the old on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
+import socket
 import ssl
 from dataclasses import dataclass
 from functools import partial
@@ -24,19 +26,67 @@ from gateway.logs import get_logger
 from gateway.metrics import Metrics, serve_http
 from gateway.notices import Notifier
 from gateway.pgstore import PostgresStore
-from gateway.relay import Relay, make_relay
+from gateway.relay import DownstreamWatch, Relay, make_relay
 from gateway.smtp import GatewayHandler, GatewaySMTP
 from gateway.trust import TrustStore, TrustStoreError, default_trust_store, load_trust_store
 from gateway.validation import PoolValidator
 from policies import ConfigError, Policy, load_policy
 
-__all__ = ["Gateway", "ListenError", "make_resolver", "make_validator", "serve", "trust_for"]
+__all__ = [
+    "Gateway",
+    "ListenError",
+    "bind",
+    "listen_address",
+    "make_resolver",
+    "make_validator",
+    "serve",
+    "trust_for",
+]
 
 SHUTDOWN_GRACE = 30.0  # seconds open sessions get to finish after SIGTERM
 
 
 class ListenError(OSError):
     """The listening socket could not be opened (port taken, address not ours, no permission)."""
+
+
+def listen_address(config: GatewayConfig, port: int | None = None) -> str:
+    """``HOST:PORT`` (``[IPv6]:PORT``) of the SMTP listener, ``port`` replacing the configured."""
+    host = config.listen_host
+    port = config.listen_port if port is None else port
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind(address: str, *, reuse_port: bool = False, backlog: int = 100) -> socket.socket:
+    """A listening TCP socket on ``HOST:PORT`` (``[IPv6]:PORT``), or :class:`ListenError`.
+
+    ``congvu serve`` binds its ports before anything else (the store, the validation pool),
+    so that a port already taken is one clear error, with nothing created on the way.
+    ``reuse_port``: worker processes share one port (``SO_REUSEPORT``); a bind without it
+    fails while anyone, another gateway included, holds the port.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(where)
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+    sock.setblocking(False)
+    return sock
 
 
 def _tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
@@ -150,6 +200,7 @@ class Gateway:
         self._stopping = False
         self.tls = _tls_context(self.config)
         self._server: asyncio.Server | None = None
+        self.downstream = DownstreamWatch(self.config.downstream)
         self.log = get_logger()
 
     def _protocol(self) -> GatewaySMTP:
@@ -169,16 +220,26 @@ class Gateway:
         )
 
     def health(self) -> dict[str, object]:
-        """What /health says: accepting mail or not, sessions, policy in force."""
+        """What /health says: accepting mail or not, the downstream, sessions, policy in force.
+
+        ``ok``; ``degraded`` while the downstream does not answer (every message would get
+        451); ``stopping``. Anything but ``ok`` is HTTP 503, which load balancers understand.
+        """
+        downstream = self.downstream.health()
+        status = "ok" if downstream in ("ok", "unknown") else "degraded"
         return {
-            "status": "stopping" if self._stopping or self._server is None else "ok",
+            "status": "stopping" if self._stopping or self._server is None else status,
+            "downstream": downstream,
             "sessions": len(self.handler.protocols),
             "policy_sha256": self.policy.sha256,
             "trust_store": self.validator.trust.version,
         }
 
-    async def start_http(self, port: int | None = None) -> int | None:
-        """Serve /metrics and /health if configured; return the port (``port`` 0: any)."""
+    async def start_http(
+        self, port: int | None = None, *, sock: socket.socket | None = None
+    ) -> int | None:
+        """Serve /metrics and /health if configured; return the port (``port`` 0: any;
+        ``sock``: a socket :func:`bind` made)."""
         if not self.config.metrics_listen:
             return None
         host, _, configured = self.config.metrics_listen.rpartition(":")
@@ -188,6 +249,7 @@ class Gateway:
                 int(configured) if port is None else port,
                 self.metrics.exposition,
                 self.health,
+                sock=sock,
             )
         except OSError as exc:
             raise ListenError(
@@ -196,21 +258,16 @@ class Gateway:
         bound: int = self._http.sockets[0].getsockname()[1]
         return bound
 
-    async def start(self, port: int | None = None) -> int:
-        """Listen (``port`` 0 picks a free one, for tests); return the port."""
+    async def start(self, port: int | None = None, *, sock: socket.socket | None = None) -> int:
+        """Listen (``port`` 0 picks a free one, for tests; ``sock``: a socket :func:`bind`
+        made); return the port."""
         loop = asyncio.get_running_loop()
-        where = f"{self.config.listen_host}:{self.config.listen_port if port is None else port}"
-        try:
-            self._server = await loop.create_server(
-                partial(self._protocol),
-                host=self.config.listen_host,
-                port=self.config.listen_port if port is None else port,
-                reuse_address=True,
-                # Worker processes each listen on the same port; the kernel spreads clients.
-                reuse_port=self.config.worker_index is not None,
+        if sock is None:
+            # Worker processes each listen on the same port; the kernel spreads clients.
+            sock = bind(
+                listen_address(self.config, port), reuse_port=self.config.worker_index is not None
             )
-        except OSError as exc:
-            raise ListenError(f"cannot listen on {where}: {exc}") from exc
+        self._server = await loop.create_server(partial(self._protocol), sock=sock)
         bound: int = self._server.sockets[0].getsockname()[1]
         self.log.info(
             "gateway.started",
@@ -220,7 +277,7 @@ class Gateway:
             policy_sha256=self.policy.sha256,
             config=self.config.source,
             worker=self.config.worker_index,
-            store=str(self.config.store_path),
+            store=self.store.describe(),
             trust_store=self.validator.trust.describe(),
         )
         return bound
@@ -304,19 +361,32 @@ class Gateway:
         self.log.info("gateway.stopped")
 
 
-async def serve(gateway: Gateway) -> None:
-    """Run ``gateway`` until SIGTERM or SIGINT; SIGHUP reloads the policy."""
+async def serve(
+    gateway: Gateway,
+    listener: socket.socket | None = None,
+    http_listener: socket.socket | None = None,
+) -> None:
+    """Run ``gateway`` until SIGTERM or SIGINT; SIGHUP reloads the policy.
+
+    ``listener`` and ``http_listener``: sockets :func:`bind` made before the gateway was
+    built (else they are bound here).
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload_policy)
     await gateway.warm_up()
-    await gateway.start()
+    await gateway.start(sock=listener)
+    background = []
     if gateway.config.worker_index is None:  # workers: the supervisor serves /metrics
-        await gateway.start_http()
+        await gateway.start_http(sock=http_listener)
+        background.append(asyncio.create_task(gateway.downstream.run()))
     # Spawn the validation workers now rather than on the first signed document.
-    warm = asyncio.create_task(gateway.validator.warm_up())
+    background.append(asyncio.create_task(gateway.validator.warm_up()))
     await stop.wait()
-    warm.cancel()
+    for task in background:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*background)
     await gateway.stop()

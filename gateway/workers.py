@@ -23,6 +23,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from gateway.config import GatewayConfig
 from gateway.logs import get_logger
 from gateway.metrics import serve_http
+from gateway.relay import DownstreamWatch
 from policies import ConfigError, load_policy
 
 __all__ = ["Supervisor"]
@@ -65,9 +67,11 @@ class Supervisor:
     workers: list[_Worker] = field(default_factory=list)
     restarts: int = 0
     failed: bool = False  # a worker could not start: the supervisor stops, exit status 2
+    http_listener: socket.socket | None = None  # /metrics and /health, bound by the caller
 
     def __post_init__(self) -> None:
         self.log = get_logger()
+        self.downstream = DownstreamWatch(self.config.downstream)
         self._metrics_dir = tempfile.mkdtemp(prefix="congvu-metrics-")
         self._stopping = False
         self.workers = [_Worker(i + 1) for i in range(self.config.workers)]
@@ -124,13 +128,17 @@ class Supervisor:
         self._signal_all(signal.SIGHUP, except_for=except_for)
 
     def health(self) -> dict[str, Any]:
-        """``ok`` while every worker runs; the policy is each worker's own (see their logs)."""
+        """``ok`` while every worker runs and the downstream answers; ``degraded`` otherwise;
+        the policy is each worker's own (see their logs)."""
         alive = sum(1 for w in self.workers if w.process is not None and w.process.poll() is None)
-        status = "ok" if alive == len(self.workers) and not self._stopping else "degraded"
+        downstream = self.downstream.health()
+        healthy = alive == len(self.workers) and downstream in ("ok", "unknown")
+        status = "ok" if healthy else "degraded"
         if self._stopping:
             status = "stopping"
         return {
             "status": status,
+            "downstream": downstream,
             "workers": len(self.workers),
             "workers_alive": alive,
             "restarts": self.restarts,
@@ -156,7 +164,10 @@ class Supervisor:
         http = None
         if self.config.metrics_listen:
             host, _, port = self.config.metrics_listen.rpartition(":")
-            http = await serve_http(host.strip("[]"), int(port), self.exposition, self.health)
+            http = await serve_http(
+                host.strip("[]"), int(port), self.exposition, self.health, sock=self.http_listener
+            )
+        watch = asyncio.create_task(self.downstream.run())
         for worker in self.workers:
             self._spawn(worker)
         self.log.info(
@@ -181,6 +192,7 @@ class Supervisor:
                     await asyncio.wait_for(stop.wait(), 0.2)
         finally:
             self._stopping = True
+            watch.cancel()
             self._signal_all(signal.SIGTERM)
             deadline = time.monotonic() + grace + 10
             for worker in self.workers:

@@ -46,7 +46,10 @@ def verify(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 
 def test_an_untouched_log_verifies(store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Five records written in turn form one intact chain."""
-    assert verify(store_path, capsys) == (0, f"{store_path}: every decision chain is intact\n")
+    assert verify(store_path, capsys) == (
+        0,
+        f"sqlite:{store_path}: every decision chain is intact\n",
+    )
 
 
 def test_an_edited_record_is_named(store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

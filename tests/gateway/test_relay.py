@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import SMTP
-from conftest import RecordingHandler, free_port
 
+from conftest import RecordingHandler, free_port
 from gateway.config import DownstreamConfig
 from gateway.relay import (
     ConnectionCache,
     DownstreamError,
     DownstreamReply,
+    DownstreamWatch,
     MaildirDownstream,
     SmtpDownstream,
+    probe,
 )
 
 
@@ -247,3 +250,41 @@ async def test_replies_injected_before_the_downstream_tls_handshake_are_discarde
     assert rcpt.code == 550  # not the injected 250
     commands = [(tls, c) for tls, c in seen if c.startswith((b"MAIL", b"RCPT"))]
     assert commands == [(True, b"MAIL FROM"), (True, b"RCPT TO")]  # inside TLS
+
+
+async def test_the_downstream_watch_sees_a_downstream_go_and_come_back() -> None:
+    """/health's view of the downstream: unknown before the first check, unreachable (why)
+    while nothing answers, ok once it greets; the probe leaves no transaction behind."""
+    handler = RecordingHandler()
+    port = free_port()
+    watch = DownstreamWatch(DownstreamConfig("smtp", host="127.0.0.1", port=port, timeout=5))
+    assert watch.health() == "unknown"
+    assert await watch.check() is not None
+    assert watch.health().startswith(f"unreachable: smtp://127.0.0.1:{port}: ")
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(handler, hostname="ds.test"), "127.0.0.1", port
+    )
+    try:
+        assert await watch.check() is None
+        assert watch.health() == "ok"
+        assert handler.messages == []
+    finally:
+        server.close()
+
+
+async def test_the_maildir_probe_makes_a_maildir_delivery_can_use(tmp_path: Path) -> None:
+    """Probing a Maildir that does not exist yet makes it whole (cur, new, tmp): a bare folder
+    would make every later delivery fail."""
+    box = tmp_path / "var" / "maildir"
+    assert await probe(DownstreamConfig("maildir", maildir=box)) is None
+    assert sorted(p.name for p in box.iterdir()) == ["cur", "new", "tmp"]
+    session = MaildirDownstream(box)
+    await session.mail("a@lamdong.gov.vn", size=None, smtputf8=False)
+    await session.rcpt("b@lamdong.gov.vn")
+    assert (await session.data(b"Subject: x\r\n\r\nbody\r\n")).code == 250
+    (box / "tmp").chmod(0o500)
+    try:
+        if os.geteuid() != 0:  # root may write anywhere
+            assert await probe(DownstreamConfig("maildir", maildir=box)) is not None
+    finally:
+        (box / "tmp").chmod(0o700)

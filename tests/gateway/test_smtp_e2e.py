@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLERK, OFFICIAL, Downstream, make_config, message, policy_text
 
+from conftest import CLERK, OFFICIAL, Downstream, make_config, message, policy_text
 from gateway.audit import StoreError
 from policies.rules import RULES, rule
 
@@ -269,6 +269,9 @@ def test_store_failure_answers_4xx_never_250(
 
         def close(self) -> None:
             pass
+
+        def describe(self) -> str:
+            return "a broken store"
 
     gw = start_gateway(make_config(tmp_path, downstream.port), store=BrokenStore())
     _, (code, text) = gw.send(message(), OFFICIAL, [CLERK])

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CLERK, OFFICIAL, Downstream, free_port, message
 from test_serve import events, listening, wait_for
 
+from conftest import CLERK, OFFICIAL, Downstream, free_port, message
 from gateway.audit import SqliteStore
 
 CONGVU = Path(sys.executable).parent / "congvu"
@@ -148,15 +148,46 @@ def test_a_killed_worker_is_restarted_and_mail_keeps_flowing(supervised) -> None
 def test_a_worker_that_cannot_listen_stops_the_supervisor(
     tmp_path: Path, downstream: Downstream
 ) -> None:
-    """Port taken by another program (no SO_REUSEPORT): exit status 2, not a restart loop."""
+    """Port taken by another program (no SO_REUSEPORT): one line, exit status 2, no worker
+    started (so nothing respawns), no store created."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        config = write_config(tmp_path, taken.getsockname()[1], downstream.port, workers=2)
-        result = subprocess.run([CONGVU, "serve", "--config", str(config)], check=False, timeout=30)
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, port, downstream.port, workers=2)
+        result = subprocess.run(
+            [CONGVU, "serve", "--config", str(config)],
+            check=False,
+            timeout=30,
+            capture_output=True,
+            text=True,
+        )
     assert result.returncode == 2
+    assert result.stderr == (
+        f"congvu serve: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
     names = [e["event"] for e in events(tmp_path / "gateway.log")]
-    assert "worker.cannot_start" in names and "worker.died" not in names
+    assert names == ["gateway.cannot_start"]
+    assert not list(tmp_path.glob("*.sqlite*"))
+
+
+def test_another_gateway_on_the_port_is_refused_too(
+    tmp_path: Path, downstream: Downstream, supervised
+) -> None:  # type: ignore[no-untyped-def]
+    """A second supervisor on the same port would share it through SO_REUSEPORT and take half
+    the mail with another configuration: it is refused like any other holder of the port."""
+    _, port, _ = supervised
+    (tmp_path / "second").mkdir()
+    config = write_config(tmp_path / "second", port, downstream.port, workers=2)
+    result = subprocess.run(
+        [CONGVU, "serve", "--config", str(config)],
+        check=False,
+        timeout=30,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "Address already in use" in result.stderr
 
 
 def test_sigkill_never_leaves_a_250_the_downstream_lacks(

@@ -10,8 +10,8 @@ The docs show commands the way a reader types them, in fenced ``console`` blocks
 Each such block is a test (collected by Sybil, see ``conftest.py`` at the top of the
 repository). The commands of one page run in order in **one** bash process, started in a fresh
 folder that holds a copy of the repository's ``examples/``, ``deploy/`` and ``certs/`` (as a
-reader's clone does), so ``cd``, variables and background jobs carry from block to block as they would
-for the reader; at the end of the page the whole process group is stopped. What a command
+reader's clone does), so ``cd``, variables and background jobs carry from block to block as
+they would for the reader; at the end of the page the whole process group is stopped. What a command
 prints (standard output and error together) must match the lines shown under it:
 
 - ``...`` stands for any text (ids, times, sizes), within a line or over several lines;
@@ -52,7 +52,9 @@ _REPO = Path(__file__).resolve().parents[2]
 _COPIED = ("examples", "deploy", "certs")  # what a page may use from the reader's clone
 COMMAND_TIMEOUT = 120.0  # seconds one command may take (a first `pip install` needs a while)
 
-_FENCE = r"(?P<indent>[ ]*)(?P<fence>```+)(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=indent)(?P=fence)[ ]*$"
+_FENCE = (
+    r"(?P<indent>[ ]*)(?P<fence>```+)(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=indent)(?P=fence)[ ]*$"
+)
 _CONSOLE = re.compile(r"^" + _FENCE, re.MULTILINE | re.DOTALL)
 _FILE = re.compile(
     r"^[ ]*<!--\s*file:\s*(?P<name>\S+)\s*-->[ ]*\n(?:[ ]*\n)*" + _FENCE,
@@ -70,9 +72,7 @@ class Step:
 
 
 def _dedent(body: str, indent: str) -> str:
-    return "".join(
-        line.removeprefix(indent) for line in body.splitlines(keepends=True)
-    )
+    return "".join(line.removeprefix(indent) for line in body.splitlines(keepends=True))
 
 
 def parse_session(text: str, first_line: int = 1) -> list[Step]:
