@@ -9,7 +9,7 @@
 #
 # /etc/congvu/congvu.toml must listen on 0.0.0.0:2525 inside the container (127.0.0.1 would
 # be unreachable through the published port), and its downstream must name the mail server's
-# address, not 127.0.0.1 (that is the container itself). See README.md, "Docker".
+# address, not 127.0.0.1 (that is the container itself). See docs/admin/docker.md.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

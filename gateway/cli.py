@@ -27,6 +27,7 @@ import dataclasses
 import importlib.metadata
 import ipaddress
 import json
+import os
 import signal
 import sys
 import textwrap
@@ -103,7 +104,7 @@ class _Parsers:
         the configuration is found (default: when it takes ``--config``)."""
         epilog = f"examples:\n{textwrap.indent(examples.strip(), '  ')}" if examples else ""
         if config if discovery is None else discovery:
-            epilog += "\n\n" + textwrap.fill(_DISCOVERY, 88)
+            epilog += "\n\n" + textwrap.fill(_DISCOVERY, 78)
         parser = self.sub.add_parser(
             name,
             help=help,
@@ -122,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="congvu",
         description="SMTP gateway enforcing Vietnamese official-mail directives.",
-        epilog=textwrap.fill(_DISCOVERY, 88) + "\n\ncongvu COMMAND --help shows examples.",
+        epilog=textwrap.fill(_DISCOVERY, 78) + "\n\ncongvu COMMAND --help shows examples.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"congvu {_version()}")
@@ -132,9 +133,9 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         "run the gateway",
         """
-congvu serve                                  # ./congvu.toml, /etc/congvu/congvu.toml or defaults
+congvu serve                     # the configuration found as below
 congvu serve --config /etc/congvu/congvu.toml
-kill -HUP PID                                 # re-read the policy; SIGTERM drains and stops
+kill -HUP PID                    # re-read the policy; SIGTERM drains and stops
 """,
     )
     serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
@@ -144,14 +145,16 @@ kill -HUP PID                                 # re-read the policy; SIGTERM drai
         "judge a stored message exactly as serve would (exit 0 accept, 1 reject, 75 tempfail)",
         """
 congvu check message.eml
-congvu check --json --mail-from vanthu@dilinh.lamdong.gov.vn --rcpt vanthu@lamdong.gov.vn msg.eml
+congvu check --json --mail-from vt@dilinh.lamdong.gov.vn --rcpt vt@lamdong.gov.vn m.eml
 """,
     )
     check.add_argument("message", type=Path, help="the message (.eml, raw RFC 5322 bytes)")
     check.add_argument("--mail-from", help="envelope sender (default: Return-Path, else From)")
     check.add_argument("--rcpt", action="append", default=[], help="envelope recipient (repeat)")
-    check.add_argument("--client-ip", default="127.0.0.1")
-    check.add_argument("--helo", default="")
+    check.add_argument(
+        "--client-ip", default="127.0.0.1", help="the client's address (default 127.0.0.1)"
+    )
+    check.add_argument("--helo", default="", help="the client's HELO name")
     check.add_argument("--json", action="store_true", help="print one JSON object")
 
     policy = commands.add("policy", "validate or explain a policy file", config=False)
@@ -198,15 +201,19 @@ congvu config check /etc/congvu/congvu.toml
         "replace the directory from a CSV file",
         "congvu directory import danh-ba.csv",
     )
-    dimport.add_argument("file", type=Path)
+    dimport.add_argument(
+        "file",
+        type=Path,
+        help="CSV with a header row: address, full_name, unit, role, issued[, personal_addresses]",
+    )
 
     report = commands.add(
         "report",
         "score units' use of official mail",
         """
 congvu report                                   # this month so far, a table
-congvu report --from 2026-10-01 --to 2026-12-31 --format xlsx -o quy4.xlsx
-congvu report idle --days 90                     # accounts unused for 90 days
+congvu report --from 2026-10-01 --to 2026-12-31 --format xlsx -o q4.xlsx
+congvu report idle --days 90                    # accounts unused for 90 days
 """,
     )
     report.add_argument("kind", nargs="?", choices=("units", "idle"), default="units")
@@ -256,7 +263,7 @@ congvu log tail -n 100 --json
         "one decision in full, by the id an SMTP reply or notice quotes (ref ...)",
         "congvu log show 01M8268G4WHGNB25S70XZF3E9N",
     )
-    show.add_argument("id")
+    show.add_argument("id", help="the decision id (case does not matter)")
     return parser
 
 
@@ -505,6 +512,16 @@ def _summary(record: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``congvu``; returns the exit status."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`congvu log tail | head`): stop quietly, as a shell tool does,
+        # not with a traceback. Later flushes go nowhere; the status is the shell's for SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "policy":
@@ -604,7 +621,8 @@ def _serve(
 
     The ports are bound first: a port already taken (by another gateway too) is one line on
     standard error and exit status 2, before the store or anything else is created; the
-    supervisor starts no worker then, so nothing respawns.
+    supervisor starts no worker then, so nothing respawns. A store that cannot be opened is
+    exit status 75 (try again later).
     """
     worker = args.worker is not None
     try:
@@ -631,8 +649,11 @@ def _serve(
             # In the log file too (a worker's standard error is easy to lose); on a terminal
             # or the journal the line below says it once.
             get_logger().error("gateway.cannot_start", worker=config.worker_index, error=str(exc))
-        print(f"congvu serve: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        print(f"congvu serve: {' '.join(str(exc).split())}", file=sys.stderr)  # one line
+        # A store that cannot be opened may come back (PostgreSQL still starting at boot):
+        # EX_TEMPFAIL, which systemd restarts. A taken port is the admin's to resolve: 2,
+        # which the unit does not restart (RestartPreventExitStatus=2).
+        return EXIT_TEMPFAIL if isinstance(exc, StoreError) else EXIT_USAGE
     return EXIT_OK
 
 

@@ -165,12 +165,16 @@ def _listen(reader: TomlReader) -> tuple[str, int]:
     return host, int(port)
 
 
-def _downstream(reader: TomlReader, base: Path, hostname: str) -> DownstreamConfig:
+def _downstream(
+    reader: TomlReader, base: Path, hostname: str, *, forwards: bool = True
+) -> DownstreamConfig:
+    """``[downstream]``, or ``[notices]`` (``forwards`` False: a notice is the gateway's own
+    mail, with no client to name in XFORWARD, so ``xforward`` there is an unknown key)."""
     url = reader.string("url", "")
     timeout = reader.number("timeout", 60.0, minimum=1.0)
     starttls = reader.choice("starttls", ("none", "opportunistic", "required"), "none")
     helo = reader.string("helo", hostname)
-    xforward = reader.boolean("xforward", False)
+    xforward = reader.boolean("xforward", False) if forwards else False
     connection_cache = reader.number("connection_cache", 2.0, minimum=0.0)
     reader.finish()
     if not url:
@@ -282,7 +286,11 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
     notices_table = root.table("notices")
     if notices_table.has("url") and not notices_table.data["url"]:
         raise notices_table.error("url", "give smtp://HOST:PORT or maildir:PATH, or leave it out")
-    notice_relay = _downstream(notices_table, base, hostname) if notices_table.has("url") else None
+    notice_relay = (
+        _downstream(notices_table, base, hostname, forwards=False)
+        if notices_table.has("url")
+        else None
+    )
     if notice_relay is None:
         notices_table.finish()
 

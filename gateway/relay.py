@@ -552,10 +552,13 @@ class DownstreamWatch:
         self.problem, self.checked = problem, True
         return problem
 
-    async def run(self) -> None:
-        """Check until cancelled."""
+    async def run(self, *, checked: bool = False) -> None:
+        """Check until cancelled (``checked``: the first check was just made)."""
+        problem = self.problem
         while True:
-            problem = await self.check()
+            if not checked:
+                problem = await self.check()
+            checked = False
             await asyncio.sleep(self.retry if problem else self.interval)
 
     def health(self) -> str:

@@ -376,12 +376,15 @@ async def serve(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload_policy)
-    await gateway.warm_up()
+    supervised = gateway.config.worker_index is not None  # the supervisor serves /health
+    # The downstream is checked once before the first client, beside the self-test, so that
+    # /health and the log say from the start whether mail can be delivered.
+    await asyncio.gather(gateway.warm_up(), *([] if supervised else [gateway.downstream.check()]))
     await gateway.start(sock=listener)
     background = []
-    if gateway.config.worker_index is None:  # workers: the supervisor serves /metrics
+    if not supervised:
         await gateway.start_http(sock=http_listener)
-        background.append(asyncio.create_task(gateway.downstream.run()))
+        background.append(asyncio.create_task(gateway.downstream.run(checked=True)))
     # Spawn the validation workers now rather than on the first signed document.
     background.append(asyncio.create_task(gateway.validator.warm_up()))
     await stop.wait()

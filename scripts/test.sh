@@ -7,10 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages some tests need: postfix (a real MTA downstream), chromium (the HTML report
-# must open in a browser). Installed when missing and running as root.
+# must open in a browser), swaks (the docs show it as the stock SMTP client). Installed when
+# missing and running as root.
 missing=""
 command -v postfix >/dev/null 2>&1 || missing="$missing postfix"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v swaks >/dev/null 2>&1 || missing="$missing swaks"
 if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing Debian packages:$missing"
   apt-get update -qq
@@ -21,7 +23,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
-.venv/bin/ruff check gateway policies tests bench
-.venv/bin/ruff format --check gateway policies tests bench
+.venv/bin/ruff check gateway policies tests bench scripts conftest.py
+.venv/bin/ruff format --check gateway policies tests bench scripts conftest.py
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

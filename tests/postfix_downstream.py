@@ -9,6 +9,12 @@ Usage::
 Every message accepted for one of ``domains`` (any local part) lands in the single Maildir
 ``workdir/mail/inbox/``.  Mail for other domains is refused with ``554 Relay access denied``.
 
+``services`` (master.cf entries) replaces the stock public ``smtp inet`` service, e.g. with a
+public smtpd that uses the gateway as its ``smtpd_proxy_filter`` plus the re-injection smtpd
+(the caller puts the test ports in; ``port`` is then the one to wait for), and ``settings``
+adds or overrides ``main.cf`` parameters: so a test can run the very configuration a page of
+the documentation shows.
+
 Requirements: Debian's ``postfix`` package and root (the master daemon must start as root).
 Without them :meth:`PostfixDownstream.start` raises :class:`PostfixUnavailable`, which
 fixtures can turn into ``pytest.skip``.
@@ -73,6 +79,19 @@ def _is_postfix_process(pid: int) -> bool:
         return False
 
 
+def _unchrooted(lines: list[str]) -> list[str]:
+    """master.cf lines with every service entry's chroot column set to ``n``."""
+    out = []
+    for line in lines:
+        fields = line.split()
+        if line[:1].strip() and not line.startswith("#") and len(fields) >= 8:
+            fields[4] = "n"
+            out.append("  ".join(fields))
+        else:
+            out.append(line)
+    return out
+
+
 def _backdate(path: pathlib.Path | str) -> None:
     """Set a config file's mtime into the past.
 
@@ -87,10 +106,20 @@ def _backdate(path: pathlib.Path | str) -> None:
 class PostfixDownstream:
     """One private Postfix instance listening on ``127.0.0.1:port``, delivering to a Maildir."""
 
-    def __init__(self, workdir: pathlib.Path, port: int, domains: list[str]) -> None:
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        port: int,
+        domains: list[str],
+        *,
+        services: str | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = pathlib.Path(workdir).resolve()
         self.port = port
         self.domains = list(domains)
+        self.services = services
+        self.settings = dict(settings or {})
         self.conf_dir = self.workdir / "etc"
         self.queue_dir = self.workdir / "queue"
         self.data_dir = self.workdir / "data"
@@ -311,6 +340,7 @@ class PostfixDownstream:
         )
         if probe.returncode == 0 and probe.stdout.strip():
             settings["smtpd_peername_lookup"] = "no"
+        settings.update(self.settings)
         main_cf, master_cf = self.conf_dir / "main.cf", self.conf_dir / "master.cf"
         main_cf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
         master_cf.write_text(
@@ -320,7 +350,8 @@ class PostfixDownstream:
         _backdate(master_cf)
 
     def _rewrite_master_cf(self, text: str) -> str:
-        """Listen only on 127.0.0.1:port and run every service unchrooted.
+        """Listen only on 127.0.0.1:port (or run ``services`` instead of the public smtpd);
+        run every service unchrooted.
 
         Chrooted services would run inside our queue dir, which lacks the etc/ and lib/
         copies Debian's init script puts into /var/spool/postfix.
@@ -341,9 +372,13 @@ class PostfixDownstream:
                 out.append(line)
                 continue
             if fields[1] == "inet":
+                skipping = True  # no submission/smtps/... listeners
                 if fields[0] != "smtp":
-                    skipping = True  # no submission/smtps/... listeners
                     continue
+                if self.services is not None:
+                    out.extend(_unchrooted(self.services.splitlines()))
+                    continue
+                skipping = False
                 fields[0] = f"127.0.0.1:{self.port}"
             fields[4] = "n"
             out.append("  ".join(fields))

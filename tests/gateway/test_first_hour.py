@@ -253,3 +253,35 @@ def test_an_unreachable_downstream_is_a_warning_and_health_503(
     assert str(body["downstream"]).startswith("unreachable: smtp://127.0.0.1:")
     started = next(e for e in events(log) if e["event"] == "gateway.started")
     assert started["store"] == f"sqlite:{log.parent / 'records.sqlite'}"
+
+
+def test_output_cut_short_by_a_pipe_is_no_traceback(tmp_path: Path) -> None:
+    """`congvu policy explain | true`: the reader is gone before congvu writes (it starts in
+    half a second, `true` in a millisecond); congvu stops quietly."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONGVU_")}
+    result = subprocess.run(
+        f"'{CONGVU}' policy explain | true",
+        shell=True,
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stderr == ""
+
+
+def test_a_store_that_cannot_be_opened_is_exit_75_which_systemd_retries(tmp_path: Path) -> None:
+    """PostgreSQL still starting at boot is temporary: EX_TEMPFAIL (75), not the 2 that the
+    unit never restarts."""
+    path = write_config(tmp_path, free_port())
+    path.write_text(
+        path.read_text().replace(
+            'sqlite = "records.sqlite"', f'url = "postgresql://127.0.0.1:{free_port()}/congvu"'
+        )
+    )
+    result = congvu("serve", cwd=tmp_path)
+    assert result.returncode == 75
+    assert result.stderr.startswith("congvu serve: cannot open decision store postgresql://")
+    assert len(result.stderr.splitlines()) == 1
