@@ -36,15 +36,20 @@ def postfix_dir() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture
-def postfix(postfix_dir: Path) -> Iterator[PostfixDownstream]:
-    mta = PostfixDownstream(postfix_dir, free_port(), ["lamdong.gov.vn", "dilinh.lamdong.gov.vn"])
+def start_or_skip(mta: PostfixDownstream) -> None:
+    """Start Postfix; skip the test where it cannot run, fail where CI requires it."""
     try:
         mta.start()
     except PostfixUnavailable as exc:
         if os.environ.get("CONGVU_REQUIRE_POSTFIX"):
             pytest.fail(f"Postfix is required here: {exc}")
         pytest.skip(str(exc))
+
+
+@pytest.fixture
+def postfix(postfix_dir: Path) -> Iterator[PostfixDownstream]:
+    mta = PostfixDownstream(postfix_dir, free_port(), ["lamdong.gov.vn", "dilinh.lamdong.gov.vn"])
+    start_or_skip(mta)
     yield mta
     mta.stop()
 
@@ -181,12 +186,7 @@ def layout(
         services=services,
         settings=settings,
     )
-    try:
-        mta.start()
-    except PostfixUnavailable as exc:
-        if os.environ.get("CONGVU_REQUIRE_POSTFIX"):
-            pytest.fail(f"Postfix is required here: {exc}")
-        pytest.skip(str(exc))
+    start_or_skip(mta)
     yield Layout(mta, gateway, int(public_limit))
     mta.stop()
 

@@ -145,6 +145,17 @@ def test_a_killed_worker_is_restarted_and_mail_keeps_flowing(supervised) -> None
     assert len(reloads) == 1
 
 
+def serve_once(config: Path) -> subprocess.CompletedProcess[str]:
+    """`congvu serve` that is expected to stop by itself (it cannot start)."""
+    return subprocess.run(
+        [CONGVU, "serve", "--config", str(config)],
+        check=False,
+        timeout=30,
+        capture_output=True,
+        text=True,
+    )
+
+
 def test_a_worker_that_cannot_listen_stops_the_supervisor(
     tmp_path: Path, downstream: Downstream
 ) -> None:
@@ -155,13 +166,7 @@ def test_a_worker_that_cannot_listen_stops_the_supervisor(
         taken.listen()
         port = taken.getsockname()[1]
         config = write_config(tmp_path, port, downstream.port, workers=2)
-        result = subprocess.run(
-            [CONGVU, "serve", "--config", str(config)],
-            check=False,
-            timeout=30,
-            capture_output=True,
-            text=True,
-        )
+        result = serve_once(config)
     assert result.returncode == 2
     assert result.stderr == (
         f"congvu serve: cannot listen on 127.0.0.1:{port}: Address already in use\n"
@@ -179,13 +184,7 @@ def test_another_gateway_on_the_port_is_refused_too(
     _, port, _ = supervised
     (tmp_path / "second").mkdir()
     config = write_config(tmp_path / "second", port, downstream.port, workers=2)
-    result = subprocess.run(
-        [CONGVU, "serve", "--config", str(config)],
-        check=False,
-        timeout=30,
-        capture_output=True,
-        text=True,
-    )
+    result = serve_once(config)
     assert result.returncode == 2
     assert "Address already in use" in result.stderr
 
