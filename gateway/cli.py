@@ -113,8 +113,13 @@ class _Parsers:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         if config:
+            # SUPPRESS: given before the command (`congvu --config F log tail`) it is kept.
             parser.add_argument(
-                "--config", type=Path, metavar="FILE", help="the gateway configuration (TOML)"
+                "--config",
+                type=Path,
+                metavar="FILE",
+                default=argparse.SUPPRESS,
+                help="the gateway configuration (TOML)",
             )
         return parser
 
@@ -127,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"congvu {_version()}")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="the gateway configuration (TOML)"
+    )
     commands = _Parsers(parser, "command")
 
     serve = commands.add(
@@ -538,7 +546,7 @@ def _main(argv: list[str] | None) -> int:
                 print(_explain(policy))
             return EXIT_OK
         if args.command == "config":
-            config = load_config(args.file or find_config())
+            config = load_config(args.file or find_config(args.config))
             trust_for(load_policy(config.policy_file))
             print(f"{config.source}: ok")
             return EXIT_OK

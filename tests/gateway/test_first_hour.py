@@ -285,3 +285,15 @@ def test_a_store_that_cannot_be_opened_is_exit_75_which_systemd_retries(tmp_path
     assert result.returncode == 75
     assert result.stderr.startswith("congvu serve: cannot open decision store postgresql://")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_config_may_come_before_the_command(tmp_path: Path) -> None:
+    """`congvu --config FILE log tail` as well as `congvu log tail --config FILE`."""
+    path = write_config(tmp_path / "srv", free_port())
+    before = congvu("--config", str(path), "config", "check", cwd=tmp_path)
+    after = congvu("audit", "verify", "--config", str(path), cwd=tmp_path)
+    assert before.stdout == f"{path}: ok\n"
+    assert after.stderr.startswith(f"congvu: no decision store at {path.parent}")
+    missing = congvu("--config", str(tmp_path / "typo.toml"), "log", "tail", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "typo.toml: cannot read" in missing.stderr
