@@ -23,7 +23,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
-.venv/bin/ruff check gateway policies tests bench scripts conftest.py
-.venv/bin/ruff format --check gateway policies tests bench scripts conftest.py
+.venv/bin/ruff check gateway policies tests bench scripts
+.venv/bin/ruff format --check gateway policies tests bench scripts
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

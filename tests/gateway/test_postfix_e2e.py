@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import CLERK, OFFICIAL, RunningGateway, free_port, make_config, message
 from postfix_downstream import PostfixDownstream, PostfixUnavailable
 
-from conftest import CLERK, OFFICIAL, RunningGateway, free_port, make_config, message
 from gateway.config import load_config
 
 pytestmark = pytest.mark.postfix

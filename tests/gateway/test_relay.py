@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import SMTP
-
 from conftest import RecordingHandler, free_port
+
 from gateway.config import DownstreamConfig
 from gateway.relay import (
     ConnectionCache,

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import CLERK, OFFICIAL, Downstream, make_config, message, policy_text
+
 from gateway.audit import StoreError
 from policies.rules import RULES, rule
 

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import CLERK, OFFICIAL, Downstream, free_port, message
 from test_serve import events, listening, wait_for
 
-from conftest import CLERK, OFFICIAL, Downstream, free_port, message
 from gateway.audit import SqliteStore
 
 CONGVU = Path(sys.executable).parent / "congvu"

@@ -7,12 +7,13 @@ The docs show commands the way a reader types them, in fenced ``console`` blocks
     congvu 0.1.0
     ```
 
-Each such block is a test (collected by Sybil, see ``conftest.py`` at the top of the
-repository). The commands of one page run in order in **one** bash process, started in a fresh
-folder that holds a copy of the repository's ``examples/``, ``deploy/`` and ``certs/`` (as a
-reader's clone does), so ``cd``, variables and background jobs carry from block to block as
-they would for the reader; at the end of the page the whole process group is stopped. What a command
-prints (standard output and error together) must match the lines shown under it:
+Each such block is a test (collected by Sybil through the pytest plugin
+``tests/support/docplugin.py``). The commands of one page run in order in **one** bash
+process, started in a fresh folder that holds a copy of the repository's ``examples/``,
+``deploy/`` and ``certs/`` (as a reader's clone does), so ``cd``, variables and background
+jobs carry from block to block as they would for the reader; at the end of the page the whole
+process group is stopped. What a command prints (standard output and error together) must
+match the lines shown under it:
 
 - ``...`` stands for any text (ids, times, sizes), within a line or over several lines;
 - trailing spaces and a final blank line do not count;
