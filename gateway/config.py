@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from policies.addresses import AddressError, canonical_domain
-from policies.schema import ConfigError, TomlReader
+from policies.reader import ConfigError, TomlReader
 
 __all__ = [
     "CONFIG_ENV",

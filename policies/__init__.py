@@ -5,6 +5,7 @@ Nothing here does I/O beyond reading a policy file when asked, reads the clock, 
 ``gateway``, ``aiosmtpd`` or ``dns``: the same inputs always give the same decision.
 """
 
+from policies.loader import load_policy, parse_policy
 from policies.model import (
     Action,
     AddressField,
@@ -17,8 +18,9 @@ from policies.model import (
     Verdict,
 )
 from policies.pipeline import check_recipient, evaluate, refusal
+from policies.reader import ConfigError
 from policies.reasons import REASONS, Reason, reply_for
-from policies.schema import ConfigError, Policy, RuleConfig, load_policy, parse_policy
+from policies.schema import Policy, RuleConfig
 
 __all__ = [
     "REASONS",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from policies.addresses import domain_in
 from policies.model import MessageFacts, Verdict
-from policies.rules import RuleContext, rule
+from policies.rules.base import RuleContext, rule
 
 
 @rule("advisory-public-service-registration")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from policies.model import Action, DocumentEvidence, MessageFacts, Mode, SignatureCheck, Verdict
 from policies.reasons import REASONS
-from policies.rules import RuleContext, rule
+from policies.rules.base import RuleContext, rule
 from policies.schema import Policy
 
 # A failed check's problem -> the reason code that refuses the message for it.

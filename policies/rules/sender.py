@@ -15,8 +15,9 @@ from policies.addresses import (
     shown_text,
 )
 from policies.model import AddressField, MessageFacts, Verdict
-from policies.rules import RuleContext, rule
-from policies.schema import Policy, TomlReader
+from policies.reader import TomlReader
+from policies.rules.base import RuleContext, rule
+from policies.schema import Policy
 
 _RECIPIENT_KEYWORDS = ("official", "*")
 

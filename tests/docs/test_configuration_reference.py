@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.config import GatewayConfig, load_config
-from policies.schema import TomlReader
+from policies.reader import TomlReader
 
 PAGE = Path(__file__).parents[2] / "docs" / "reference" / "configuration.md"
 # [notices] keys other than url are read only when url is given.

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from policies import ConfigError, Policy, load_policy, parse_policy
+from policies.reader import TomlReader
 from policies.rules import RULES
-from policies.schema import TomlReader
 
 REPO = Path(__file__).parents[2]
 PAGE = REPO / "docs" / "reference" / "policy.md"

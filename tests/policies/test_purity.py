@@ -18,3 +18,47 @@ def test_importing_policies_loads_neither_gateway_nor_network_libraries() -> Non
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def policies_imports() -> dict[str, set[str]]:
+    """Which policies modules each policies module imports (at the top or inside a function):
+    ``from policies.rules import sender`` is the module policies.rules.sender."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).parents[2] / "policies"
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        edges = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names if a.name.startswith("policies"))
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("policies"):
+                for alias in node.names:
+                    child = f"{node.module}.{alias.name}"
+                    is_module = importlib.util.find_spec(node.module).submodule_search_locations
+                    edges.add(child if is_module and child in _modules(root) else node.module)
+    return graph
+
+
+def _modules(root) -> set[str]:  # type: ignore[no-untyped-def]
+    return {".".join(p.relative_to(root.parent).with_suffix("").parts) for p in root.rglob("*.py")}
+
+
+def test_policies_has_no_import_circle() -> None:
+    """Each module can be read (and imported) after the ones it uses: no module reaches itself
+    through its imports (the policy's types, its loader, the rules and the notices used to)."""
+    graph = policies_imports()
+    assert "policies.schema" in graph["policies.rules.sender"]  # the graph is real
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in graph.get(start, set()) - seen:
+            if nxt == goal or reaches(nxt, goal, seen | {nxt}):
+                return True
+        return False
+
+    circles = sorted(name for name in graph if name != "policies" and reaches(name, name, set()))
+    assert circles == []
