@@ -82,7 +82,8 @@ from gateway.message import (
     trace_headers,
 )
 from gateway.notices import build_notice
-from gateway.server import Gateway, make_validator
+from gateway.server import Gateway
+from gateway.validation import make_validator
 from policies import Action, Policy, load_policy
 from policies.notices import notice_kind, render_notice
 

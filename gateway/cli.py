@@ -35,35 +35,16 @@ from contextlib import closing
 from datetime import UTC, date, datetime, timedelta
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.audit import SqliteStore, StoreError
 from gateway.config import CONFIG_ENV, SYSTEM_CONFIG, GatewayConfig, find_config, load_config
-from gateway.directory import DirectoryError, parse_directory_csv
-from gateway.engine import Engine, accept_reply
-from gateway.ids import new_decision_id
-from gateway.logs import configure_logging, get_logger
-from gateway.message import normalize_line_endings, parse_message
-from gateway.pgstore import PostgresStore
-from gateway.report import build_report, idle_report, render, render_html, write_xlsx
-from gateway.server import (
-    SHUTDOWN_GRACE,
-    Gateway,
-    ListenError,
-    bind,
-    listen_address,
-    make_resolver,
-    make_validator,
-    open_store,
-    serve,
-    trust_for,
-)
-from gateway.trust import TrustStoreError
-from gateway.workers import Supervisor
 from policies import ConfigError, Policy, load_policy
-from policies.addresses import AddressError, parse_mailbox_list
-from policies.rules import RULES
-from policies.schema import VIETNAM_TIME
+
+# Each command imports what it uses, inside its function: `congvu --help` and a plain
+# `congvu check` need neither the SMTP server, pyHanko, openpyxl nor psycopg.
+if TYPE_CHECKING:
+    from gateway.audit import SqliteStore
+    from gateway.pgstore import PostgresStore
 
 __all__ = ["main"]
 
@@ -277,6 +258,9 @@ congvu log tail -n 100 --json
 
 def _default_envelope(raw: bytes) -> tuple[str, list[str]]:
     """Envelope sender from Return-Path (``<>`` is the null sender), else From; rcpts To/Cc."""
+    from gateway.message import normalize_line_endings, parse_message
+    from policies.addresses import AddressError, parse_mailbox_list
+
     parsed = parse_message(normalize_line_endings(raw))
     return_path = parsed.all("Return-Path")
     if return_path:
@@ -296,6 +280,11 @@ def _default_envelope(raw: bytes) -> tuple[str, list[str]]:
 
 def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> int:
     """Judge a stored message through the same Engine calls, in the same order, as serve."""
+    from gateway.dkim import make_resolver
+    from gateway.engine import Engine, accept_reply
+    from gateway.ids import new_decision_id
+    from gateway.validation import make_validator
+
     try:
         raw = args.message.read_bytes()
         ipaddress.ip_address(args.client_ip)
@@ -388,6 +377,8 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
 
 
 def _explain(policy: Policy) -> str:
+    from policies.rules import RULES
+
     lines = [
         f"Policy: {policy.name}",
         f"Source: {policy.source} (sha256 {policy.sha256[:16]}…)",
@@ -427,11 +418,16 @@ def _explain(policy: Policy) -> str:
 
 def _utc_bound(day: date) -> str:
     """Midnight (Vietnam time) starting ``day``, as the records' UTC time strings."""
+    from policies.schema import VIETNAM_TIME
+
     moment = datetime.combine(day, datetime.min.time(), tzinfo=VIETNAM_TIME).astimezone(UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
+    from gateway.report import build_report, idle_report, render, render_html, write_xlsx
+    from policies.schema import VIETNAM_TIME
+
     today = datetime.now(VIETNAM_TIME).date()
     with closing(_store(config)) as store:
         accounts = store.accounts()
@@ -500,6 +496,9 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 
 def _store(config: GatewayConfig) -> SqliteStore | PostgresStore:
+    from gateway.audit import StoreError
+    from gateway.server import open_store
+
     if not config.store_url and not config.store_path.exists():
         raise StoreError(
             f"no decision store at {config.store_path.resolve()} (configuration: "
@@ -531,6 +530,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
+    from gateway.audit import StoreError
+    from gateway.logs import configure_logging
+    from gateway.trust import TrustStoreError, trust_for
+
     try:
         if args.command == "policy":
             policy_file = args.file or load_config(find_config(args.config)).policy_file
@@ -553,6 +556,9 @@ def _main(argv: list[str] | None) -> int:
         config_file = find_config(args.config)
         config = load_config(config_file)
         if args.command == "directory":
+            from gateway.directory import DirectoryError, parse_directory_csv
+            from gateway.server import open_store
+
             configure_logging("error", "-")
             try:
                 accounts = parse_directory_csv(args.file.read_text("utf-8-sig"), str(args.file))
@@ -632,6 +638,11 @@ def _serve(
     supervisor starts no worker then, so nothing respawns. A store that cannot be opened is
     exit status 75 (try again later).
     """
+    from gateway.audit import StoreError
+    from gateway.logs import get_logger
+    from gateway.server import SHUTDOWN_GRACE, Gateway, ListenError, bind, listen_address, serve
+    from gateway.workers import Supervisor
+
     worker = args.worker is not None
     try:
         if worker:

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from gateway.config import GatewayConfig
 from policies.model import DkimResult
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "DnsTempError",
     "GatewayDKIM",
     "TxtResolver",
+    "make_resolver",
     "verify_dkim",
 ]
 
@@ -273,3 +275,8 @@ async def _verify_one(raw: bytes, idx: int, resolver: TxtResolver) -> DkimResult
     if ok:
         return DkimResult(domain, selector, "pass")
     return DkimResult(domain, selector, "fail", "signature does not verify")
+
+
+def make_resolver(config: GatewayConfig) -> DnsResolver:
+    """The DNS resolver the configuration asks for."""
+    return DnsResolver(config.dns_nameservers, timeout=config.dns_timeout)

@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import signal
 import socket
 import ssl
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 from gateway.audit import AuditLog, DecisionStore, SqliteStore
 from gateway.config import GatewayConfig
-from gateway.dkim import DnsResolver, TxtResolver
+from gateway.dkim import TxtResolver, make_resolver
 from gateway.engine import Engine
 from gateway.logs import get_logger
 from gateway.metrics import Metrics, serve_http
@@ -28,8 +26,8 @@ from gateway.notices import Notifier
 from gateway.pgstore import PostgresStore
 from gateway.relay import DownstreamWatch, Relay, make_relay
 from gateway.smtp import GatewayHandler, GatewaySMTP
-from gateway.trust import TrustStore, TrustStoreError, default_trust_store, load_trust_store
-from gateway.validation import PoolValidator
+from gateway.trust import TrustStoreError, trust_for
+from gateway.validation import PoolValidator, make_validator
 from policies import ConfigError, Policy, load_policy
 
 __all__ = [
@@ -37,8 +35,6 @@ __all__ = [
     "ListenError",
     "bind",
     "listen_address",
-    "make_resolver",
-    "make_validator",
     "serve",
     "trust_for",
 ]
@@ -97,36 +93,6 @@ def _tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
     return context
 
 
-def trust_for(policy: Policy) -> TrustStore:
-    """The trust store the policy names ("builtin", or a folder relative to the policy file)."""
-    settings = policy.trust
-    if settings.store == "builtin":
-        return default_trust_store(
-            revocation=settings.revocation, unknown_revocation=settings.unknown_revocation
-        )
-    base = Path(settings.store).expanduser()
-    if not base.is_absolute() and not policy.source.startswith("<"):
-        base = Path(policy.source).resolve().parent / base
-    return load_trust_store(
-        base, revocation=settings.revocation, unknown_revocation=settings.unknown_revocation
-    )
-
-
-def make_validator(
-    config: GatewayConfig, policy: Policy, *, processes: bool = True
-) -> PoolValidator:
-    """The signature validator the configuration and policy ask for."""
-    return PoolValidator(
-        trust_for(policy),
-        allow_hybrid_xrefs=policy.documents.allow_hybrid_xref,
-        # 0: the cores shared among the SMTP worker processes (each has its own pool).
-        workers=config.validation_workers or max(1, (os.cpu_count() or 1) // config.workers),
-        timeout=config.validation_timeout,
-        max_bytes=config.max_document_bytes,
-        processes=processes,
-    )
-
-
 def open_store(config: GatewayConfig) -> SqliteStore | PostgresStore:
     """The decision store the configuration names: PostgreSQL if a URL is given, else SQLite."""
     # Each process keeps its own hash chain: worker processes are instances of their own.
@@ -136,11 +102,6 @@ def open_store(config: GatewayConfig) -> SqliteStore | PostgresStore:
     if config.store_url:
         return PostgresStore(config.store_url, instance=instance)
     return SqliteStore(config.store_path, instance=instance)
-
-
-def make_resolver(config: GatewayConfig) -> DnsResolver:
-    """The DNS resolver the configuration asks for."""
-    return DnsResolver(config.dns_nameservers, timeout=config.dns_timeout)
 
 
 @dataclass

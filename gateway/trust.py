@@ -35,6 +35,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
+from policies.schema import Policy
+
 __all__ = [
     "LEGACY_SHA1_ROOTS",
     "PINNED_FILES",
@@ -46,6 +48,7 @@ __all__ = [
     "fingerprint",
     "load_trust_store",
     "shipped_certs",
+    "trust_for",
 ]
 
 REVOCATION_MODES = ("hard-fail", "soft-fail", "off")
@@ -361,3 +364,18 @@ def _load_crls(folder: Traversable) -> list[bytes]:
             if der not in ders:
                 ders.append(der)
     return ders
+
+
+def trust_for(policy: Policy) -> TrustStore:
+    """The trust store the policy names ("builtin", or a folder relative to the policy file)."""
+    settings = policy.trust
+    if settings.store == "builtin":
+        return default_trust_store(
+            revocation=settings.revocation, unknown_revocation=settings.unknown_revocation
+        )
+    base = Path(settings.store).expanduser()
+    if not base.is_absolute() and not policy.source.startswith("<"):
+        base = Path(policy.source).resolve().parent / base
+    return load_trust_store(
+        base, revocation=settings.revocation, unknown_revocation=settings.unknown_revocation
+    )

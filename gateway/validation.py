@@ -25,11 +25,12 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from gateway import signatures
-from gateway.trust import TrustStore
+from gateway.config import GatewayConfig
+from gateway.trust import TrustStore, trust_for
 from policies.model import SignatureCheck
+from policies.schema import Policy
 
-__all__ = ["PoolValidator", "SignatureValidator", "ValidationUnavailable"]
+__all__ = ["PoolValidator", "SignatureValidator", "ValidationUnavailable", "make_validator"]
 
 
 class ValidationUnavailable(Exception):
@@ -57,6 +58,10 @@ _TRUST: TrustStore | None = None
 def _init_worker(trust: TrustStore) -> None:
     global _TRUST  # noqa: PLW0603 - one trust store per worker process, set once at start
     _TRUST = trust
+    # pyHanko (a third of a second to import) is loaded where documents are validated: in the
+    # worker, at its start; a command that judges no document never loads it.
+    from gateway import signatures  # noqa: PLC0415
+
     signatures.quiet_library_logs()  # pyHanko logs every failed signature with a traceback
 
 
@@ -91,6 +96,8 @@ def _work(kind: str, args: tuple[Any, ...], limit: float) -> SignatureCheck:
 
 
 def _validate(kind: str, args: tuple[Any, ...]) -> SignatureCheck:
+    from gateway import signatures  # noqa: PLC0415 - loaded by _init_worker already
+
     trust = _TRUST
     if trust is None:  # pragma: no cover - the initializer always runs first
         raise RuntimeError("worker has no trust store")
@@ -250,3 +257,18 @@ class PoolValidator:
     async def smime(self, signed: bytes, signature: bytes, from_address: str) -> SignatureCheck:
         """Validate an S/MIME signature over the signed part, for ``from_address``."""
         return await self._run("smime", (signed, signature, from_address), len(signed))
+
+
+def make_validator(
+    config: GatewayConfig, policy: Policy, *, processes: bool = True
+) -> PoolValidator:
+    """The signature validator the configuration and policy ask for."""
+    return PoolValidator(
+        trust_for(policy),
+        allow_hybrid_xrefs=policy.documents.allow_hybrid_xref,
+        # 0: the cores shared among the SMTP worker processes (each has its own pool).
+        workers=config.validation_workers or max(1, (os.cpu_count() or 1) // config.workers),
+        timeout=config.validation_timeout,
+        max_bytes=config.max_document_bytes,
+        processes=processes,
+    )

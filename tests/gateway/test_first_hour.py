@@ -296,3 +296,22 @@ def test_config_may_come_before_the_command(tmp_path: Path) -> None:
     missing = congvu("--config", str(tmp_path / "typo.toml"), "log", "tail", cwd=tmp_path)
     assert missing.returncode == 2
     assert "typo.toml: cannot read" in missing.stderr
+
+
+def test_commands_load_only_what_they_use() -> None:
+    """`congvu --help` loads no SMTP server, database driver or pyHanko; the judging path
+    loads pyHanko only when a document is validated (the time itself is in the benchmark)."""
+    script = (
+        "import sys\n"
+        "heavy = ('pyhanko', 'aiosmtpd', 'psycopg', 'openpyxl', 'gateway.server')\n"
+        "def loaded():\n"
+        "    return sorted({n for n in sys.modules if n.startswith(heavy)})\n"
+        "import gateway.cli\n"
+        "print(','.join(loaded()))\n"
+        "import gateway.engine, gateway.dkim, gateway.validation\n"
+        "print(','.join(n for n in loaded() if n.startswith('pyhanko')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout == "\n\n"
