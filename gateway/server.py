@@ -36,7 +36,6 @@ __all__ = [
     "bind",
     "listen_address",
     "serve",
-    "trust_for",
 ]
 
 SHUTDOWN_GRACE = 30.0  # seconds open sessions get to finish after SIGTERM

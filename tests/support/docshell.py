@@ -30,6 +30,7 @@ are shown in ``sh`` blocks without output; those are not run.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import select
@@ -115,6 +116,15 @@ def match_output(expected: str, actual: str) -> bool:
     return re.fullmatch(pattern, clean(actual), re.DOTALL) is not None
 
 
+_LIVE: set[Shell] = set()  # shells not closed yet: stopped at exit if pytest is interrupted
+
+
+@atexit.register
+def _close_all() -> None:
+    for shell in list(_LIVE):
+        shell.close()
+
+
 class Shell:
     """One bash process that runs a page's commands in order, in its own folder."""
 
@@ -129,10 +139,13 @@ class Shell:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopped as a whole at the end
         )
+        _LIVE.add(self)
 
     def run(self, command: str, timeout: float = COMMAND_TIMEOUT) -> tuple[str, int]:
         """Run ``command``; return what it printed and its exit status."""
         assert self.process.stdin is not None and self.process.stdout is not None
+        if self.process.poll() is not None:
+            raise RuntimeError("the page's shell has ended: an earlier command did not finish")
         marker = f"__docshell_{uuid.uuid4().hex}__"
         # The command reads no standard input (a reader's keyboard would be idle too).
         script = f"{command}\n__status=$?\nprintf '\\n{marker} %d\\n' \"$__status\"\n"
@@ -145,6 +158,7 @@ class Shell:
         while (found := end.search(received)) is None:
             left = deadline - time.monotonic()
             if left <= 0:
+                self.close()  # the rest of the page cannot run after a command that hangs
                 raise TimeoutError(f"no end after {timeout:.0f} s; printed so far:\n{received!r}")
             ready, _, _ = select.select([fd], [], [], left)
             if ready:
@@ -156,6 +170,7 @@ class Shell:
 
     def close(self) -> None:
         """Stop the shell and everything it started (background gateways included)."""
+        _LIVE.discard(self)
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
         except ProcessLookupError:
