@@ -552,14 +552,14 @@ class DownstreamWatch:
         self.problem, self.checked = problem, True
         return problem
 
-    async def run(self, *, checked: bool = False) -> None:
-        """Check until cancelled (``checked``: the first check was just made)."""
-        problem = self.problem
+    async def run(self) -> None:
+        """Check until cancelled: now, unless a check was made already (``serve`` makes one
+        before the first client), then every ``interval`` (``retry`` while down)."""
+        if not self.checked:
+            await self.check()
         while True:
-            if not checked:
-                problem = await self.check()
-            checked = False
-            await asyncio.sleep(self.retry if problem else self.interval)
+            await asyncio.sleep(self.retry if self.problem else self.interval)
+            await self.check()
 
     def health(self) -> str:
         """``ok``, ``unreachable: WHY``, or ``unknown`` before the first check."""

@@ -185,11 +185,10 @@ class Gateway:
         ``ok``; ``degraded`` while the downstream does not answer (every message would get
         451); ``stopping``. Anything but ``ok`` is HTTP 503, which load balancers understand.
         """
-        downstream = self.downstream.health()
-        status = "ok" if downstream in ("ok", "unknown") else "degraded"
+        status = "ok" if self.downstream.problem is None else "degraded"
         return {
             "status": "stopping" if self._stopping or self._server is None else status,
-            "downstream": downstream,
+            "downstream": self.downstream.health(),
             "sessions": len(self.handler.protocols),
             "policy_sha256": self.policy.sha256,
             "trust_store": self.validator.trust.version,
@@ -344,7 +343,7 @@ async def serve(
     background = []
     if not supervised:
         await gateway.start_http(sock=http_listener)
-        background.append(asyncio.create_task(gateway.downstream.run(checked=True)))
+        background.append(asyncio.create_task(gateway.downstream.run()))
     # Spawn the validation workers now rather than on the first signed document.
     background.append(asyncio.create_task(gateway.validator.warm_up()))
     await stop.wait()

@@ -131,14 +131,13 @@ class Supervisor:
         """``ok`` while every worker runs and the downstream answers; ``degraded`` otherwise;
         the policy is each worker's own (see their logs)."""
         alive = sum(1 for w in self.workers if w.process is not None and w.process.poll() is None)
-        downstream = self.downstream.health()
-        healthy = alive == len(self.workers) and downstream in ("ok", "unknown")
+        healthy = alive == len(self.workers) and self.downstream.problem is None
         status = "ok" if healthy else "degraded"
         if self._stopping:
             status = "stopping"
         return {
             "status": status,
-            "downstream": downstream,
+            "downstream": self.downstream.health(),
             "workers": len(self.workers),
             "workers_alive": alive,
             "restarts": self.restarts,
