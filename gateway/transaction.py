@@ -159,7 +159,7 @@ class Transaction:
     def _conclude(self, verdict: str, reasons: tuple[str, ...], reply: Reply | None) -> Reply:
         if self.outcome is None:  # the first ending is the one that happened
             self.outcome = Outcome(verdict, reasons, reply)
-        return reply if reply is not None else replies.OK
+        return self.outcome.reply or replies.OK
 
     @property
     def accepted(self) -> tuple[str, ...]:
