@@ -194,7 +194,7 @@ class Fixtures:
 
 
 def make_fixtures(folder: Path) -> tuple[Fixtures, dict[str, str]]:
-    pki = _load("bench_pki", ROOT / "tests" / "pki.py")
+    pki = _load("bench_pki", ROOT / "tests" / "support" / "pki.py")
     test_pki = pki.build_pki()
     (folder / "certs" / "trust").mkdir(parents=True)
     (folder / "certs" / "intermediates").mkdir()
@@ -470,7 +470,7 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"bench: {tool} not found (Debian package postfix)")
 
-    dns_server = _load("bench_dns", ROOT / "tests" / "dns_server.py")
+    dns_server = _load("bench_dns", ROOT / "tests" / "support" / "dns.py")
     with tempfile.TemporaryDirectory(prefix="congvu-bench-") as tmp:
         folder = Path(tmp)
         print("preparing keys, test PKI and signed PDFs...", flush=True)

@@ -11,11 +11,11 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from dns_server import DnsServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.dkim import MAX_SIGNATURES, DnsResolver, verify_dkim
+from tests.support.dns import DnsServer
 
 MESSAGE = (
     b"From: Van thu <vanthu@lamdong.gov.vn>\r\nTo: a@dilinh.lamdong.gov.vn\r\n"

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from conftest import CLERK, Downstream, make_config, message, policy_text
-from dns_server import DnsServer
 from test_dkim import Key
 
 from gateway.dkim import DnsResolver, DnsTempError
+from tests.support.dns import DnsServer
 
 RULE = '[[rules]]\nid = "sender-official-unauthenticated"\nmode = "enforce"\n'
 SENDER = "vanthu@lamdong.gov.vn"

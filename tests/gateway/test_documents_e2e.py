@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from conftest import CLERK, OFFICIAL, Downstream, make_config, policy_text
-from pki import (
+
+from gateway.validation import PoolValidator
+from tests.support.pki import (
     TestPKI,
     add_content_after_signing,
     build_pki,
@@ -24,8 +26,6 @@ from pki import (
     sign_pdf,
     smime_parts,
 )
-
-from gateway.validation import PoolValidator
 
 DOCUMENT_RULES = (
     '[[rules]]\nid = "sender-malformed-identity"\n'

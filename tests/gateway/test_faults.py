@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 from conftest import CLERK, OFFICIAL, Downstream, RunningGateway, free_port, make_config, message
-from pki import build_pki, make_pdf, sign_pdf
 from test_documents_e2e import with_files
 
 from gateway.audit import PendingRecord, SqliteStore
 from gateway.config import DownstreamConfig
 from gateway.validation import PoolValidator
+from tests.support.pki import build_pki, make_pdf, sign_pdf
 
 SECOND = "ketoan@lamdong.gov.vn"
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 from conftest import CLERK, OFFICIAL, RunningGateway, free_port, make_config, message
-from postfix_downstream import PostfixDownstream, PostfixUnavailable
 
 from gateway.config import load_config
+from tests.support.postfix import PostfixDownstream, PostfixUnavailable
 
 pytestmark = pytest.mark.postfix
 

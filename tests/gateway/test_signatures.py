@@ -18,7 +18,7 @@ from gateway.signatures import (
 )
 from gateway.trust import TrustStore
 from policies.model import SIGNATURE_PROBLEMS, SignatureCheck
-from tests.pki import (
+from tests.support.pki import (
     Identity,
     TestPKI,
     add_content_after_signing,

@@ -28,7 +28,7 @@ from gateway.trust import (
     load_trust_store,
     shipped_certs,
 )
-from tests.pki import TestPKI, build_pki
+from tests.support.pki import TestPKI, build_pki
 
 CERTS = Path(__file__).resolve().parents[2] / "certs"
 
