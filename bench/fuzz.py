@@ -70,7 +70,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.audit import SqliteStore, clean_text
 from gateway.config import DownstreamConfig, GatewayConfig
 from gateway.dkim import DnsNoData, DnsTempError
 from gateway.engine import Engine, RecipientOutcome, accept_reply, build_record
@@ -83,6 +82,7 @@ from gateway.message import (
 )
 from gateway.notices import build_notice
 from gateway.server import Gateway
+from gateway.store import SqliteStore, clean_text
 from gateway.validation import make_validator
 from policies import Action, Policy, load_policy
 from policies.notices import notice_kind, render_notice

@@ -34,7 +34,6 @@ from urllib.parse import unquote
 
 from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
-from gateway.audit import AuditLog, StoreError
 from gateway.dataread import READ_LIMIT, read_data
 from gateway.engine import Engine, Judgement, RecipientOutcome, accept_reply, build_record
 from gateway.ids import new_decision_id
@@ -43,6 +42,7 @@ from gateway.message import auth_methods, strip_our_headers, trace_headers
 from gateway.metrics import Metrics
 from gateway.notices import Notifier
 from gateway.relay import DownstreamError, DownstreamReply, DownstreamSession, Relay
+from gateway.store import AuditLog, StoreError
 from policies import Action
 
 __all__ = ["GatewayHandler", "GatewaySMTP", "add_enhanced_code"]

@@ -23,9 +23,9 @@ import pytest
 import structlog
 from aiosmtpd.smtp import SMTP
 
-from gateway.audit import DecisionStore, SqliteStore
 from gateway.config import DownstreamConfig, GatewayConfig
 from gateway.server import Gateway
+from gateway.store import DecisionStore, SqliteStore
 from policies import Policy, load_policy, parse_policy
 
 OFFICIAL = "a.nguyen@dilinh.lamdong.gov.vn"

@@ -19,8 +19,9 @@ from conftest import CLERK, OFFICIAL, Downstream, RunningGateway, free_port, mak
 from pki import build_pki, make_pdf, sign_pdf
 from test_documents_e2e import with_files
 
-from gateway.audit import PendingRecord, SqliteStore
 from gateway.config import DownstreamConfig
+from gateway.store import SqliteStore
+from gateway.store.commit import PendingRecord
 from gateway.validation import PoolValidator
 
 SECOND = "ketoan@lamdong.gov.vn"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import SqliteStore
 from gateway.cli import main
+from gateway.store import SqliteStore
 
 
 def record(n: int) -> dict[str, object]:
@@ -195,7 +195,7 @@ def test_concurrent_writes_are_group_committed_into_one_intact_chain(tmp_path: P
 
 def test_a_failed_group_commit_fails_every_writer_in_it(tmp_path: Path) -> None:
     """No writer may be told "stored" when its group did not commit."""
-    from gateway.audit import StoreError
+    from gateway.store import StoreError
 
     store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
     store.write(record(0))
@@ -208,7 +208,7 @@ def test_a_failed_group_commit_fails_every_writer_in_it(tmp_path: Path) -> None:
 def test_one_bad_record_does_not_fail_the_rest_of_its_group(tmp_path: Path) -> None:
     """A group with a record that cannot be stored (here: a duplicate decision id): the others
     are committed, in an intact chain, and only that writer hears of the failure."""
-    from gateway.audit import PendingRecord
+    from gateway.store.commit import PendingRecord
 
     store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
     store.write(record(0))
@@ -259,7 +259,7 @@ def test_a_writer_that_crashes_fails_its_records_instead_of_hanging(tmp_path: Pa
     4xx); none waits for ever or is told its record is safe."""
     import asyncio
 
-    from gateway.audit import StoreError
+    from gateway.store import StoreError
 
     store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
 
@@ -288,7 +288,7 @@ def test_a_cancelled_session_does_not_lose_its_record_and_close_commits_the_queu
     store, when closed, first commits what is queued, and then refuses more."""
     import asyncio
 
-    from gateway.audit import StoreError
+    from gateway.store import StoreError
 
     store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
 

@@ -1,8 +1,8 @@
 """The decision store on PostgreSQL: several gateways behind the district's MX, one log.
 
-Same interface and record chain as :class:`gateway.audit.SqliteStore`. Writes go through one
-writer thread that commits them in groups (group commit): a burst of decisions costs one
-transaction, yet :meth:`PostgresStore.write` returns only after its own record is committed,
+Same interface and record chain as :class:`gateway.store.sqlite.SqliteStore`. Writes go
+through one writer thread that commits them in groups (group commit): a burst of decisions costs
+one transaction, yet :meth:`PostgresStore.write` returns only after its own record is committed,
 so every SMTP reply still follows its record. Each instance's chain head lives in
 ``chain_heads``, locked (``FOR UPDATE``) by the transaction that extends it, so gateways that
 share an instance name take turns instead of forking the chain.
@@ -18,20 +18,18 @@ from typing import Any
 
 import psycopg
 
-from gateway.audit import (
+from gateway.directory import Account, account_from_row, account_row
+from gateway.store.base import Record, StoreError
+from gateway.store.chain import (
     GENESIS,
     INSERT_COLUMNS,
     VERIFY_QUERY,
     ChainProblem,
-    GroupCommitter,
-    PendingRecord,
-    Record,
-    StoreError,
     chain_rows,
     prune_plan,
     verify_rows,
 )
-from gateway.directory import Account, account_from_row, account_row
+from gateway.store.commit import GroupCommitter, PendingRecord
 
 __all__ = ["PostgresStore"]
 

@@ -13,8 +13,7 @@ import psycopg
 import pytest
 from conftest import CLERK, OFFICIAL, Downstream, make_config, message, policy_text
 
-from gateway.audit import StoreError
-from gateway.pgstore import PostgresStore
+from gateway.store import PostgresStore, StoreError
 
 BASE = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -169,7 +168,7 @@ def test_deleting_the_newest_records_is_seen_and_closed_stores_refuse(pg_url: st
 
 def test_one_bad_record_does_not_fail_the_rest_of_its_group(pg_url: str) -> None:
     """As in SQLite: a duplicate decision id fails that writer alone; its group is stored."""
-    from gateway.audit import PendingRecord
+    from gateway.store.commit import PendingRecord
 
     store = PostgresStore(pg_url, instance="gw1")
     try:
