@@ -280,8 +280,8 @@ def _default_envelope(raw: bytes) -> tuple[str, list[str]]:
 def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> int:
     """Judge a stored message through the same Engine calls, in the same order, as serve."""
     from gateway.dkim import make_resolver
-    from gateway.engine import Engine, accept_reply
-    from gateway.ids import new_decision_id
+    from gateway.engine import Engine
+    from gateway.transaction import Client, run_offline
     from gateway.validation import make_validator
 
     try:
@@ -299,67 +299,25 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
     if not rcpts:
         print("congvu check: no recipients (give --rcpt, or To/Cc headers)", file=sys.stderr)
         return EXIT_USAGE
-    # The same engine as serve; validation in threads (one message: no worker processes).
+    # The same engine and transaction as serve; validation in threads (one message: no
+    # worker processes); no downstream: what the policy accepts counts as delivered.
     validator = make_validator(config, policy, processes=False)
     engine = Engine(config, policy, validator=validator, resolver=make_resolver(config))
-    decision_id = new_decision_id()
-    smtputf8 = not (mail_from + "".join(rcpts)).isascii()  # as a client would declare it
+    client = Client(args.client_ip, helo=args.helo)
+    try:
+        txn = asyncio.run(run_offline(engine, client, mail_from, rcpts, raw))
+    finally:
+        validator.close()
+    record = txn.record()
     result: dict[str, Any] = {
-        "verdict": "reject",
-        "reasons": [],
-        "monitor_reasons": [],
-        "smtp_reply": "",
-        "findings": [],
-        "envelope": {"mail_from": mail_from, "recipients": []},
-        "policy": {"name": policy.name, "source": policy.source, "sha256": policy.sha256},
+        "verdict": record["verdict"],
+        "reasons": record["reasons"],
+        "monitor_reasons": record["monitor_reasons"],
+        "smtp_reply": record["reply"],
+        "findings": record["findings"],
+        "envelope": record["envelope"],
+        "policy": record["policy"],
     }
-    refused = engine.sender_refusal(mail_from, smtputf8=smtputf8)
-    accepted = []
-    for rcpt in [] if refused else rcpts:
-        code = engine.recipient_refusal(rcpt, args.client_ip, smtputf8=smtputf8)
-        reply = engine.reply(code, ref=decision_id) if code else "250 2.1.5 Recipient ok"
-        result["envelope"]["recipients"].append(
-            {"address": rcpt, "accepted": code is None, "reply": reply, "reason": code}
-        )
-        if code is None:
-            accepted.append(rcpt)
-        else:
-            refused = refused or code
-    if not accepted:
-        result["reasons"] = [refused]
-        result["smtp_reply"] = engine.reply(refused or "relay.denied", ref=decision_id)
-    elif code := engine.data_refusal(raw):
-        result["reasons"] = [code]
-        result["smtp_reply"] = engine.reply(code, ref=decision_id)
-    else:
-        try:
-            decision = asyncio.run(
-                engine.judge(
-                    raw,
-                    mail_from=mail_from,
-                    recipients=tuple(accepted),
-                    client_ip=args.client_ip,
-                    helo=args.helo,
-                )
-            ).decision
-        finally:
-            validator.close()
-        result["verdict"] = decision.action.value
-        result["reasons"] = list(decision.reasons)
-        result["monitor_reasons"] = list(decision.monitor_reasons)
-        result["smtp_reply"] = (
-            decision.reply.line(ref=decision_id) if decision.reply else accept_reply(decision_id)
-        )
-        result["findings"] = [
-            {
-                "id": f.rule,
-                "mode": f.mode.value,
-                "outcome": f.outcome,
-                "reason": f.reason,
-                "detail": f.detail,
-            }
-            for f in decision.findings
-        ]
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:

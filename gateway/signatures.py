@@ -27,8 +27,8 @@ How a signature is judged, in order (the first failure is reported):
    (a stolen key could claim a time before the revocation). Under hard-fail every certificate
    below the root needs a current CRL: a CRL held but out of date (nextUpdate passed, or
    older than ``max_crl_age_days``) is ``revocation_unavailable`` (temperror); no CRL, or a
-   certificate no CRL speaks for, is ``revocation_unknown``, whose result the store's
-   ``unknown_revocation`` chooses (temperror, fail, or pass with a note in ``detail``).
+   certificate no CRL speaks for, is ``revocation_unknown`` (temperror); what that comes to is
+   the policy's ``unknown_revocation``, applied by the document rules alone.
 
 SHA-1 is refused everywhere except (a) certificate and CRL signatures made by a key the store
 allows SHA-1 for (the VGCA G1 root and CA keys it verifiably certified:
@@ -65,7 +65,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 
 from gateway.trust import TrustStore, fingerprint
-from policies.model import SignatureCheck, Signer
+from policies.model import SignatureCheck, Signer, problem_rank
 
 # pyHanko imports cryptography's DSA key class, which cryptography deprecates with a warning
 # at import. It is about pyHanko's import, not anything the gateway does (DSA signatures are
@@ -139,20 +139,6 @@ _PDF_SUBFILTERS = frozenset(
     {SigSeedSubFilter.ADOBE_PKCS7_DETACHED.value, SigSeedSubFilter.PADES.value}
 )
 _PEM_CMS = re.compile(rb"-----BEGIN (PKCS7|CMS)-----\s*(.*?)\s*-----END \1-----", re.DOTALL)
-
-# Which problem wins when several signatures fail: the definitive before the temporary, and
-# among the definitive the one that says most about the document.
-_PRIORITY = (
-    "unreadable",
-    "invalid",
-    "modified",
-    "revoked",
-    "untrusted",
-    "expired",
-    "revocation_unavailable",
-    "revocation_unknown",
-)
-_RESULT_RANK = {"permerror": 0, "fail": 1, "temperror": 2, "pass": 3}
 
 
 # --- public API -------------------------------------------------------------------------------
@@ -245,19 +231,15 @@ def _run(method: str, body: Callable[[], SignatureCheck]) -> SignatureCheck:
 
 
 def _combine(method: str, outcomes: list[tuple[str, _Outcome]]) -> SignatureCheck:
-    """One check for several signatures: the worst outcome speaks, every signer is listed."""
+    """One check for several signatures: every signer is listed, and the most telling
+    problem (the policy's one order, :func:`policies.model.problem_rank`) speaks."""
     signers = tuple(o.signer for _, o in outcomes if o.signer is not None)
     failing = [(label, o) for label, o in outcomes if o.problem]
     if not failing:
         notes = "; ".join(f"{label}: {o.detail}" for label, o in outcomes if o.detail)
         return SignatureCheck(method, "pass", "", notes, signers)
-    label, worst = min(
-        failing,
-        key=lambda item: (_RESULT_RANK[item[1].result], _PRIORITY.index(item[1].problem)),
-    )
+    label, worst = min(failing, key=lambda item: problem_rank(item[1].problem))
     detail = f"{label}: {worst.detail}" if label else worst.detail
-    if worst.result == "pass":  # revocation unknown, accepted by policy
-        return SignatureCheck(method, "pass", "", detail, signers)
     return SignatureCheck(method, worst.result, worst.problem, detail, signers)
 
 
@@ -841,8 +823,7 @@ class _Judge:
                     "revocation_unavailable",
                     f"the CRL of {stale} we hold is out of date",
                 )
-            result = _UNKNOWN_RESULT[self.trust.unknown_revocation]
-            return _Outcome(result, "revocation_unknown", exc.failure_msg)
+            return _Outcome("temperror", "revocation_unknown", exc.failure_msg)
         except ValidationError as exc:
             return _Outcome("fail", "untrusted", exc.failure_msg)
         return None
@@ -900,7 +881,6 @@ class _Judge:
 
 _MECHANISM = re.compile(r"signature mechanism (\w+)")
 _BROKEN_TIMESTAMP = "the signature timestamp token is broken"
-_UNKNOWN_RESULT = {"tempfail": "temperror", "reject": "fail", "accept": "pass"}
 _DETAIL_LIMIT = 300
 
 

@@ -24,57 +24,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, AnyStr, TypeVar
 from urllib.parse import unquote
 
 from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
+from gateway import replies
 from gateway.dataread import READ_LIMIT, read_data
-from gateway.engine import Engine, Judgement, RecipientOutcome, accept_reply, build_record
-from gateway.ids import new_decision_id
+from gateway.engine import Engine
 from gateway.logs import get_logger
-from gateway.message import auth_methods, strip_our_headers, trace_headers
 from gateway.metrics import Metrics
 from gateway.notices import Notifier
-from gateway.relay import DownstreamError, DownstreamReply, DownstreamSession, Relay
+from gateway.relay import DownstreamError, DownstreamSession, Relay
+from gateway.replies import Reply, add_enhanced_code
 from gateway.store import AuditLog, StoreError
-from policies import Action
+from gateway.transaction import Client, Transaction
 
-__all__ = ["GatewayHandler", "GatewaySMTP", "add_enhanced_code"]
-
-_HAS_ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}(\s|$)")
-_REPLY = re.compile(r"^([245])(\d\d)([ -])(.*)$", re.DOTALL)
-_DEFAULT_ENHANCED = {
-    "500": "5.5.2",
-    "501": "5.5.4",
-    "502": "5.5.1",
-    "503": "5.5.1",
-    "504": "5.5.4",
-    "530": "5.7.0",
-    "552": "5.3.4",
-    "554": "5.0.0",
-    "555": "5.5.4",
-    "421": "4.4.2",
-}
-
-
-def add_enhanced_code(status: str) -> str:
-    """Insert an RFC 3463 code into a 2xx/4xx/5xx reply that lacks one (3xx have none)."""
-    if _HAS_ENHANCED.match(status):
-        return status
-    m = _REPLY.match(status)
-    if not m:
-        return status
-    klass, rest, sep, text = m.groups()
-    code = klass + rest
-    enhanced = _DEFAULT_ENHANCED.get(code, f"{klass}.0.0")
-    return f"{code}{sep}{enhanced} {text}"
-
+__all__ = ["GatewayHandler", "GatewaySMTP"]
 
 T = TypeVar("T")
 # <dot-atom@domain> and what follows (the parameters), as aiosmtpd's _getaddr returns them.
@@ -84,7 +53,6 @@ _SIMPLE_PATH = re.compile(
     r">[ \t]*(?![(\s])(.*)",  # a comment or other white space after it: aiosmtpd's parser
     re.DOTALL,
 )
-_SHUTDOWN_REPLY = b"421 4.3.2 Service shutting down, try again later"
 _XFORWARD_ATTRS = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 
 
@@ -113,7 +81,7 @@ class GatewaySMTP(SMTP):
         if not isinstance(handler, GatewayHandler):
             return
         if first and handler.too_many(self):
-            self.say_and_close(b"421 4.7.0 Too many connections, try again later", "sessions")
+            self.say_and_close(replies.TOO_MANY_SESSIONS, "sessions")
             return
         handler.protocols.add(self)
         if handler.metrics is not None:
@@ -136,9 +104,7 @@ class GatewaySMTP(SMTP):
             await asyncio.sleep(handler.engine.config.limits.greet_pause)
         if self._early_talker:
             handler.log.warning("smtp.early_talker", client_ip=_peer_ip(self))
-            self.say_and_close(
-                b"554 5.5.1 Protocol error: talking before the greeting", "early_talker"
-            )
+            self.say_and_close(replies.EARLY_TALKER, "early_talker")
             return
         self._greeted = True
         await super()._handle_client()
@@ -180,10 +146,10 @@ class GatewaySMTP(SMTP):
         """Refuse STARTTLS inside a transaction (RFC 3207: state before TLS is discarded) and
         once TLS is up (a second handshake inside the first is nobody's protocol)."""
         if self.state is not None and self.state.txn is not None:
-            await self.push("503 5.5.1 Error: MAIL transaction in progress")
+            await self.push(replies.IN_TRANSACTION.line())
             return
         if self._tls_protocol is not None:
-            await self.push("554 5.5.1 Error: TLS already active")
+            await self.push(replies.TLS_ACTIVE.line())
             return
         try:
             await super().smtp_STARTTLS(arg)
@@ -207,7 +173,7 @@ class GatewaySMTP(SMTP):
         """Postfix's XFORWARD: the real client's address and name, from a trusted proxy only."""
         handler = self.event_handler
         if not isinstance(handler, GatewayHandler) or not handler.may_xforward(self):
-            await self.push('500 5.5.2 Error: command "XFORWARD" not recognized')
+            await self.push(replies.XFORWARD_UNKNOWN.line())
             return
         await self.push(handler.xforward(self, arg or ""))
 
@@ -240,7 +206,7 @@ class GatewaySMTP(SMTP):
             # The spool could not be written (disk full): the rest of the body must never be
             # read as commands. Say 421 and hang up; connection_lost records the transaction.
             handler.log.error("smtp.spool_failed", exc_info=True)
-            self.say_and_close(b"421 4.3.1 Insufficient system storage, closing", "spool")
+            self.say_and_close(replies.NO_SPOOL, "spool")
             return
         self._reset_timeout()
         if data.problem:
@@ -257,12 +223,12 @@ class GatewaySMTP(SMTP):
         if command in ("MAIL", "RCPT", "DATA") and (
             self.transport is None or self.transport.is_closing()
         ):
-            return "421 4.3.2 Connection closing"
+            return replies.CLOSING.line()
         return await super()._call_handler_hook(command, *args)
 
     def _timeout_cb(self) -> None:
         """A session idle past the command timeout, or a DATA past its deadline: say why."""
-        self.say_and_close(b"421 4.4.2 Timeout exceeded, closing connection", "timeout")
+        self.say_and_close(replies.TIMEOUT, "timeout")
 
     async def push(self, status: AnyStr) -> None:
         """Send a reply, adding an enhanced status code after EHLO when it has none.
@@ -297,7 +263,7 @@ class GatewaySMTP(SMTP):
                     and self.transport is not None
                 ):
                     # A client that keeps failing is probing or broken: stop listening to it.
-                    self.say_and_close(b"421 4.7.0 Too many errors, closing", "errors")
+                    self.say_and_close(replies.TOO_MANY_ERRORS, "errors")
             return
         await super().push(status)
 
@@ -308,10 +274,10 @@ class GatewaySMTP(SMTP):
         busy = state is not None and (state.txn is not None or state.busy)
         if busy or self._in_command:
             return False
-        self.say_and_close(_SHUTDOWN_REPLY, "shutdown")
+        self.say_and_close(replies.SHUTTING_DOWN, "shutdown")
         return True
 
-    def say_and_close(self, line: bytes, why: str) -> None:
+    def say_and_close(self, reply: Reply, why: str) -> None:
         """Write a last reply, unasked (RFC 5321 allows 421 at any time), and hang up."""
         if self.transport is None:
             return
@@ -319,24 +285,14 @@ class GatewaySMTP(SMTP):
         if isinstance(handler, GatewayHandler) and handler.metrics is not None:
             handler.metrics.closed.labels(why).inc()
         with contextlib.suppress(Exception):  # the client may be gone already
-            self._writer.write(line + b"\r\n")
+            self._writer.write(reply.line().encode("ascii") + b"\r\n")
         self.transport.close()
-
-
-@dataclass
-class _Transaction:
-    id: str
-    when: datetime
-    started: float
-    mail_from: str
-    smtputf8: bool = False
-    recipients: list[RecipientOutcome] = field(default_factory=list)
 
 
 @dataclass
 class _SessionState:
     downstream: DownstreamSession
-    txn: _Transaction | None = None
+    txn: Transaction | None = None
     closed: bool = False
     xforward: dict[str, str] = field(default_factory=dict)
     # The session's work (see GatewayHandler._guard): what waits, and the task that runs it.
@@ -433,14 +389,17 @@ class GatewayHandler:
             finally:
                 state.wake = None
 
-    def _client(self, server: GatewaySMTP) -> tuple[str, str, bool]:
+    def _client(self, server: GatewaySMTP) -> Client:
         """Client IP, HELO name and TLS, as forwarded by a trusted proxy where it did."""
         session = server.session
         helo = (session.host_name if session is not None else "") or ""
         forwarded = server.state.xforward if server.state is not None else {}
-        ip = forwarded.get("ADDR", _peer_ip(server))
-        helo = forwarded.get("HELO", helo)
-        return ip, helo, session is not None and session.ssl is not None
+        return Client(
+            ip=forwarded.get("ADDR", _peer_ip(server)),
+            helo=forwarded.get("HELO", helo),
+            tls=session is not None and session.ssl is not None,
+            esmtp=bool(session is not None and session.extended_smtp),
+        )
 
     def may_xforward(self, server: GatewaySMTP) -> bool:
         """XFORWARD is accepted only from the configured proxy hosts."""
@@ -450,12 +409,12 @@ class GatewayHandler:
         """Store XFORWARD attributes (xtext-decoded) for the next transaction."""
         state = self._state(server)
         if state.txn is not None:
-            return "503 5.5.1 Error: MAIL transaction in progress"
+            return replies.IN_TRANSACTION.line()
         pairs = [item.partition("=") for item in arg.split()]
         if not pairs or any(
             not sep or name.upper() not in _XFORWARD_ATTRS for name, sep, _ in pairs
         ):
-            return "501 5.5.4 Syntax: XFORWARD attribute=value..."
+            return replies.XFORWARD_SYNTAX.line()
         for name, _, value in pairs:
             decoded = unquote(value.replace("+", "%"))  # xtext: +HH is a hex-escaped byte
             if decoded in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
@@ -466,43 +425,14 @@ class GatewayHandler:
             state.xforward[name.upper()] = "".join(c for c in decoded if " " < c < "\x7f")
         return "250 2.0.0 Ok"
 
-    async def _write(
-        self,
-        server: GatewaySMTP,
-        txn: _Transaction,
-        *,
-        verdict: str,
-        reasons: list[str],
-        reply: str,
-        judgement: Judgement | None = None,
-        notice: dict[str, Any] | None = None,
-    ) -> None:
-        ip, helo, tls = self._client(server)
-        record = build_record(
-            decision_id=txn.id,
-            when=txn.when,
-            client_ip=ip,
-            helo=helo,
-            tls=tls,
-            mail_from=txn.mail_from,
-            recipients=txn.recipients,
-            judgement=judgement,
-            verdict=verdict,
-            reasons=reasons,
-            reply=reply,
-            policy=self.engine.policy,
-            processing_ms=(time.perf_counter() - txn.started) * 1000,
-            notice=notice,
-        )
-        await self.audit.record(record)
+    async def _write(self, txn: Transaction, notice: dict[str, Any] | None = None) -> None:
+        await self.audit.record(txn.record(notice))
 
-    async def _record_quietly(
-        self, server: GatewaySMTP, txn: _Transaction, verdict: str, reasons: list[str], reply: str
-    ) -> None:
+    async def _record_quietly(self, txn: Transaction) -> None:
         # Used where the client's reply does not depend on the record (a refusal already, or
         # no reply at all); AuditLog has logged the full record if the store failed.
         with contextlib.suppress(StoreError):
-            await self._write(server, txn, verdict=verdict, reasons=reasons, reply=reply)
+            await self._write(txn)
 
     def _end_transaction(self, state: _SessionState) -> None:
         state.txn = None
@@ -514,14 +444,8 @@ class GatewayHandler:
         txn = state.txn
         if txn is None:
             return
-        refused = [r for r in txn.recipients if not r.accepted]
-        if txn.recipients and not any(r.accepted for r in txn.recipients):
-            verdict = "reject" if any(r.reply.startswith("5") for r in refused) else "tempfail"
-            reasons = list(dict.fromkeys(r.reason for r in refused if r.reason))
-            reply = refused[-1].reply
-        else:
-            verdict, reasons, reply = "abandoned", [], ""
-        await self._record_quietly(server, txn, verdict, reasons, reply)
+        txn.end()
+        await self._record_quietly(txn)
         self._end_transaction(state)
         await state.downstream.rset()
 
@@ -537,9 +461,9 @@ class GatewayHandler:
             state = self._state(server)
             txn = state.txn
             if txn is None:  # pragma: no cover - DATA is only read inside a transaction
-                return self.engine.reply(reason)
-            line = self.engine.reply(reason, ref=txn.id)
-            await self._record_quietly(server, txn, "reject", [reason], line)
+                return replies.refusal(reason, self.engine.policy).line()
+            line = txn.data_refused(reason).line()
+            await self._record_quietly(txn)
             self._end_transaction(state)
             await state.downstream.rset()
             return line
@@ -633,48 +557,40 @@ class GatewayHandler:
     ) -> str:
         state = self._state(server)
         await self._finish_without_data(server)
-        smtputf8 = "SMTPUTF8" in options
         # aiosmtpd hands the null sender over as "<>"; everywhere else it is "" (no address).
         sender = "" if address == "<>" else address
-        txn = _Transaction(
-            new_decision_id(), datetime.now(UTC), time.perf_counter(), sender, smtputf8
-        )
-        refused = self.engine.sender_refusal(sender, smtputf8=smtputf8)
-        if refused is not None:
-            line = self.engine.reply(refused, ref=txn.id)
-            await self._record_quietly(server, txn, "reject", [refused], line)
-            return line
+        client = self._client(server)
+        txn = Transaction(self.engine, client, sender, smtputf8="SMTPUTF8" in options)
+        if txn.outcome is not None:  # the sender refused before anything else
+            await self._record_quietly(txn)
+            return txn.outcome.line
         size = next((o.split("=", 1)[1] for o in options if o.startswith("SIZE=")), None)
-        ip, helo, _ = self._client(server)
-        esmtp = server.session is not None and server.session.extended_smtp
         about = {
             "NAME": state.xforward.get("NAME", "[UNAVAILABLE]"),
-            "ADDR": ip,
-            "PROTO": state.xforward.get("PROTO", "ESMTP" if esmtp else "SMTP"),
-            "HELO": helo,
+            "ADDR": client.ip,
+            "PROTO": state.xforward.get("PROTO", "ESMTP" if client.esmtp else "SMTP"),
+            "HELO": client.helo,
         }
         try:
             reply = await state.downstream.mail(
                 sender,
                 size=int(size) if size and size.isdigit() else None,
-                smtputf8=smtputf8,
+                smtputf8=txn.smtputf8,
                 about=about,
             )
         except DownstreamError as exc:
             self._relay_failed("MAIL", exc)
-            line = self.engine.reply(exc.reason, ref=txn.id)
-            await self._record_quietly(server, txn, "tempfail", [exc.reason], line)
+            line = txn.failed(exc.reason).line()
+            await self._record_quietly(txn)
             return line
         if not reply.ok:
-            line = reply.line(f"{reply.code // 100}.0.0")
-            await self._record_quietly(
-                server, txn, _verdict_of(reply), [_downstream_reason(reply)], line
-            )
+            line = txn.sender_refused(reply).line()
+            await self._record_quietly(txn)
             return line
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         state.txn = txn
-        return "250 2.1.0 Sender ok"
+        return replies.SENDER_OK.line()
 
     async def handle_RCPT(
         self,
@@ -695,40 +611,25 @@ class GatewayHandler:
         state = self._state(server)
         txn = state.txn
         if txn is None:  # pragma: no cover - aiosmtpd refuses RCPT before MAIL itself
-            return "503 5.5.1 Error: need MAIL command"
-
-        def refuse(code: str) -> str:
-            line = self.engine.reply(code, ref=txn.id)
-            txn.recipients.append(RecipientOutcome(address, False, line, code))
-            return line
-
-        ip, _, _ = self._client(server)
-        accepted = sum(1 for r in txn.recipients if r.accepted)
-        if accepted >= self.engine.config.limits.max_recipients:
-            # 452, not 5xx: the client keeps the rest and sends them in another transaction.
-            return refuse("message.too_many_recipients")
-        refused = self.engine.recipient_refusal(address, ip, smtputf8=txn.smtputf8)
+            return replies.NEED_MAIL.line()
+        refused = txn.rcpt(address)
         if refused is not None:
-            return refuse(refused)
+            return refused.line()
         try:
             reply = await state.downstream.rcpt(address)
         except DownstreamError as exc:
             self._relay_failed("RCPT", exc)
-            return refuse(exc.reason)
+            return txn.recipient_failed(address, exc.reason).line()
         if not reply.ok:
-            line = reply.line("5.1.1" if reply.code >= 500 else "4.0.0")
-            txn.recipients.append(RecipientOutcome(address, False, line, _downstream_reason(reply)))
-            return line
+            return txn.recipient_refused(address, reply).line()
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
-        line = "250 2.1.5 Recipient ok"
-        txn.recipients.append(RecipientOutcome(address, True, line))
-        return line
+        return txn.recipient_accepted(address).line()
 
     async def handle_RSET(self, server: GatewaySMTP, session: Any, envelope: Any) -> str:
         """RSET abandons the transaction here and downstream."""
         await self._guard(server, lambda: self._finish_without_data(server))
-        return "250 2.0.0 Ok"
+        return replies.OK.line()
 
     async def handle_QUIT(self, server: GatewaySMTP, session: Any, envelope: Any) -> str:
         """Finish the session cleanly before saying goodbye."""
@@ -736,7 +637,7 @@ class GatewayHandler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         await asyncio.shield(task)
-        return "221 2.0.0 Bye"
+        return replies.BYE.line()
 
     async def handle_DATA(self, server: GatewaySMTP, session: Any, envelope: Any) -> str:
         """Judge, then refuse or relay; record; only then reply."""
@@ -746,127 +647,47 @@ class GatewayHandler:
         state = self._state(server)
         txn = state.txn
         if txn is None:  # pragma: no cover - aiosmtpd refuses DATA before RCPT itself
-            return "503 5.5.1 Error: need RCPT command"
-        judgement: Judgement | None = None
+            return replies.NEED_RCPT.line()
         try:
-            ip, helo, tls = self._client(server)
-            raw: bytes = envelope.original_content
-            judgement = await self.engine.judge(
-                raw,
-                mail_from=txn.mail_from,
-                recipients=tuple(envelope.rcpt_tos),
-                client_ip=ip,
-                helo=helo,
-                tls=tls,
-                now=txn.when,
-            )
+            judgement = await txn.judge(envelope.original_content)
             for error in judgement.decision.errors:
                 self.log.error("check.exception", decision_id=txn.id, traceback=error)
-            decision = judgement.decision
-            if decision.action is not Action.ACCEPT:
+            if txn.outcome is not None:  # refused: nothing goes downstream
                 await state.downstream.rset()
-                assert decision.reply is not None
-                verdict, reasons = decision.action.value, list(decision.reasons)
-                line = decision.reply.line(ref=txn.id)
             else:
-                verdict, reasons, line = await self._relay(server, state, txn, judgement)
+                await self._relay(state, txn)
         except Exception:
             self.log.exception("smtp.exception", stage="DATA", decision_id=txn.id)
             await state.downstream.rset()
-            verdict, reasons = "tempfail", ["internal.check_error"]
-            line = self.engine.reply("internal.check_error", ref=txn.id)
-        notice = await self._notify(judgement, txn, verdict, line)
+            txn.failed("internal.check_error")
+        outcome = txn.end()
+        notice = await txn.notify(self.notifier) if self.notifier is not None else None
         try:
-            await self._write(
-                server,
-                txn,
-                verdict=verdict,
-                reasons=reasons,
-                reply=line,
-                judgement=judgement,
-                notice=notice,
-            )
+            await self._write(txn, notice)
         except StoreError:
-            if verdict == "accept":
+            if outcome.verdict == "accept":
                 # Delivered but not recorded: 4xx makes the client retry (a duplicate), which
                 # is the lesser harm than a delivery nobody can account for.
                 self.log.error("store.accepted_unrecorded", decision_id=txn.id)
-            return self.engine.reply("store.unavailable", ref=txn.id)
+            return txn.refusal("store.unavailable").line()
         finally:
             self._end_transaction(state)
-        return line
+        return outcome.line
 
-    async def _notify(
-        self, judgement: Judgement | None, txn: _Transaction, verdict: str, line: str
-    ) -> dict[str, Any] | None:
-        """Tell an internal sender what was refused (or will be); never changes the answer."""
-        if (
-            self.notifier is None
-            or judgement is None
-            or judgement.facts is None
-            or judgement.parsed is None
-            or verdict not in ("accept", "reject")
-            # An advisory says "delivered": not when the downstream refused after all.
-            or (verdict == "reject" and judgement.decision.action is Action.ACCEPT)
-        ):
-            return None
+    async def _relay(self, state: _SessionState, txn: Transaction) -> None:
         try:
-            return await self.notifier.notify(
-                facts=judgement.facts,
-                decision=judgement.decision,
-                parsed=judgement.parsed,
-                policy=self.engine.policy,
-                reply=line,
-                decision_id=txn.id,
-                when=txn.when,
-            )
-        except Exception as exc:
-            self.log.exception("notice.failed", decision_id=txn.id)
-            return {
-                "kind": None,
-                "sent": False,
-                "to": None,
-                "message_id": None,
-                "reason": f"notice failed: {type(exc).__name__}",
-            }
-
-    async def _relay(
-        self, server: GatewaySMTP, state: _SessionState, txn: _Transaction, judgement: Judgement
-    ) -> tuple[str, list[str], str]:
-        decision = judgement.decision
-        assert judgement.parsed is not None
-        ip, helo, tls = self._client(server)
-        monitor = decision.monitor_reasons
-        head = trace_headers(
-            hostname=self.engine.config.hostname,
-            decision_id=txn.id,
-            helo=helo,
-            client_ip=ip,
-            tls=tls,
-            esmtp=bool(server.session is not None and server.session.extended_smtp),
-            recipients=tuple(r.address for r in txn.recipients if r.accepted),
-            result="neutral" if monitor else "pass",
-            reason=f"monitor: would refuse {' '.join(monitor)}" if monitor else "",
-            when_utc=txn.when,
-            methods=auth_methods(judgement.facts) if judgement.facts else (),
-        )
-        body = strip_our_headers(judgement.parsed, self.engine.config.hostname)
-        try:
-            reply = await state.downstream.data(head + body)
+            reply = await state.downstream.data(txn.relay_message())
         except DownstreamError as exc:
             self._relay_failed("DATA", exc)
-            line = self.engine.reply(exc.reason, ref=txn.id)
-            return "tempfail", [exc.reason], line
-        if reply.ok:
-            return "accept", [], accept_reply(txn.id)
-        line = reply.line(f"{reply.code // 100}.0.0")
-        return _verdict_of(reply), [_downstream_reason(reply)], line
+            txn.delivery_failed(exc)
+        else:
+            txn.delivered(reply)
 
     async def handle_exception(self, error: Exception) -> str:
         """Any exception escaping a hook: log it, answer 451 4.3.0, show the client nothing."""
         with contextlib.suppress(Exception):  # the reply must not depend on logging
             self.log.error("smtp.exception", exc_info=error)
-        return self.engine.reply("internal.check_error")
+        return replies.refusal("internal.check_error", self.engine.policy).line()
 
 
 def _peer_ip(server: GatewaySMTP) -> str:
@@ -876,13 +697,3 @@ def _peer_ip(server: GatewaySMTP) -> str:
     if isinstance(peer, tuple):
         return str(peer[0])
     return "" if peer is None else str(peer)
-
-
-def _downstream_reason(reply: DownstreamReply) -> str:
-    if reply.reason:
-        return reply.reason
-    return "downstream.refused" if reply.code >= 500 else "downstream.deferred"
-
-
-def _verdict_of(reply: DownstreamReply) -> str:
-    return Action.REJECT.value if reply.code >= 500 else Action.TEMPFAIL.value

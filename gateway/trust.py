@@ -41,7 +41,6 @@ __all__ = [
     "LEGACY_SHA1_ROOTS",
     "PINNED_FILES",
     "REVOCATION_MODES",
-    "UNKNOWN_REVOCATION_ACTIONS",
     "TrustStore",
     "TrustStoreError",
     "default_trust_store",
@@ -52,7 +51,6 @@ __all__ = [
 ]
 
 REVOCATION_MODES = ("hard-fail", "soft-fail", "off")
-UNKNOWN_REVOCATION_ACTIONS = ("tempfail", "reject", "accept")
 
 # The SHA-256 pins of the shipped public certificates (certs/README.md, checked against pins
 # published independently of the files). A file with one of these names must match its pin.
@@ -99,12 +97,11 @@ class TrustStore:
       - ``hard-fail``: every certificate below the root must have its status established by a
         current CRL in ``crls`` (whether or not it names a distribution point); a CRL we hold
         that is out of date gives ``revocation_unavailable`` (temporary), no CRL at all gives
-        ``revocation_unknown``, judged by ``unknown_revocation``.
+        ``revocation_unknown`` (temporary too: the policy's ``unknown_revocation`` says what it
+        comes to, in the document rules, not here).
       - ``soft-fail``: a certificate listed on any CRL we hold is revoked; no CRL is no problem.
       - ``off``: CRLs are not consulted.
 
-    ``unknown_revocation`` (hard-fail only): ``tempfail`` (4xx, the default: an administrator
-    can add the CRL), ``reject`` or ``accept``.
     ``max_crl_age_days``: a CRL issued longer ago than this counts as out of date even before
     its nextUpdate (None: nextUpdate alone decides).
     ``sha1_roots``: SHA-256 fingerprints of roots whose chains may use SHA-1 certificate
@@ -115,7 +112,6 @@ class TrustStore:
     intermediates: tuple[bytes, ...] = ()
     crls: tuple[bytes, ...] = ()
     revocation: str = "soft-fail"
-    unknown_revocation: str = "tempfail"
     max_crl_age_days: int | None = None
     sha1_roots: frozenset[str] = LEGACY_SHA1_ROOTS
     version: str = field(init=False, compare=False)
@@ -124,11 +120,6 @@ class TrustStore:
         if self.revocation not in REVOCATION_MODES:
             raise TrustStoreError(
                 f"revocation must be one of {', '.join(REVOCATION_MODES)}, not {self.revocation!r}"
-            )
-        if self.unknown_revocation not in UNKNOWN_REVOCATION_ACTIONS:
-            raise TrustStoreError(
-                f"unknown_revocation must be one of {', '.join(UNKNOWN_REVOCATION_ACTIONS)}, "
-                f"not {self.unknown_revocation!r}"
             )
         if self.max_crl_age_days is not None and self.max_crl_age_days < 1:
             raise TrustStoreError(
@@ -150,7 +141,7 @@ class TrustStore:
         put("intermediates", self.intermediates)
         put("crls", self.crls)
         put("sha1_roots", (fp.encode() for fp in sorted(self.sha1_roots)))
-        settings = f"{self.revocation}|{self.unknown_revocation}|{self.max_crl_age_days}"
+        settings = f"{self.revocation}|{self.max_crl_age_days}"
         put("settings", (settings.encode(),))
         return h.hexdigest()
 
@@ -166,7 +157,6 @@ def load_trust_store(
     base: Path | Traversable,
     *,
     revocation: str = "soft-fail",
-    unknown_revocation: str = "tempfail",
     max_crl_age_days: int | None = None,
     sha1_roots: frozenset[str] = LEGACY_SHA1_ROOTS,
     pins: Mapping[str, str] = PINNED_FILES,
@@ -193,7 +183,6 @@ def load_trust_store(
         intermediates=tuple(der for der in intermediates if der not in roots),
         crls=tuple(crls),
         revocation=revocation,
-        unknown_revocation=unknown_revocation,
         max_crl_age_days=max_crl_age_days,
         sha1_roots=sha1_roots,
     )
@@ -220,14 +209,12 @@ def shipped_certs() -> Traversable:
 def default_trust_store(
     *,
     revocation: str = "soft-fail",
-    unknown_revocation: str = "tempfail",
     max_crl_age_days: int | None = None,
 ) -> TrustStore:
     """The store shipped with congvu-gateway: VGCA G1/G2 and the national root, pinned."""
     return load_trust_store(
         shipped_certs(),
         revocation=revocation,
-        unknown_revocation=unknown_revocation,
         max_crl_age_days=max_crl_age_days,
     )
 
@@ -370,12 +357,8 @@ def trust_for(policy: Policy) -> TrustStore:
     """The trust store the policy names ("builtin", or a folder relative to the policy file)."""
     settings = policy.trust
     if settings.store == "builtin":
-        return default_trust_store(
-            revocation=settings.revocation, unknown_revocation=settings.unknown_revocation
-        )
+        return default_trust_store(revocation=settings.revocation)
     base = Path(settings.store).expanduser()
     if not base.is_absolute() and not policy.source.startswith("<"):
         base = Path(policy.source).resolve().parent / base
-    return load_trust_store(
-        base, revocation=settings.revocation, unknown_revocation=settings.unknown_revocation
-    )
+    return load_trust_store(base, revocation=settings.revocation)

@@ -27,6 +27,7 @@ __all__ = [
     "SignatureCheck",
     "Signer",
     "Verdict",
+    "problem_rank",
 ]
 
 
@@ -61,12 +62,15 @@ class Reply:
     code: int
     enhanced: str
     text: str
+    ref: str = ""  # the decision id, shown as "(ref ID)"
 
     def line(self, ref: str = "") -> str:
         """The reply as sent: ``550 5.7.1 text (ref ID)``, cut to the SMTP line limit.
 
-        The decision id (``ref``) lets an officer or admin find the record of a refusal.
+        The decision id (``ref``, else :attr:`ref`) lets an officer or admin find the record
+        of a refusal.
         """
+        ref = ref or self.ref
         head = f"{self.code} {self.enhanced} "
         tail = f" (ref {ref})" if ref else ""
         text = self.text
@@ -118,18 +122,29 @@ class Signer:
     not_after: str  # certificate expiry, ISO 8601 UTC
 
 
-# What a signature check found, in RFC 8601 vocabulary, and which problem (if any).
+# What a signature check found, in RFC 8601 vocabulary: the problems, most telling first.
+# This order is the one precedence among signature failures: it chooses which problem speaks
+# for a check over several signatures (gateway.signatures) and for a document with several
+# checks (the document rules). What the signer did wrong before what is wrong with the
+# certificate, the definitive before the temporary, and a missing signature last (any other
+# finding says more about what the sender must fix).
 SIGNATURE_PROBLEMS = (
-    "unsigned",  # no signature at all (result "none")
-    "invalid",  # broken or malformed signature, or digest mismatch
     "modified",  # content added or changed after the (last) signature
-    "untrusted",  # does not chain to a root in the trust store
-    "expired",  # certificate not valid at signing time
+    "invalid",  # broken or malformed signature, or digest mismatch
     "revoked",  # certificate revoked (CRL) before signing time
-    "revocation_unknown",  # revocation status cannot be established (policy decides)
-    "revocation_unavailable",  # revocation data stale or missing under hard-fail: temporary
+    "expired",  # certificate not valid at signing time
+    "untrusted",  # does not chain to a root in the trust store
     "unreadable",  # corrupt, encrypted, over the size or time limit
+    "revocation_unknown",  # status cannot be established: temporary, the policy decides
+    "revocation_unavailable",  # revocation data stale under hard-fail: temporary
+    "unsigned",  # no signature at all (result "none")
 )
+
+
+def problem_rank(problem: str) -> int:
+    """Where ``problem`` stands in :data:`SIGNATURE_PROBLEMS` (lower speaks first); a failure
+    without a known problem ranks as ``invalid``."""
+    return SIGNATURE_PROBLEMS.index(problem if problem in SIGNATURE_PROBLEMS else "invalid")
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from typing import Any
 import jinja2
 import jinja2.sandbox
 
+from policies.identity import sender_authenticated
 from policies.model import Action, Decision, MessageFacts
 from policies.reasons import REASONS
-from policies.rules.sender import aligned
 from policies.schema import Policy
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "NoticeContent",
     "notice_kind",
     "render_notice",
-    "sender_authenticated",
 ]
 
 _LIST_PRECEDENCE = ("bulk", "list", "junk")
@@ -39,24 +38,6 @@ class NoticeContent:
 
     text: str
     html: str
-
-
-def sender_authenticated(facts: MessageFacts, policy: Policy) -> bool:
-    """Whether the sender is proven internal: a trusted client, or an official envelope sender
-    whose official From has an aligned passing DKIM signature. Notices and scoring rely on it."""
-    if facts.client_trusted:
-        return True
-    # From outside, the notice goes to the envelope sender: it must be official as well,
-    # or a DKIM-valid From could aim notices at any address (backscatter).
-    if not policy.is_official(facts.mail_from.rpartition("@")[2]):
-        return False
-    for field in facts.from_fields:
-        for mb in field.mailboxes:
-            if policy.is_official(mb.domain) and any(
-                d.result == "pass" and aligned(d.domain, mb.domain) for d in facts.dkim
-            ):
-                return True
-    return False
 
 
 def notice_kind(facts: MessageFacts, decision: Decision, policy: Policy) -> tuple[str, str]:

@@ -118,7 +118,6 @@ class TestPKI:
         self,
         *,
         revocation: str = "soft-fail",
-        unknown_revocation: str = "tempfail",
         crls: tuple[bytes, ...] | None = None,
         intermediates: bool = True,
         max_crl_age_days: int | None = None,
@@ -129,7 +128,6 @@ class TestPKI:
             intermediates=(self.issuing.der,) if intermediates else (),
             crls=(self.root_crl, self.issuing_crl) if crls is None else crls,
             revocation=revocation,
-            unknown_revocation=unknown_revocation,
             max_crl_age_days=max_crl_age_days,
         )
 

@@ -3,7 +3,15 @@ kinds the directive exempts, which the sender declares and the log records."""
 
 from __future__ import annotations
 
-from policies.model import Action, DocumentEvidence, MessageFacts, Mode, SignatureCheck, Verdict
+from policies.model import (
+    Action,
+    DocumentEvidence,
+    MessageFacts,
+    Mode,
+    SignatureCheck,
+    Verdict,
+    problem_rank,
+)
 from policies.reasons import REASONS
 from policies.rules.base import RuleContext, rule
 from policies.schema import Policy
@@ -19,18 +27,6 @@ _PROBLEM_REASON = {
     "revocation_unavailable": "document.revocation_unavailable",
     "unreadable": "document.unreadable",
 }
-# Which problem to report when a document has several failed checks: the most telling one.
-_PREFERENCE = (
-    "modified",
-    "invalid",
-    "revoked",
-    "expired",
-    "untrusted",
-    "revocation_unknown",
-    "revocation_unavailable",
-    "unreadable",
-    "unsigned",
-)
 
 
 def _exemptions_honoured(policy: Policy) -> bool:
@@ -56,7 +52,8 @@ def exemption(document: DocumentEvidence, facts: MessageFacts, policy: Policy) -
 
 def _reason(problem: str, policy: Policy) -> str:
     if problem == "revocation_unknown":
-        # Under hard-fail an unknown status is never passed: the policy says how to refuse.
+        # The one place unknown_revocation applies. Under hard-fail an unknown status is
+        # never passed: the policy says how to refuse.
         if policy.trust.unknown_revocation == "reject":
             return "document.revocation_unknown"
         return "document.revocation_unavailable"
@@ -82,7 +79,7 @@ def _describe(check: SignatureCheck) -> str:
 def _failure(document: DocumentEvidence, facts: MessageFacts, policy: Policy) -> tuple[str, str]:
     """The reason that refuses ``document``, and a description of every check, for the log.
 
-    The most telling problem wins (a modified document says more than a missing signature);
+    The most telling problem wins (:data:`policies.model.SIGNATURE_PROBLEMS`);
     a failed S/MIME signature that was the document's only cover is ``message.smime_invalid``
     when permanent, and a temporary failure stays temporary whichever check it came from.
     """
@@ -93,11 +90,7 @@ def _failure(document: DocumentEvidence, facts: MessageFacts, policy: Policy) ->
         SignatureCheck("pdf", "none", "unsigned", "no signature")
     ]
 
-    def rank(check: SignatureCheck) -> int:
-        problem = check.problem or "invalid"
-        return _PREFERENCE.index(problem) if problem in _PREFERENCE else 0
-
-    best = sorted(failed, key=rank)[0]
+    best = min(failed, key=lambda c: problem_rank(c.problem))
     problem = best.problem or "invalid"
     reason = _reason(problem, policy)
     if (

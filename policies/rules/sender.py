@@ -10,10 +10,10 @@ from policies.addresses import (
     canonical_domain,
     comments_of,
     domain_matches,
-    organisational_domain,
     parse_addr_spec,
     shown_text,
 )
+from policies.identity import aligned, proven_by_dkim
 from policies.model import AddressField, MessageFacts, Verdict
 from policies.reader import TomlReader
 from policies.rules.base import RuleContext, rule
@@ -165,14 +165,6 @@ def sender_malformed_identity(facts: MessageFacts, ctx: RuleContext) -> Verdict 
     return None
 
 
-def aligned(dkim_domain: str, from_domain: str) -> bool:
-    """Relaxed alignment, as DMARC defines it: d= and the From domain have the same
-    organisational domain (Public Suffix List), so a signature by ``gov.vn`` aligns with
-    nothing and one by ``mail.lamdong.gov.vn`` aligns with ``lamdong.gov.vn``."""
-    d, f = organisational_domain(dkim_domain), organisational_domain(from_domain)
-    return d is not None and d == f
-
-
 @rule("sender-official-unauthenticated")
 def sender_official_unauthenticated(facts: MessageFacts, ctx: RuleContext) -> Verdict | None:
     """Mail whose From claims an official domain must prove it, by a passing DKIM signature
@@ -195,11 +187,7 @@ def sender_official_unauthenticated(facts: MessageFacts, ctx: RuleContext) -> Ve
     if not claimed:
         return None
     relevant = [d for d in facts.dkim if any(aligned(d.domain, c) for c in claimed)]
-    unproven = [
-        c
-        for c in claimed
-        if not any(d.result == "pass" and aligned(d.domain, c) for d in facts.dkim)
-    ]
+    unproven = [c for c in claimed if not proven_by_dkim(c, facts.dkim)]
     if not unproven:
         return None
     seen = (

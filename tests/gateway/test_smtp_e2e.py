@@ -187,15 +187,15 @@ def test_a_check_that_raises_answers_451_without_leaking(
 
 
 def test_an_exception_in_a_hook_answers_451_not_aiosmtpd_500(
-    start_gateway, downstream: Downstream, tmp_path: Path
+    start_gateway, downstream: Downstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """aiosmtpd's default exception reply (500 with the exception text) is overridden."""
     gw = start_gateway(make_config(tmp_path, downstream.port))
 
-    def broken(address: str, client_ip: str) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("internal path /etc/secret")
 
-    gw.gateway.engine.recipient_refusal = broken  # type: ignore[method-assign]
+    monkeypatch.setattr("gateway.transaction.recipient_refusal", broken)
     with gw.client() as smtp:
         smtp.mail(OFFICIAL)
         code, text = smtp.rcpt(CLERK)

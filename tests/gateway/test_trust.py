@@ -169,7 +169,6 @@ def test_version_is_stable_and_follows_every_input(pki: TestPKI) -> None:
     assert len(base.version) == 64
     variants = [
         default_trust_store(revocation="hard-fail"),
-        default_trust_store(unknown_revocation="reject"),
         default_trust_store(max_crl_age_days=7),
         TrustStore(roots=base.roots, intermediates=base.intermediates, crls=(pki.root_crl,)),
         TrustStore(roots=base.roots, intermediates=base.intermediates[:1]),
@@ -182,7 +181,7 @@ def test_version_is_stable_and_follows_every_input(pki: TestPKI) -> None:
 
 @pytest.mark.parametrize(
     "settings",
-    [{"revocation": "require"}, {"unknown_revocation": "ignore"}, {"max_crl_age_days": 0}],
+    [{"revocation": "require"}, {"max_crl_age_days": 0}],
 )
 def test_bad_settings_are_refused(settings: dict[str, object]) -> None:
     """Out-of-range settings fail loudly, naming the setting."""

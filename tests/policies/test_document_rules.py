@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 import pytest
 
 from policies import Action, AddressField, MessageFacts, evaluate, parse_policy
-from policies.model import Attachment, DkimResult, DocumentEvidence, SignatureCheck, Signer
+from policies.model import (
+    SIGNATURE_PROBLEMS,
+    Attachment,
+    DkimResult,
+    DocumentEvidence,
+    SignatureCheck,
+    Signer,
+    problem_rank,
+)
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 SIGNER = Signer(
@@ -163,7 +171,7 @@ def test_unknown_revocation_is_never_silently_passed(
     """Under hard-fail an unknown revocation status is a tempfail or a refusal, as policy says."""
     trust = f'[trust]\nrevocation = "hard-fail"\nunknown_revocation = "{unknown}"\n'
     decision = evaluate(
-        facts(doc("a.pdf", check("fail", "revocation_unknown"))), policy(SIGNED, trust), NOW
+        facts(doc("a.pdf", check("temperror", "revocation_unknown"))), policy(SIGNED, trust), NOW
     )
     assert decision.action is action and decision.reasons == (reason,)
 
@@ -260,3 +268,30 @@ def test_advisories_are_counted_never_refused(
     assert decision.action is Action.ACCEPT
     notes = [f.reason for f in decision.findings if f.outcome == "note"]
     assert notes == ([reason] if reason else [])
+
+
+_RESULT_OF = {
+    "unsigned": "none",
+    "unreadable": "permerror",
+    "revocation_unknown": "temperror",
+    "revocation_unavailable": "temperror",
+}
+
+
+@pytest.mark.parametrize("first", SIGNATURE_PROBLEMS)
+@pytest.mark.parametrize("second", SIGNATURE_PROBLEMS)
+def test_one_precedence_for_signatures_and_checks(first: str, second: str) -> None:
+    """A PDF whose two signatures fail, and a document whose two checks fail, are refused for
+    the same reason: the signature checks and the rule rank problems by the same one order."""
+    from gateway.signatures import _combine, _Outcome
+
+    outcomes = [
+        (f"s{n}", _Outcome(_RESULT_OF.get(p, "fail"), p)) for n, p in ((1, first), (2, second))
+    ]
+    combined = _combine("pdf", outcomes)
+    checks = [check(_RESULT_OF.get(p, "fail"), p) for p in (first, second)]
+    trust = '[trust]\nrevocation = "hard-fail"\nunknown_revocation = "reject"\n'
+    one_check = evaluate(facts(doc("a.pdf", combined)), policy(SIGNED, trust), NOW)
+    two_checks = evaluate(facts(doc("a.pdf", *checks)), policy(SIGNED, trust), NOW)
+    assert one_check.reasons == two_checks.reasons
+    assert combined.problem == min(first, second, key=problem_rank)
