@@ -43,8 +43,7 @@ from policies import ConfigError, Policy, load_policy
 # Each command imports what it uses, inside its function: `congvu --help` and a plain
 # `congvu check` need neither the SMTP server, pyHanko, openpyxl nor psycopg.
 if TYPE_CHECKING:
-    from gateway.audit import SqliteStore
-    from gateway.pgstore import PostgresStore
+    from gateway.store import DecisionStore
 
 __all__ = ["main"]
 
@@ -453,9 +452,8 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
     return EXIT_OK
 
 
-def _store(config: GatewayConfig) -> SqliteStore | PostgresStore:
-    from gateway.audit import StoreError
-    from gateway.server import open_store
+def _store(config: GatewayConfig) -> DecisionStore:
+    from gateway.store import StoreError, open_store
 
     if not config.store_url and not config.store_path.exists():
         raise StoreError(
@@ -488,8 +486,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
-    from gateway.audit import StoreError
     from gateway.logs import configure_logging
+    from gateway.store import StoreError
     from gateway.trust import TrustStoreError, trust_for
 
     try:
@@ -515,7 +513,7 @@ def _main(argv: list[str] | None) -> int:
         config = load_config(config_file)
         if args.command == "directory":
             from gateway.directory import DirectoryError, parse_directory_csv
-            from gateway.server import open_store
+            from gateway.store import open_store
 
             configure_logging("error", "-")
             try:
@@ -596,9 +594,9 @@ def _serve(
     supervisor starts no worker then, so nothing respawns. A store that cannot be opened is
     exit status 75 (try again later).
     """
-    from gateway.audit import StoreError
     from gateway.logs import get_logger
     from gateway.server import SHUTDOWN_GRACE, Gateway, ListenError, bind, listen_address, serve
+    from gateway.store import StoreError
     from gateway.workers import Supervisor
 
     worker = args.worker is not None

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from gateway.audit import SCHEMA_VERSION
 from gateway.config import GatewayConfig
 from gateway.dkim import INLINE_BYTES, TxtResolver, verify_dkim
 from gateway.evidence import gather_documents
@@ -28,6 +27,7 @@ from gateway.message import (
     normalize_line_endings,
     parse_message,
 )
+from gateway.store import SCHEMA_VERSION
 from gateway.validation import SignatureValidator
 from policies import (
     Action,

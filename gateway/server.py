@@ -16,16 +16,15 @@ import ssl
 from dataclasses import dataclass
 from functools import partial
 
-from gateway.audit import AuditLog, DecisionStore, SqliteStore
 from gateway.config import GatewayConfig
 from gateway.dkim import TxtResolver, make_resolver
 from gateway.engine import Engine
 from gateway.logs import get_logger
 from gateway.metrics import Metrics, serve_http
 from gateway.notices import Notifier
-from gateway.pgstore import PostgresStore
 from gateway.relay import DownstreamWatch, Relay, make_relay
 from gateway.smtp import GatewayHandler, GatewaySMTP
+from gateway.store import AuditLog, DecisionStore, open_store
 from gateway.trust import TrustStoreError, trust_for
 from gateway.validation import PoolValidator, make_validator
 from policies import ConfigError, Policy, load_policy
@@ -90,17 +89,6 @@ def _tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(config.tls_cert, config.tls_key)
     return context
-
-
-def open_store(config: GatewayConfig) -> SqliteStore | PostgresStore:
-    """The decision store the configuration names: PostgreSQL if a URL is given, else SQLite."""
-    # Each process keeps its own hash chain: worker processes are instances of their own.
-    instance = config.hostname
-    if config.worker_index is not None:
-        instance = f"{config.hostname}/w{config.worker_index}"
-    if config.store_url:
-        return PostgresStore(config.store_url, instance=instance)
-    return SqliteStore(config.store_path, instance=instance)
 
 
 @dataclass

@@ -33,7 +33,6 @@ from urllib.parse import unquote
 from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
 from gateway import replies
-from gateway.audit import AuditLog, StoreError
 from gateway.dataread import READ_LIMIT, read_data
 from gateway.engine import Engine
 from gateway.logs import get_logger
@@ -41,6 +40,7 @@ from gateway.metrics import Metrics
 from gateway.notices import Notifier
 from gateway.relay import DownstreamError, DownstreamSession, Relay
 from gateway.replies import Reply, add_enhanced_code
+from gateway.store import AuditLog, StoreError
 from gateway.transaction import Client, Transaction
 
 __all__ = ["GatewayHandler", "GatewaySMTP"]

@@ -23,9 +23,9 @@ import pytest
 import structlog
 from aiosmtpd.smtp import SMTP
 
-from gateway.audit import DecisionStore, SqliteStore
 from gateway.config import DownstreamConfig, GatewayConfig
 from gateway.server import Gateway
+from gateway.store import DecisionStore, SqliteStore
 from policies import Policy, load_policy, parse_policy
 
 OFFICIAL = "a.nguyen@dilinh.lamdong.gov.vn"
@@ -168,6 +168,32 @@ def downstream(loop_thread: LoopThread) -> Iterator[Downstream]:
         server.close()
 
     loop_thread.run(stop())
+
+
+PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The PostgreSQL test server (127.0.0.1:5432, database ``test``), in a schema of its own
+    for each test, dropped afterwards. No server: skipped, or failed where
+    ``CONGVU_REQUIRE_POSTGRES`` is set (CI must not pass by skipping)."""
+    import os
+    import secrets
+
+    import psycopg
+
+    schema = f"congvu_test_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(PG_BASE, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CONGVU_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL is required here: {exc}")
+        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432: {exc}")
+    admin.execute(f"CREATE SCHEMA {schema}")
+    yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    admin.close()
 
 
 def free_port() -> int:

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bench.fuzz.config import HOSTNAME, StubResolver, fuzz_config
-from gateway.audit import SqliteStore
 from gateway.config import DownstreamConfig
 from gateway.server import Gateway
+from gateway.store import SqliteStore
 from gateway.validation import make_validator
 from policies import Policy
 

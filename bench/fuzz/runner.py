@@ -14,11 +14,11 @@ from bench.fuzz.config import HOSTNAME, NOW, StubResolver, fuzz_config
 from bench.fuzz.messages import FuzzMessage
 from bench.fuzz.replies import reply_problem
 from bench.fuzz.report import MessageReport, _trace_key
-from gateway.audit import clean_text
 from gateway.config import GatewayConfig
 from gateway.engine import Engine
 from gateway.message import normalize_line_endings, parse_message, strip_our_headers
 from gateway.notices import build_notice
+from gateway.store import clean_text
 from gateway.transaction import Client, Transaction, run_offline
 from gateway.validation import make_validator
 from policies import Action, Policy, load_policy

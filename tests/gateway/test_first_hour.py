@@ -300,7 +300,8 @@ def test_config_may_come_before_the_command(tmp_path: Path) -> None:
 
 def test_commands_load_only_what_they_use() -> None:
     """`congvu --help` loads no SMTP server, database driver or pyHanko; the judging path
-    loads pyHanko only when a document is validated (the time itself is in the benchmark)."""
+    loads pyHanko only when a document is validated (the time itself is in the benchmark);
+    the decision store and the gateway on SQLite load no PostgreSQL driver."""
     script = (
         "import sys\n"
         "heavy = ('pyhanko', 'aiosmtpd', 'psycopg', 'openpyxl', 'gateway.server')\n"
@@ -310,8 +311,10 @@ def test_commands_load_only_what_they_use() -> None:
         "print(','.join(loaded()))\n"
         "import gateway.engine, gateway.dkim, gateway.validation\n"
         "print(','.join(n for n in loaded() if n.startswith('pyhanko')))\n"
+        "import gateway.store, gateway.server\n"
+        "print(','.join(n for n in loaded() if n.startswith('psycopg')))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
-    assert result.stdout == "\n\n"
+    assert result.stdout == "\n\n\n"

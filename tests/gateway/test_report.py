@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import SqliteStore
 from gateway.cli import main
+from gateway.store import SqliteStore
 
 DIRECTORY = """address,full_name,unit,role,issued,personal_addresses
 vanthu@dilinh.lamdong.gov.vn,Văn thư UBND,UBND huyện,clerk,2022-01-10,

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from gateway.audit import SqliteStore
 from gateway.directory import Account
 from gateway.report import build_report, idle_report
+from gateway.store import SqliteStore
 
 
 def accounts() -> list[Account]:

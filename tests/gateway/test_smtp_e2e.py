@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import CLERK, OFFICIAL, Downstream, make_config, message, policy_text
 
-from gateway.audit import StoreError
+from gateway.store import StoreError
 from policies.rules import RULES, rule
 
 ID = re.compile(rb"accepted as ([0-9A-Z]{26})")

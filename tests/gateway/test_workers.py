@@ -22,7 +22,7 @@ import pytest
 from conftest import CLERK, OFFICIAL, Downstream, free_port, message
 from test_serve import events, listening, wait_for
 
-from gateway.audit import SqliteStore
+from gateway.store import SqliteStore
 
 CONGVU = Path(sys.executable).parent / "congvu"
 

@@ -157,3 +157,13 @@ def test_unreadable_policy_file_is_a_config_error(tmp_path: Path) -> None:
     """A missing file names itself."""
     with pytest.raises(ConfigError, match="cannot read"):
         load_policy(tmp_path / "missing.toml")
+
+
+def test_retention_cannot_cut_into_the_scoring_year() -> None:
+    """A policy keeping records less than a year (366 days) is refused."""
+    with pytest.raises(ConfigError, match=r"retention\.keep_days: must be at least 366"):
+        parse_policy(
+            '[domains]\nofficial = ["gov.vn"]\n[retention]\nkeep_days = 90\n'
+            '[[rules]]\nid = "sender-personal-domain"\n',
+            "p.toml",
+        )

@@ -1,8 +1,8 @@
 """The decision store on PostgreSQL: several gateways behind the district's MX, one log.
 
-Same interface and record chain as :class:`gateway.audit.SqliteStore`. Writes go through one
-writer thread that commits them in groups (group commit): a burst of decisions costs one
-transaction, yet :meth:`PostgresStore.write` returns only after its own record is committed,
+Same interface and record chain as :class:`gateway.store.sqlite.SqliteStore`. Writes go
+through one writer thread that commits them in groups (group commit): a burst of decisions costs
+one transaction, yet :meth:`PostgresStore.write` returns only after its own record is committed,
 so every SMTP reply still follows its record. Each instance's chain head lives in
 ``chain_heads``, locked (``FOR UPDATE``) by the transaction that extends it, so gateways that
 share an instance name take turns instead of forking the chain.
@@ -18,20 +18,18 @@ from typing import Any
 
 import psycopg
 
-from gateway.audit import (
+from gateway.directory import Account, account_from_row, account_row
+from gateway.store.base import Record, StoreError
+from gateway.store.chain import (
     GENESIS,
     INSERT_COLUMNS,
     VERIFY_QUERY,
     ChainProblem,
-    GroupCommitter,
-    PendingRecord,
-    Record,
-    StoreError,
     chain_rows,
     prune_plan,
     verify_rows,
 )
-from gateway.directory import Account, account_from_row, account_row
+from gateway.store.commit import GroupCommitter, PendingRecord
 
 __all__ = ["PostgresStore"]
 
@@ -232,14 +230,17 @@ class PostgresStore:
         return deleted
 
     def replace_accounts(self, accounts: list[Account]) -> None:
-        """Swap the whole directory in one transaction."""
+        """Swap the whole directory in one transaction (readers see the old or the new one)."""
         conn = self._write_conn
-        with conn.transaction(), conn.cursor() as cursor:
-            cursor.execute("DELETE FROM accounts")
-            cursor.executemany(
-                "INSERT INTO accounts VALUES (%s, %s, %s, %s, %s, %s)",
-                [account_row(a) for a in accounts],
-            )
+        try:
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.execute("DELETE FROM accounts")
+                cursor.executemany(
+                    "INSERT INTO accounts VALUES (%s, %s, %s, %s, %s, %s)",
+                    [account_row(a) for a in accounts],
+                )
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot import the directory: {exc}") from exc
 
     def accounts(self) -> list[Account]:
         """The directory, by address."""
@@ -266,10 +267,16 @@ def _connect_writer(url: str) -> psycopg.Connection[Any]:
 
 
 def _safe_url(url: str) -> str:
-    """The URL without a password, for messages."""
+    """The URL without its password, for messages: libpq takes one in the user part
+    (``user:secret@``) and as a parameter (``?password=secret``; ``sslpassword`` too)."""
     from urllib.parse import urlsplit  # noqa: PLC0415
 
     parts = urlsplit(url)
     if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
+        url = url.replace(f":{parts.password}@", ":***@")
+    base, mark, query = url.partition("?")
+    fields = [
+        f"{f.partition('=')[0]}=***" if f.partition("=")[0].endswith("password") else f
+        for f in query.split("&")
+    ]
+    return base + mark + "&".join(fields)

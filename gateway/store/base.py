@@ -1,0 +1,63 @@
+"""The decision store's interface: what every store offers the gateway, the ``congvu``
+commands and other front-ends, and the one error they raise.
+
+A record is a JSON object (its schema is frozen by ``tests/gateway/test_tls_and_audit.py``;
+auditors' parsers depend on it), stored with exactly one per SMTP transaction before the final
+reply. If the store cannot be written the caller must answer 4xx: never 250 without a record.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from gateway.directory import Account
+    from gateway.store.chain import ChainProblem
+
+__all__ = ["SCHEMA_VERSION", "DecisionStore", "Record", "StoreError"]
+
+SCHEMA_VERSION = 4  # see gateway.engine.build_record for what each version added
+Record = dict[str, Any]
+
+
+class StoreError(Exception):
+    """The decision store could not be read or written."""
+
+
+class DecisionStore(Protocol):
+    """Where decision records are kept (SQLite or PostgreSQL: both keep the same contract,
+    ``tests/gateway/store/test_contract.py``)."""
+
+    def write(self, record: Record) -> str:
+        """Store ``record`` durably (committed when this returns); return its chain hash."""
+
+    async def write_async(self, record: Record, text: str | None = None) -> str:
+        """:meth:`write`, awaited on the event loop: no thread is held while it waits.
+        ``text``: the record as JSON (sorted keys), if the caller has it already."""
+
+    def get(self, decision_id: str) -> Record | None:
+        """The record with ``decision_id``, or None."""
+
+    def tail(self, limit: int) -> list[Record]:
+        """The newest ``limit`` records, oldest first."""
+
+    def records_between(self, start: str, end: str) -> list[Record]:
+        """Records with ``start <= time < end`` (ISO 8601 UTC strings), oldest first."""
+
+    def verify(self) -> list[ChainProblem]:
+        """Every place where an instance's chain breaks (edits, deletions, insertions)."""
+
+    def prune(self, before: str) -> int:
+        """Delete records older than ``before``, keeping the chains verifiable; how many."""
+
+    def replace_accounts(self, accounts: list[Account]) -> None:
+        """Swap the whole account directory in one transaction."""
+
+    def accounts(self) -> list[Account]:
+        """The account directory, by address."""
+
+    def close(self) -> None:
+        """Release the store."""
+
+    def describe(self) -> str:
+        """Which store this is, for logs and messages (never a password)."""

@@ -1,0 +1,91 @@
+"""What only the PostgreSQL store does, against the real server on 127.0.0.1:5432: a server
+that cannot be reached, and the gateway and the ``congvu`` commands on a shared store. What
+both stores do is in ``test_contract.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import CLERK, OFFICIAL, Downstream, make_config, message, policy_text
+
+from gateway.store import PostgresStore, StoreError
+
+
+def record(n: int, instance: str = "") -> dict[str, object]:
+    return {
+        "id": f"01PG{instance.upper()}{n:018d}",
+        "time": f"2026-11-22T10:{n // 60 % 60:02d}:{n % 60:02d}.000Z",
+        "verdict": "accept",
+        "reasons": [],
+        "envelope": {"mail_from": "a@lamdong.gov.vn", "recipients": []},
+        "client": {"ip": "10.0.0.1"},
+    }
+
+
+def test_unreachable_postgres_is_a_store_error() -> None:
+    """No server: StoreError at open (the gateway then refuses to start, loudly), naming the
+    store without its password."""
+    with pytest.raises(StoreError, match="cannot open decision store") as info:
+        PostgresStore("postgresql://postgres:Pw-1@127.0.0.1:1/test?connect_timeout=2&password=Pw-2")
+    assert "postgresql://postgres:***@127.0.0.1:1/test" in str(info.value)
+    assert "Pw-" not in str(info.value)
+
+
+def test_gateway_end_to_end_on_postgres(
+    start_gateway, downstream: Downstream, tmp_path: Path, pg_url: str
+) -> None:
+    """The gateway records into PostgreSQL before answering, like with SQLite."""
+    store = PostgresStore(pg_url, instance="gw.lamdong.gov.vn")
+    gw = start_gateway(make_config(tmp_path, downstream.port), policy_text(), store=store)
+    _, (code, text) = gw.send(message(), OFFICIAL, [CLERK])
+    assert code == 250
+    decision_id = text.decode().rsplit(" ", 1)[1]
+    assert store.get(decision_id)["verdict"] == "accept"  # type: ignore[index]
+
+
+def test_commands_work_on_the_postgres_store(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """directory import, report and audit verify read and write the shared store."""
+    from gateway.cli import main
+
+    config = tmp_path / "congvu.toml"
+    config.write_text(f'[store]\nurl = "{pg_url}"\n[server]\nhostname = "gw1"\n')
+    csv_file = tmp_path / "dir.csv"
+    csv_file.write_text(
+        "address,full_name,unit,role,issued\na@lamdong.gov.vn,A,UBND,officer,2022-01-01\n", "utf-8"
+    )
+    assert main(["directory", "import", str(csv_file), "--config", str(config)]) == 0
+    store = PostgresStore(pg_url, instance="gw1")
+    store.write(
+        record(1)
+        | {
+            "time": "2026-10-05T02:00:00.000Z",
+            "headers": {"from": [{"addresses": ["a@lamdong.gov.vn"]}]},
+            "monitor_reasons": [],
+            "attachments": [],
+            "findings": [],
+            "authenticated": True,
+        }
+    )
+    store.close()
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "report",
+                "--from",
+                "2026-10-01",
+                "--to",
+                "2026-10-31",
+                "--format",
+                "json",
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
+    assert '"usage_rate": "100.00"' in capsys.readouterr().out
+    assert main(["audit", "verify", "--config", str(config)]) == 0
