@@ -278,11 +278,11 @@ def _default_envelope(raw: bytes) -> tuple[str, list[str]]:
 
 
 def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> int:
-    """Judge a stored message through the same Engine calls, in the same order, as serve."""
-    from gateway.dkim import make_resolver
-    from gateway.engine import Engine
+    """Judge a stored message through the same Judge calls, in the same order, as serve."""
+    from gateway.checks.dns import make_resolver
+    from gateway.checks.validation import make_validator
+    from gateway.judge import Judge
     from gateway.transaction import Client, run_offline
-    from gateway.validation import make_validator
 
     try:
         raw = args.message.read_bytes()
@@ -299,13 +299,13 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
     if not rcpts:
         print("congvu check: no recipients (give --rcpt, or To/Cc headers)", file=sys.stderr)
         return EXIT_USAGE
-    # The same engine and transaction as serve; validation in threads (one message: no
+    # The same judge and transaction as serve; validation in threads (one message: no
     # worker processes); no downstream: what the policy accepts counts as delivered.
     validator = make_validator(config, policy, processes=False)
-    engine = Engine(config, policy, validator=validator, resolver=make_resolver(config))
+    judge = Judge(config, policy, validator=validator, resolver=make_resolver(config))
     client = Client(args.client_ip, helo=args.helo)
     try:
-        txn = asyncio.run(run_offline(engine, client, mail_from, rcpts, raw))
+        txn = asyncio.run(run_offline(judge, client, mail_from, rcpts, raw))
     finally:
         validator.close()
     record = txn.record()
@@ -486,9 +486,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
+    from gateway.checks.trust import TrustStoreError, trust_for
     from gateway.logs import configure_logging
     from gateway.store import StoreError
-    from gateway.trust import TrustStoreError, trust_for
 
     try:
         if args.command == "policy":

@@ -16,17 +16,17 @@ import ssl
 from dataclasses import dataclass
 from functools import partial
 
+from gateway.checks.dns import TxtResolver, make_resolver
+from gateway.checks.trust import TrustStoreError, trust_for
+from gateway.checks.validation import PoolValidator, make_validator
 from gateway.config import GatewayConfig
-from gateway.dkim import TxtResolver, make_resolver
-from gateway.engine import Engine
+from gateway.judge import Judge
 from gateway.logs import get_logger
 from gateway.metrics import Metrics, serve_http
 from gateway.notices import Notifier
 from gateway.relay import DownstreamWatch, Relay, make_relay
 from gateway.smtp import GatewayHandler, GatewaySMTP
 from gateway.store import AuditLog, DecisionStore, open_store
-from gateway.trust import TrustStoreError, trust_for
-from gateway.validation import PoolValidator, make_validator
 from policies import ConfigError, Policy, load_policy
 
 __all__ = [
@@ -125,12 +125,12 @@ class Gateway:
         )
 
     def __post_init__(self) -> None:
-        self.engine = Engine(
+        self.judge = Judge(
             self.config, self.policy, validator=self.validator, resolver=self.resolver
         )
         self.metrics = Metrics()
         self.handler = GatewayHandler(
-            self.engine,
+            self.judge,
             self.relay,
             AuditLog(self.store, self.metrics),
             Notifier(
@@ -241,7 +241,7 @@ class Gateway:
             f"From: <{sender}>\r\nTo: <{sender}>\r\nSubject: warm-up\r\n"
             f"Message-ID: <warm-up@{self.config.hostname}>\r\n\r\nwarm-up\r\n"
         ).encode()
-        judgement = await self.engine.judge(
+        judgement = await self.judge.decide(
             sample, mail_from=sender, recipients=(sender,), client_ip="127.0.0.1"
         )
         gc.collect()
@@ -260,7 +260,7 @@ class Gateway:
             self.log.error("policy.reload_refused", error=str(exc), kept=self.policy.sha256)
             return False
         self.validator.replace_trust(trust, allow_hybrid_xrefs=policy.documents.allow_hybrid_xref)
-        self.policy = self.engine.policy = policy
+        self.policy = self.judge.policy = policy
         self.log.info(
             "policy.reloaded",
             policy=policy.source,

@@ -34,7 +34,7 @@ from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
 from gateway import replies
 from gateway.dataread import READ_LIMIT, read_data
-from gateway.engine import Engine
+from gateway.judge import Judge
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.notices import Notifier
@@ -100,8 +100,8 @@ class GatewaySMTP(SMTP):
         """
         handler = self.event_handler
         assert isinstance(handler, GatewayHandler)
-        if handler.engine.config.limits.greet_pause:
-            await asyncio.sleep(handler.engine.config.limits.greet_pause)
+        if handler.judge.config.limits.greet_pause:
+            await asyncio.sleep(handler.judge.config.limits.greet_pause)
         if self._early_talker:
             handler.log.warning("smtp.early_talker", client_ip=_peer_ip(self))
             self.say_and_close(replies.EARLY_TALKER, "early_talker")
@@ -197,7 +197,7 @@ class GatewaySMTP(SMTP):
         handler = self.event_handler
         assert isinstance(handler, GatewayHandler)
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        self._reset_timeout(handler.engine.config.limits.data_timeout)
+        self._reset_timeout(handler.judge.config.limits.data_timeout)
         try:
             data = await read_data(self._reader, max_size=self.data_size_limit)
         except asyncio.IncompleteReadError:
@@ -259,7 +259,7 @@ class GatewaySMTP(SMTP):
                 handler = self.event_handler
                 if (
                     isinstance(handler, GatewayHandler)
-                    and self._errors > handler.engine.config.limits.max_errors
+                    and self._errors > handler.judge.config.limits.max_errors
                     and self.transport is not None
                 ):
                     # A client that keeps failing is probing or broken: stop listening to it.
@@ -314,14 +314,14 @@ class GatewayHandler:
 
     def __init__(
         self,
-        engine: Engine,
+        judge: Judge,
         relay: Relay,
         audit: AuditLog,
         notifier: Notifier | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics
-        self.engine = engine
+        self.judge = judge
         self.relay = relay
         self.audit = audit
         self.notifier = notifier
@@ -403,7 +403,7 @@ class GatewayHandler:
 
     def may_xforward(self, server: GatewaySMTP) -> bool:
         """XFORWARD is accepted only from the configured proxy hosts."""
-        return self.engine.config.may_xforward(_peer_ip(server))
+        return self.judge.config.may_xforward(_peer_ip(server))
 
     def xforward(self, server: GatewaySMTP, arg: str) -> str:
         """Store XFORWARD attributes (xtext-decoded) for the next transaction."""
@@ -461,7 +461,7 @@ class GatewayHandler:
             state = self._state(server)
             txn = state.txn
             if txn is None:  # pragma: no cover - DATA is only read inside a transaction
-                return replies.refusal(reason, self.engine.policy).line()
+                return replies.refusal(reason, self.judge.policy).line()
             line = txn.data_refused(reason).line()
             await self._record_quietly(txn)
             self._end_transaction(state)
@@ -504,11 +504,11 @@ class GatewayHandler:
 
     def too_many(self, server: GatewaySMTP) -> bool:
         """Over the concurrent-session limits, in all or from this client address?"""
-        limits = self.engine.config.limits
+        limits = self.judge.config.limits
         if len(self.protocols) >= limits.max_sessions:
             return True
         ip = _peer_ip(server)
-        config = self.engine.config
+        config = self.judge.config
         if config.may_xforward(ip) or config.is_trusted(ip):
             return False  # a proxy in front (Postfix) or the district's own servers
         same = sum(1 for p in self.protocols if _peer_ip(p) == ip)
@@ -560,7 +560,7 @@ class GatewayHandler:
         # aiosmtpd hands the null sender over as "<>"; everywhere else it is "" (no address).
         sender = "" if address == "<>" else address
         client = self._client(server)
-        txn = Transaction(self.engine, client, sender, smtputf8="SMTPUTF8" in options)
+        txn = Transaction(self.judge, client, sender, smtputf8="SMTPUTF8" in options)
         if txn.outcome is not None:  # the sender refused before anything else
             await self._record_quietly(txn)
             return txn.outcome.line
@@ -687,7 +687,7 @@ class GatewayHandler:
         """Any exception escaping a hook: log it, answer 451 4.3.0, show the client nothing."""
         with contextlib.suppress(Exception):  # the reply must not depend on logging
             self.log.error("smtp.exception", exc_info=error)
-        return replies.refusal("internal.check_error", self.engine.policy).line()
+        return replies.refusal("internal.check_error", self.judge.policy).line()
 
 
 def _peer_ip(server: GatewaySMTP) -> str:

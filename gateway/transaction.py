@@ -3,12 +3,12 @@
 A front-end only translates its protocol to and from a :class:`Transaction`: the before-queue
 proxy (:mod:`gateway.smtp`), ``congvu check`` and the fuzzer (through :func:`run_offline`), and
 a milter. The transaction holds the envelope, applies the built-in limits (address syntax,
-relay, recipients, size and line length), has the message judged (:class:`gateway.engine.Engine`),
+relay, recipients, size and line length), has the message judged (:class:`gateway.judge.Judge`),
 builds every reply (:mod:`gateway.replies`) and, at the end, the decision record.
 
 Its life, and what a front-end calls at each step::
 
-    Transaction(engine, client, sender)   MAIL FROM    .outcome set if the sender is refused
+    Transaction(judge, client, sender)    MAIL FROM    .outcome set if the sender is refused
     .rcpt(address)                        RCPT TO      a refusal, or None: ask the downstream,
     .recipient_accepted(address)                       then record its answer
     .data_limit(raw) / .data_refused(c)   DATA         too large, a line too long
@@ -32,15 +32,16 @@ from typing import TYPE_CHECKING, Any
 
 from gateway import replies
 from gateway.dataread import MAX_LINE
-from gateway.engine import Judgement, RecipientOutcome, build_record
 from gateway.ids import new_decision_id
+from gateway.judge import Judgement, RecipientOutcome, build_record
 from gateway.logs import get_logger
 from gateway.message import auth_methods, normalize_line_endings, strip_our_headers, trace_headers
 from policies import Action, Reply, check_recipient
 from policies.addresses import AddressError, canonical_domain
 
 if TYPE_CHECKING:
-    from gateway.engine import Engine
+    from gateway.config import GatewayConfig
+    from gateway.judge import Judge
     from gateway.notices import Notifier
     from gateway.relay import DownstreamError, DownstreamReply
 
@@ -103,13 +104,12 @@ def sender_refusal(address: str, *, smtputf8: bool) -> str | None:
 
 
 def recipient_refusal(
-    engine: Engine, address: str, client_ip: str, *, smtputf8: bool
+    config: GatewayConfig, address: str, client_ip: str, *, smtputf8: bool
 ) -> str | None:
     """The reason code refusing RCPT TO ``address`` (built in: policy cannot turn it off)."""
     refused = sender_refusal(address, smtputf8=smtputf8)
     if refused is not None:
         return refused
-    config = engine.config
     return check_recipient(
         address,
         client_trusted=config.is_trusted(client_ip),
@@ -126,7 +126,7 @@ class Transaction:
 
     def __init__(
         self,
-        engine: Engine,
+        judge: Judge,
         client: Client,
         sender: str,
         *,
@@ -134,8 +134,9 @@ class Transaction:
         decision_id: str | None = None,
         when: datetime | None = None,
     ) -> None:
-        self.engine = engine
-        self.policy = engine.policy
+        self._judge = judge
+        self.config = judge.config
+        self.policy = judge.policy
         self.client = client
         self.id = decision_id or new_decision_id()
         self.when = when or datetime.now(UTC)
@@ -181,11 +182,11 @@ class Transaction:
     def rcpt(self, address: str) -> Reply | None:
         """The built-in checks on RCPT TO ``address``: a refusal (kept among the recipients),
         or None, when the front-end asks its downstream and reports the answer."""
-        limit = self.engine.config.limits.max_recipients
+        limit = self.config.limits.max_recipients
         if len(self.accepted) >= limit:
             # 452, not 5xx: the client keeps the rest and sends them in another transaction.
             return self.recipient_failed(address, "message.too_many_recipients")
-        code = recipient_refusal(self.engine, address, self.client.ip, smtputf8=self.smtputf8)
+        code = recipient_refusal(self.config, address, self.client.ip, smtputf8=self.smtputf8)
         return None if code is None else self.recipient_failed(address, code)
 
     def recipient_accepted(self, address: str) -> Reply:
@@ -210,7 +211,7 @@ class Transaction:
     def data_limit(self, raw: bytes) -> Reply | None:
         """Refuse ``raw`` if it is too large or has a line too long (a proxy learns this while
         reading DATA, with the same line limit, and calls :meth:`data_refused` itself)."""
-        if len(raw) > self.engine.config.max_message_size:
+        if len(raw) > self.config.max_message_size:
             return self.data_refused("message.too_large")
         # As received over SMTP, every line ends in CRLF: measure it that way.
         lines = normalize_line_endings(raw).split(b"\r\n")
@@ -224,7 +225,7 @@ class Transaction:
 
     async def judge(self, raw: bytes) -> Judgement:
         """Have ``raw`` judged; unless the policy accepts, that ends the transaction."""
-        judgement = await self.engine.judge(
+        judgement = await self._judge.decide(
             raw,
             mail_from=self.mail_from,
             recipients=self.accepted,
@@ -249,7 +250,7 @@ class Transaction:
         assert judgement is not None
         assert judgement.parsed is not None
         monitor = judgement.decision.monitor_reasons
-        hostname = self.engine.config.hostname
+        hostname = self.config.hostname
         head = trace_headers(
             hostname=hostname,
             decision_id=self.id,
@@ -350,7 +351,7 @@ class Transaction:
 
 
 async def run_offline(
-    engine: Engine,
+    judge: Judge,
     client: Client,
     sender: str,
     recipients: list[str] | tuple[str, ...],
@@ -363,7 +364,7 @@ async def run_offline(
     message taken): ``congvu check`` and the fuzzer. The client declares SMTPUTF8 when an
     address needs it, as a real client would."""
     smtputf8 = not (sender + "".join(recipients)).isascii()
-    txn = Transaction(engine, client, sender, smtputf8=smtputf8, decision_id=decision_id, when=when)
+    txn = Transaction(judge, client, sender, smtputf8=smtputf8, decision_id=decision_id, when=when)
     if txn.outcome is not None:
         return txn
     for address in recipients:

@@ -124,7 +124,7 @@ class Signer:
 
 # What a signature check found, in RFC 8601 vocabulary: the problems, most telling first.
 # This order is the one precedence among signature failures: it chooses which problem speaks
-# for a check over several signatures (gateway.signatures) and for a document with several
+# for a check over several signatures (gateway.checks.signatures) and for a document with several
 # checks (the document rules). What the signer did wrong before what is wrong with the
 # certificate, the definitive before the temporary, and a missing signature last (any other
 # finding says more about what the sender must fix).

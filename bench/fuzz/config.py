@@ -9,8 +9,8 @@ import ipaddress
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.checks.dns import DnsNoData, DnsTempError
 from gateway.config import GatewayConfig
-from gateway.dkim import DnsNoData, DnsTempError
 
 HOSTNAME = "gw.lamdong.gov.vn"
 LOCAL_DOMAINS = ("lamdong.gov.vn",)
@@ -21,7 +21,7 @@ class StubResolver:
     """DNS without a network: NXDOMAIN for most names, fixed answers for a few selectors."""
 
     async def txt(self, name: str) -> bytes:
-        """The TXT record at ``name``; see :class:`gateway.dkim.TxtResolver`."""
+        """The TXT record at ``name``; see :class:`gateway.checks.dkim.TxtResolver`."""
         selector = name.partition(".")[0]
         if selector == "key-temp":
             raise DnsTempError(f"{name}: Timeout")

@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bench.fuzz.config import HOSTNAME, StubResolver, fuzz_config
+from gateway.checks.validation import make_validator
 from gateway.config import DownstreamConfig
 from gateway.server import Gateway
 from gateway.store import SqliteStore
-from gateway.validation import make_validator
 from policies import Policy
 
 T = TypeVar("T")

@@ -14,13 +14,13 @@ from bench.fuzz.config import HOSTNAME, NOW, StubResolver, fuzz_config
 from bench.fuzz.messages import FuzzMessage
 from bench.fuzz.replies import reply_problem
 from bench.fuzz.report import MessageReport, _trace_key
+from gateway.checks.validation import make_validator
 from gateway.config import GatewayConfig
-from gateway.engine import Engine
+from gateway.judge import Judge
 from gateway.message import normalize_line_endings, parse_message, strip_our_headers
 from gateway.notices import build_notice
 from gateway.store import clean_text
 from gateway.transaction import Client, Transaction, run_offline
-from gateway.validation import make_validator
 from policies import Action, Policy, load_policy
 from policies.notices import notice_kind, render_notice
 
@@ -34,7 +34,7 @@ class CheckRunner:
         self.config = config or fuzz_config()
         self.policy = policy or load_policy()
         self.validator = make_validator(self.config, self.policy, processes=False)
-        self.engine = Engine(
+        self.judge = Judge(
             self.config, self.policy, validator=self.validator, resolver=StubResolver()
         )
         self.loop = asyncio.new_event_loop()
@@ -69,7 +69,7 @@ class CheckRunner:
         client = Client(msg.client_ip, helo=msg.helo, tls=msg.tls)
         try:
             txn = await run_offline(
-                self.engine,
+                self.judge,
                 client,
                 msg.mail_from,
                 msg.recipients,

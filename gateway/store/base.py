@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "DecisionStore", "Record", "StoreError"]
 
-SCHEMA_VERSION = 4  # see gateway.engine.build_record for what each version added
+SCHEMA_VERSION = 4  # see gateway.judge.build_record for what each version added
 Record = dict[str, Any]
 
 

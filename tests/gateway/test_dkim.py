@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.dkim import MAX_SIGNATURES, DnsResolver, verify_dkim
+from gateway.checks.dkim import MAX_SIGNATURES, verify_dkim
+from gateway.checks.dns import DnsResolver
 from tests.support.dns import DnsServer
 
 MESSAGE = (
@@ -186,7 +187,7 @@ def test_the_gateways_verifier_agrees_with_dkimpys_own(key: Key, algorithm: byte
     on good and on altered signatures, for SHA-256 and legacy SHA-1."""
     import dkim
 
-    from gateway.dkim import GatewayDKIM
+    from gateway.checks.dkim import GatewayDKIM
 
     signed = key.sign(MESSAGE, signature_algorithm=algorithm)
     altered = signed.replace(b"Noi dung", b"Noi dung sua")  # the body hash fails
@@ -209,7 +210,7 @@ def test_importing_the_gateway_leaves_dkimpy_as_it_is_for_everyone_else() -> Non
     script = (
         "import dkim, dkim.crypto\n"
         "before = (dkim.rfc822_parse, dkim.evaluate_pk, dkim.RSASSA_PKCS1_v1_5_verify)\n"
-        "import gateway.cli, gateway.dkim\n"
+        "import gateway.cli, gateway.checks.dkim\n"
         "after = (dkim.rfc822_parse, dkim.evaluate_pk, dkim.RSASSA_PKCS1_v1_5_verify)\n"
         "assert after == before, after\n"
         "assert dkim.RSASSA_PKCS1_v1_5_verify is dkim.crypto.RSASSA_PKCS1_v1_5_verify\n"
@@ -256,7 +257,7 @@ def test_a_signature_missing_its_leading_zero_byte_still_verifies(key: Key) -> N
     from cryptography.hazmat.primitives.asymmetric import padding
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-    from gateway.dkim import _rsa_verify
+    from gateway.checks.dkim import _rsa_verify
 
     numbers = key.private.public_key().public_numbers()
     public = {"modulus": numbers.n, "publicExponent": numbers.e}
@@ -301,7 +302,7 @@ def test_the_fast_message_split_gives_dkimpy_exactly_what_its_own_does(
     """The gateway's replacement for dkimpy's header/body split (no line-by-line body copy)
     must hand dkimpy the same headers and body for any input, or raise where it raises:
     what is verified must not depend on which split ran."""
-    from gateway.dkim import _rfc822_parse, _split_message
+    from gateway.checks.dkim import _rfc822_parse, _split_message
 
     message = b"".join(text + end for text, end in lines)
     try:

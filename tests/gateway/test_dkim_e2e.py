@@ -10,7 +10,7 @@ import pytest
 from conftest import CLERK, Downstream, make_config, message, policy_text
 from test_dkim import Key
 
-from gateway.dkim import DnsResolver, DnsTempError
+from gateway.checks.dns import DnsResolver, DnsTempError
 from tests.support.dns import DnsServer
 
 RULE = '[[rules]]\nid = "sender-official-unauthenticated"\nmode = "enforce"\n'

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import CLERK, OFFICIAL, Downstream, make_config, policy_text
 
-from gateway.validation import PoolValidator
+from gateway.checks.validation import PoolValidator
 from tests.support.pki import (
     TestPKI,
     add_content_after_signing,
@@ -392,7 +392,7 @@ def test_cosigned_detached_signature_passes(pki: TestPKI) -> None:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.serialization import pkcs7
 
-    from gateway.signatures import validate_detached
+    from gateway.checks.signatures import validate_detached
 
     content = docx()
     builder = pkcs7.PKCS7SignatureBuilder().set_data(content)

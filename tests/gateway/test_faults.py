@@ -18,10 +18,10 @@ import pytest
 from conftest import CLERK, OFFICIAL, Downstream, RunningGateway, free_port, make_config, message
 from test_documents_e2e import with_files
 
+from gateway.checks.validation import PoolValidator
 from gateway.config import DownstreamConfig
 from gateway.store import SqliteStore
 from gateway.store.commit import PendingRecord
-from gateway.validation import PoolValidator
 from tests.support.pki import build_pki, make_pdf, sign_pdf
 
 SECOND = "ketoan@lamdong.gov.vn"

@@ -309,7 +309,7 @@ def test_commands_load_only_what_they_use() -> None:
         "    return sorted({n for n in sys.modules if n.startswith(heavy)})\n"
         "import gateway.cli\n"
         "print(','.join(loaded()))\n"
-        "import gateway.engine, gateway.dkim, gateway.validation\n"
+        "import gateway.judge, gateway.checks.dkim, gateway.checks.validation\n"
         "print(','.join(n for n in loaded() if n.startswith('pyhanko')))\n"
         "import gateway.store, gateway.server\n"
         "print(','.join(n for n in loaded() if n.startswith('psycopg')))\n"

@@ -1,4 +1,4 @@
-"""Real signatures, made by a test PKI at test time, judged by gateway.signatures."""
+"""Real signatures, made by a test PKI at test time, judged by gateway.checks.signatures."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from cryptography import x509
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.signatures import (
+from gateway.checks.signatures import (
     MAX_DOCUMENT_BYTES,
     validate_detached,
     validate_pdf,
     validate_smime,
 )
-from gateway.trust import TrustStore
+from gateway.checks.trust import TrustStore
 from policies.model import SIGNATURE_PROBLEMS, SignatureCheck
 from tests.support.pki import (
     Identity,
@@ -491,7 +491,7 @@ def test_naive_now_is_a_caller_error(pki: TestPKI, signed: bytes) -> None:
 
 def test_real_trust_store_rejects_test_signature(signed: bytes, now: datetime) -> None:
     """The shipped Vietnamese roots do not trust the test PKI."""
-    from gateway.trust import default_trust_store
+    from gateway.checks.trust import default_trust_store
 
     check = validate_pdf(signed, default_trust_store(), now)
     assert_check(check, "pdf", "fail", "untrusted")

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from conftest import CLERK, OFFICIAL, Downstream, make_config, message, policy_text
 
+from gateway.checks.dns import make_resolver
+from gateway.checks.validation import make_validator
 from gateway.config import Limits
-from gateway.dkim import make_resolver
-from gateway.engine import Engine
+from gateway.judge import Judge
 from gateway.transaction import Client, run_offline
-from gateway.validation import make_validator
 from policies import parse_policy
 
 _REF = re.compile(r" \(ref [^)]*\)|accepted as \S+")
@@ -70,10 +70,10 @@ def test_proxy_and_offline_front_ends_agree(
     [proxied] = gw.wait_records(1)
 
     validator = make_validator(config, policy, processes=False)
-    engine = Engine(config, policy, validator=validator, resolver=make_resolver(config))
+    judge = Judge(config, policy, validator=validator, resolver=make_resolver(config))
     try:
         txn = asyncio.run(
-            run_offline(engine, Client("127.0.0.1", "client.test"), sender, rcpts, raw)
+            run_offline(judge, Client("127.0.0.1", "client.test"), sender, rcpts, raw)
         )
     finally:
         validator.close()
@@ -92,10 +92,10 @@ def test_a_transaction_ends_once_and_is_recorded_as_it_ended() -> None:
     """The first ending stands: a refusal is not turned into a delivery afterwards."""
     config = make_config(Path("/nonexistent"), None)
     policy = parse_policy(policy_text(), "test-policy.toml")
-    engine = Engine(config, policy, validator=None, resolver=None)  # type: ignore[arg-type]
+    judge = Judge(config, policy, validator=None, resolver=None)  # type: ignore[arg-type]
     from gateway.transaction import Transaction
 
-    txn = Transaction(engine, Client("192.0.2.1"), OFFICIAL)
+    txn = Transaction(judge, Client("192.0.2.1"), OFFICIAL)
     assert txn.rcpt(CLERK) is None
     txn.recipient_accepted(CLERK)
     refused = txn.data_refused("message.too_large")

@@ -18,7 +18,7 @@ from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator.policy_decl import NO_REVOCATION, CertRevTrustPolicy
 from pyhanko_certvalidator.sig_validate import DefaultSignatureValidator
 
-from gateway.trust import (
+from gateway.checks.trust import (
     LEGACY_SHA1_ROOTS,
     PINNED_FILES,
     TrustStore,

@@ -283,7 +283,7 @@ _RESULT_OF = {
 def test_one_precedence_for_signatures_and_checks(first: str, second: str) -> None:
     """A PDF whose two signatures fail, and a document whose two checks fail, are refused for
     the same reason: the signature checks and the rule rank problems by the same one order."""
-    from gateway.signatures import _combine, _Outcome
+    from gateway.checks.signatures import _combine, _Outcome
 
     outcomes = [
         (f"s{n}", _Outcome(_RESULT_OF.get(p, "fail"), p)) for n, p in ((1, first), (2, second))

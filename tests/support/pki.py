@@ -38,9 +38,10 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.writer import PageObject, PdfFileWriter
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from gateway.trust import TrustStore
+from gateway.checks.trust import TrustStore
 
-with warnings.catch_warnings():  # as in gateway.signatures: pyHanko's import-time DSA warning
+# As in gateway.checks.signatures: pyHanko's import-time DSA warning.
+with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "DSA is deprecated", CryptographyDeprecationWarning)
     from pyhanko.sign import signers
     from pyhanko.sign.fields import SigSeedSubFilter

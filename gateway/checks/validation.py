@@ -25,8 +25,8 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from gateway.checks.trust import TrustStore, trust_for
 from gateway.config import GatewayConfig
-from gateway.trust import TrustStore, trust_for
 from policies.model import SignatureCheck
 from policies.schema import Policy
 
@@ -60,7 +60,7 @@ def _init_worker(trust: TrustStore) -> None:
     _TRUST = trust
     # pyHanko (a third of a second to import) is loaded where documents are validated: in the
     # worker, at its start; a command that judges no document never loads it.
-    from gateway import signatures  # noqa: PLC0415
+    from gateway.checks import signatures  # noqa: PLC0415
 
     signatures.quiet_library_logs()  # pyHanko logs every failed signature with a traceback
 
@@ -96,7 +96,7 @@ def _work(kind: str, args: tuple[Any, ...], limit: float) -> SignatureCheck:
 
 
 def _validate(kind: str, args: tuple[Any, ...]) -> SignatureCheck:
-    from gateway import signatures  # noqa: PLC0415 - loaded by _init_worker already
+    from gateway.checks import signatures  # noqa: PLC0415 - loaded by _init_worker already
 
     trust = _TRUST
     if trust is None:  # pragma: no cover - the initializer always runs first

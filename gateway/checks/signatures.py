@@ -21,18 +21,18 @@ How a signature is judged, in order (the first failure is reported):
    every certificate valid *at the time of signing* → else ``untrusted`` or ``expired``; the
    signer's key usage must include digitalSignature or nonRepudiation (VGCA signing
    certificates often carry only nonRepudiation).
-4. *Revocation*, by the store's mode (see :class:`gateway.trust.TrustStore`), from the store's
-   CRLs only. A certificate on a CRL is ``revoked`` when revoked before a *proven* signing time;
-   without a timestamp any revocation counts, because a claimed time is the signer's word
-   (a stolen key could claim a time before the revocation). Under hard-fail every certificate
-   below the root needs a current CRL: a CRL held but out of date (nextUpdate passed, or
-   older than ``max_crl_age_days``) is ``revocation_unavailable`` (temperror); no CRL, or a
-   certificate no CRL speaks for, is ``revocation_unknown`` (temperror); what that comes to is
-   the policy's ``unknown_revocation``, applied by the document rules alone.
+4. *Revocation*, by the store's mode (see :class:`gateway.checks.trust.TrustStore`), from the
+   store's CRLs only. A certificate on a CRL is ``revoked`` when revoked before a *proven*
+   signing time; without a timestamp any revocation counts, because a claimed time is the
+   signer's word (a stolen key could claim a time before the revocation). Under hard-fail every
+   certificate below the root needs a current CRL: a CRL held but out of date (nextUpdate
+   passed, or older than ``max_crl_age_days``) is ``revocation_unavailable`` (temperror); no
+   CRL, or a certificate no CRL speaks for, is ``revocation_unknown`` (temperror); what that
+   comes to is the policy's ``unknown_revocation``, applied by the document rules alone.
 
 SHA-1 is refused everywhere except (a) certificate and CRL signatures made by a key the store
 allows SHA-1 for (the VGCA G1 root and CA keys it verifiably certified:
-:data:`gateway.trust.LEGACY_SHA1_ROOTS`), and (b) digests inside timestamp tokens (old TSAs).
+:data:`gateway.checks.trust.LEGACY_SHA1_ROOTS`), and (b) digests inside timestamp tokens (old TSAs).
 
 Hostile input never raises: parse errors become ``permerror``/``unreadable`` (the container)
 or ``fail``/``invalid`` (the signature); an unexpected exception is logged with its traceback
@@ -64,7 +64,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 
-from gateway.trust import TrustStore, fingerprint
+from gateway.checks.trust import TrustStore, fingerprint
 from policies.model import SignatureCheck, Signer, problem_rank
 
 # pyHanko imports cryptography's DSA key class, which cryptography deprecates with a warning

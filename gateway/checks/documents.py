@@ -21,8 +21,8 @@ from pathlib import PurePosixPath
 
 from asn1crypto import cms, pem
 
+from gateway.checks.validation import SignatureValidator
 from gateway.message import FilePart, ParsedMessage, detect_type, file_parts, smime_parts
-from gateway.validation import SignatureValidator
 from policies import MessageFacts, Policy
 from policies.model import Attachment, DocumentEvidence, SignatureCheck
 

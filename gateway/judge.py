@@ -1,8 +1,11 @@
-"""The judging path shared by ``congvu serve`` and ``congvu check``: one code path, one answer.
+"""Evidence in, decision out: the one judging path every front-end's transaction takes.
 
-``Engine.judge`` turns the raw message and envelope into facts and asks the policy. Whatever
-goes wrong inside (a parser bug, a rule bug) becomes a tempfail decision with the traceback
-kept for the log: never a pass, never an exception reaching the SMTP client.
+``Judge.decide`` parses the message, applies the built-in header limits, has the checks
+(:mod:`gateway.checks`) gather facts (DKIM, documents and their signatures), and asks the
+pure rules in ``policies/`` for the decision. Checks never decide; nothing here ranks or
+weighs evidence: that is the rules' work. Whatever goes wrong inside (a parser bug, a rule
+bug) becomes a tempfail decision with the traceback kept for the log: never a pass, never an
+exception reaching the client.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from gateway.checks.dkim import INLINE_BYTES, verify_dkim
+from gateway.checks.dns import TxtResolver
+from gateway.checks.documents import gather_documents
+from gateway.checks.validation import SignatureValidator
 from gateway.config import GatewayConfig
-from gateway.dkim import INLINE_BYTES, TxtResolver, verify_dkim
-from gateway.evidence import gather_documents
 from gateway.message import (
     FilePart,
     ParsedMessage,
@@ -28,7 +33,6 @@ from gateway.message import (
     parse_message,
 )
 from gateway.store import SCHEMA_VERSION
-from gateway.validation import SignatureValidator
 from policies import (
     Action,
     Decision,
@@ -42,7 +46,7 @@ from policies import (
 from policies.identity import sender_authenticated
 from policies.model import SignatureCheck
 
-__all__ = ["Engine", "Judgement", "RecipientOutcome", "build_record"]
+__all__ = ["Judge", "Judgement", "RecipientOutcome", "build_record"]
 
 
 @dataclass
@@ -65,7 +69,7 @@ class Judgement:
     elapsed_ms: float
 
 
-class Engine:
+class Judge:
     """Configuration and policy, applied to one message at a time."""
 
     def __init__(
@@ -131,7 +135,7 @@ class Engine:
         finding = Finding("gateway-limits", Mode.ENFORCE, "reject", code, detail)
         return Decision(Action.REJECT, (code,), (), (finding,), refusal(code, policy))
 
-    async def judge(
+    async def decide(
         self,
         raw: bytes,
         *,
