@@ -15,7 +15,7 @@ recorded, given trace headers and, where due, a refusal notice as ``congvu serve
 failure is: ``Engine.judge`` raising, a Decision with ``errors`` (a rule or the evidence
 gathering crashed), a reply that is not one well-formed SMTP reply line, or a verdict whose
 reply has the wrong class; also any exception while building the record, trace headers or
-notice.
+notice, and a record that the record's reader does not read back to the text stored.
 
 Dialogues are random command sequences (EHLO/HELO/MAIL/RCPT/DATA/RSET/NOOP/STARTTLS/XFORWARD
 and garbage; bad arguments, pipelined bursts, bare CR/LF, NULs, long lines, early hang-ups,
@@ -73,7 +73,7 @@ from cryptography.x509.oid import NameOID
 from gateway.audit import SqliteStore, clean_text
 from gateway.config import DownstreamConfig, GatewayConfig
 from gateway.dkim import DnsNoData, DnsTempError
-from gateway.engine import Engine, RecipientOutcome, accept_reply, build_record
+from gateway.engine import Engine, RecipientOutcome, accept_reply
 from gateway.message import (
     auth_methods,
     normalize_line_endings,
@@ -82,6 +82,7 @@ from gateway.message import (
     trace_headers,
 )
 from gateway.notices import build_notice
+from gateway.record import Record, build_record
 from gateway.server import Gateway
 from gateway.validation import make_validator
 from policies import Action, Policy, load_policy
@@ -1324,7 +1325,11 @@ class CheckRunner:
                 policy=self.policy,
                 processing_ms=judgement.elapsed_ms,
             )
-            json.dumps(clean_text(record), ensure_ascii=False, sort_keys=True).encode("utf-8")
+            text = json.dumps(clean_text(record.to_dict()), ensure_ascii=False, sort_keys=True)
+            text.encode("utf-8")
+            # What the store keeps must read back, and serialize to the same text (the hash).
+            if Record.from_dict(json.loads(text)).to_json() != text:
+                report.fail("record: not read back as written", index, text[:2000])
         except Exception:  # noqa: BLE001
             tb = traceback.format_exc()
             report.fail("record: " + _trace_key(tb), index, tb)

@@ -26,10 +26,10 @@ from typing import Any, Protocol
 from gateway.directory import Account, account_from_row, account_row
 from gateway.logs import RawJSON, get_logger
 from gateway.metrics import Metrics
+from gateway.record import SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "AuditLog", "DecisionStore", "SqliteStore", "StoreError"]
 
-SCHEMA_VERSION = 4  # see gateway.engine.build_record for what each version added
 Record = dict[str, Any]
 
 

@@ -425,6 +425,7 @@ def _utc_bound(day: date) -> str:
 
 
 def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
+    from gateway.record import Record
     from gateway.report import build_report, idle_report, render, render_html, write_xlsx
     from policies.schema import VIETNAM_TIME
 
@@ -432,7 +433,7 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
     with closing(_store(config)) as store:
         accounts = store.accounts()
         if args.kind == "idle":
-            records = store.records_between("", "9999")
+            records = [Record.from_dict(r) for r in store.records_between("", "9999")]
             policy = load_policy(config.policy_file)
             idle = idle_report(
                 records,
@@ -461,7 +462,8 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
         if end < start:
             print("congvu report: --to is before --from", file=sys.stderr)
             return EXIT_USAGE
-        records = store.records_between(_utc_bound(start), _utc_bound(end + timedelta(days=1)))
+        stored = store.records_between(_utc_bound(start), _utc_bound(end + timedelta(days=1)))
+        records = [Record.from_dict(r) for r in stored]
 
     def progress(count: int) -> None:
         print(f"\r{count}/{len(records)} decisions read", end="", file=sys.stderr, flush=True)
@@ -507,13 +509,16 @@ def _store(config: GatewayConfig) -> SqliteStore | PostgresStore:
     return open_store(config)
 
 
-def _summary(record: dict[str, Any]) -> str:
-    rcpts = ",".join(r["address"] for r in record["envelope"]["recipients"])
-    reasons = ",".join(record["reasons"] + [f"monitor:{m}" for m in record["monitor_reasons"]])
-    subject = record["headers"]["subject"][:40]
+def _summary(stored: dict[str, Any]) -> str:
+    """One line of ``congvu log tail``: time, id, verdict, reasons, envelope, subject."""
+    from gateway.record import Record
+
+    record = Record.from_dict(stored)
+    rcpts = ",".join(r.address for r in record.envelope.recipients)
+    reasons = ",".join([*record.reasons, *(f"monitor:{m}" for m in record.monitor_reasons)])
     return (
-        f"{record['time']}  {record['id']}  {record['verdict']:<9} {reasons or '-':<28} "
-        f"<{record['envelope']['mail_from']}> -> {rcpts}  {subject!r}"
+        f"{record.time}  {record.id}  {record.verdict:<9} {reasons or '-':<28} "
+        f"<{record.envelope.mail_from}> -> {rcpts}  {record.headers.subject[:40]!r}"
     )
 
 
@@ -532,6 +537,7 @@ def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     from gateway.audit import StoreError
     from gateway.logs import configure_logging
+    from gateway.record import RecordError
     from gateway.trust import TrustStoreError, trust_for
 
     try:
@@ -623,7 +629,7 @@ def _main(argv: list[str] | None) -> int:
     except (ConfigError, TrustStoreError) as exc:
         print(f"congvu: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except StoreError as exc:
+    except (StoreError, RecordError) as exc:
         print(f"congvu: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -36,12 +36,13 @@ from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
 from gateway.audit import AuditLog, StoreError
 from gateway.dataread import READ_LIMIT, read_data
-from gateway.engine import Engine, Judgement, RecipientOutcome, accept_reply, build_record
+from gateway.engine import Engine, Judgement, RecipientOutcome, accept_reply
 from gateway.ids import new_decision_id
 from gateway.logs import get_logger
 from gateway.message import auth_methods, strip_our_headers, trace_headers
 from gateway.metrics import Metrics
 from gateway.notices import Notifier
+from gateway.record import build_record
 from gateway.relay import DownstreamError, DownstreamReply, DownstreamSession, Relay
 from policies import Action
 
@@ -494,7 +495,7 @@ class GatewayHandler:
             processing_ms=(time.perf_counter() - txn.started) * 1000,
             notice=notice,
         )
-        await self.audit.record(record)
+        await self.audit.record(record.to_dict())
 
     async def _record_quietly(
         self, server: GatewaySMTP, txn: _Transaction, verdict: str, reasons: list[str], reply: str
