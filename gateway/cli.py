@@ -308,7 +308,7 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
         txn = asyncio.run(run_offline(judge, client, mail_from, rcpts, raw))
     finally:
         validator.close()
-    record = txn.record()
+    record = txn.record().to_dict()
     result: dict[str, Any] = {
         "verdict": record["verdict"],
         "reasons": record["reasons"],
@@ -382,6 +382,7 @@ def _utc_bound(day: date) -> str:
 
 
 def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
+    from gateway.record import Record
     from gateway.report import build_report, idle_report, render, render_html, write_xlsx
     from policies.schema import VIETNAM_TIME
 
@@ -389,7 +390,7 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
     with closing(_store(config)) as store:
         accounts = store.accounts()
         if args.kind == "idle":
-            records = store.records_between("", "9999")
+            records = [Record.from_dict(r) for r in store.records_between("", "9999")]
             policy = load_policy(config.policy_file)
             idle = idle_report(
                 records,
@@ -418,7 +419,8 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
         if end < start:
             print("congvu report: --to is before --from", file=sys.stderr)
             return EXIT_USAGE
-        records = store.records_between(_utc_bound(start), _utc_bound(end + timedelta(days=1)))
+        stored = store.records_between(_utc_bound(start), _utc_bound(end + timedelta(days=1)))
+        records = [Record.from_dict(r) for r in stored]
 
     def progress(count: int) -> None:
         print(f"\r{count}/{len(records)} decisions read", end="", file=sys.stderr, flush=True)
@@ -463,13 +465,16 @@ def _store(config: GatewayConfig) -> DecisionStore:
     return open_store(config)
 
 
-def _summary(record: dict[str, Any]) -> str:
-    rcpts = ",".join(r["address"] for r in record["envelope"]["recipients"])
-    reasons = ",".join(record["reasons"] + [f"monitor:{m}" for m in record["monitor_reasons"]])
-    subject = record["headers"]["subject"][:40]
+def _summary(stored: dict[str, Any]) -> str:
+    """One line of ``congvu log tail``: time, id, verdict, reasons, envelope, subject."""
+    from gateway.record import Record
+
+    record = Record.from_dict(stored)
+    rcpts = ",".join(r.address for r in record.envelope.recipients)
+    reasons = ",".join([*record.reasons, *(f"monitor:{m}" for m in record.monitor_reasons)])
     return (
-        f"{record['time']}  {record['id']}  {record['verdict']:<9} {reasons or '-':<28} "
-        f"<{record['envelope']['mail_from']}> -> {rcpts}  {subject!r}"
+        f"{record.time}  {record.id}  {record.verdict:<9} {reasons or '-':<28} "
+        f"<{record.envelope.mail_from}> -> {rcpts}  {record.headers.subject[:40]!r}"
     )
 
 
@@ -488,6 +493,7 @@ def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     from gateway.checks.trust import TrustStoreError, trust_for
     from gateway.logs import configure_logging
+    from gateway.record import RecordError
     from gateway.store import StoreError
 
     try:
@@ -579,7 +585,7 @@ def _main(argv: list[str] | None) -> int:
     except (ConfigError, TrustStoreError) as exc:
         print(f"congvu: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except StoreError as exc:
+    except (StoreError, RecordError) as exc:
         print(f"congvu: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -17,7 +17,6 @@ import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
 from gateway.checks.dkim import INLINE_BYTES, verify_dkim
 from gateway.checks.dns import TxtResolver
@@ -32,7 +31,6 @@ from gateway.message import (
     normalize_line_endings,
     parse_message,
 )
-from gateway.store import SCHEMA_VERSION
 from policies import (
     Action,
     Decision,
@@ -43,10 +41,8 @@ from policies import (
     evaluate,
     refusal,
 )
-from policies.identity import sender_authenticated
-from policies.model import SignatureCheck
 
-__all__ = ["Judge", "Judgement", "RecipientOutcome", "build_record"]
+__all__ = ["Judge", "Judgement", "RecipientOutcome"]
 
 
 @dataclass
@@ -201,136 +197,3 @@ class Judge:
             )
         elapsed = (time.perf_counter() - started) * 1000
         return Judgement(decision, parsed, facts, elapsed)
-
-
-def _check_record(check: SignatureCheck) -> dict[str, Any]:
-    return {
-        "method": check.method,
-        "result": check.result,
-        "problem": check.problem,
-        "detail": check.detail,
-        "signers": [dataclasses.asdict(s) for s in check.signers],
-        "elapsed_ms": check.elapsed_ms,
-        "cached": check.cached,
-    }
-
-
-def _fields(facts: MessageFacts | None, name: str) -> list[dict[str, Any]]:
-    if facts is None:
-        return []
-    fields = {
-        "from": facts.from_fields,
-        "sender": facts.sender_fields,
-        "reply_to": facts.reply_to_fields,
-    }[name]
-    return [
-        {"raw": f.raw, "addresses": [m.address for m in f.mailboxes], "error": f.error}
-        for f in fields
-    ]
-
-
-def build_record(
-    *,
-    decision_id: str,
-    when: datetime,
-    client_ip: str,
-    helo: str,
-    tls: bool,
-    mail_from: str,
-    recipients: list[RecipientOutcome],
-    judgement: Judgement | None,
-    verdict: str,
-    reasons: list[str],
-    reply: str,
-    policy: Policy,
-    processing_ms: float,
-    notice: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The decision record for one SMTP transaction (see :data:`SCHEMA_VERSION`).
-
-    Version 2 added, per attachment, ``document`` and ``signatures`` (each check: method,
-    result, problem, detail, signers, elapsed_ms, cached), and ``inner_documents`` (documents
-    found inside zip archives or S/MIME content), ``smime``, ``dkim`` and ``document_class`` at
-    the top level. Version 3 added ``notice``: ``{kind, sent, to, message_id, reason}`` (or
-    null when the message was not judged), whether a refusal notice or advisory was sent.
-    Version 4 added ``authenticated``: whether the sender was proven internal.
-    """
-    decision = judgement.decision if judgement else None
-    facts = judgement.facts if judgement else None
-    documents = {d.attachment.sha256: d.checks for d in (facts.documents if facts else ())}
-    top_level = {a.sha256 for a in (facts.attachments if facts else ())}
-    monitor = list(decision.monitor_reasons) if decision else []
-    return {
-        "schema": SCHEMA_VERSION,
-        "id": decision_id,
-        "time": when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "client": {"ip": client_ip, "helo": helo, "tls": tls},
-        "envelope": {
-            "mail_from": mail_from,
-            "recipients": [
-                {"address": r.address, "accepted": r.accepted, "reply": r.reply, "reason": r.reason}
-                for r in recipients
-            ],
-        },
-        "headers": {
-            "from": _fields(facts, "from"),
-            "sender": _fields(facts, "sender"),
-            "reply_to": _fields(facts, "reply_to"),
-            "subject": facts.subject if facts else "",
-            "message_id": facts.message_id if facts else "",
-        },
-        "size": facts.size if facts else 0,
-        "attachments": [
-            {
-                "filename": a.filename,
-                "declared_type": a.declared_type,
-                "detected_type": a.detected_type,
-                "size": a.size,
-                "sha256": a.sha256,
-                "document": a.sha256 in documents,
-                "signatures": [_check_record(c) for c in documents.get(a.sha256, ())],
-            }
-            for a in (facts.attachments if facts else ())
-        ],
-        # Documents found inside containers (zip members, signed S/MIME content) are listed too,
-        # so who signed them is on record like any attachment's signer.
-        "inner_documents": [
-            {
-                "filename": d.attachment.filename,
-                "detected_type": d.attachment.detected_type,
-                "size": d.attachment.size,
-                "sha256": d.attachment.sha256,
-                "signatures": [_check_record(c) for c in d.checks],
-                "in_signed_smime": d.in_signed_smime,
-            }
-            for d in (facts.documents if facts else ())
-            if d.attachment.sha256 not in top_level
-        ],
-        "smime": _check_record(facts.smime) if facts and facts.smime else None,
-        "dkim": [
-            {"domain": d.domain, "selector": d.selector, "result": d.result, "detail": d.detail}
-            for d in (facts.dkim if facts else ())
-        ],
-        "document_class": facts.document_class if facts else "",
-        "findings": [
-            {
-                "id": f.rule,
-                "mode": f.mode.value,
-                "outcome": f.outcome,
-                "reason": f.reason,
-                "detail": f.detail,
-            }
-            for f in (decision.findings if decision else ())
-        ],
-        "verdict": verdict,
-        "reasons": reasons,
-        "monitor_reasons": monitor,
-        "mode": "monitor" if monitor and verdict == "accept" else "enforce",
-        "reply": reply,
-        "policy": {"name": policy.name, "source": policy.source, "sha256": policy.sha256},
-        "processing_ms": round(processing_ms, 3),
-        "notice": notice,
-        # Proven internal sender (trusted client, or official From with aligned DKIM): only
-        # such records credit an account in the office's report; a forged From credits no one.
-        "authenticated": bool(facts and sender_authenticated(facts, policy)),
-    }

@@ -426,7 +426,7 @@ class GatewayHandler:
         return "250 2.0.0 Ok"
 
     async def _write(self, txn: Transaction, notice: dict[str, Any] | None = None) -> None:
-        await self.audit.record(txn.record(notice))
+        await self.audit.record(txn.record(notice).to_dict())
 
     async def _record_quietly(self, txn: Transaction) -> None:
         # Used where the client's reply does not depend on the record (a refusal already, or

@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 from gateway import replies
 from gateway.dataread import MAX_LINE
 from gateway.ids import new_decision_id
-from gateway.judge import Judgement, RecipientOutcome, build_record
+from gateway.judge import Judgement, RecipientOutcome
 from gateway.logs import get_logger
 from gateway.message import auth_methods, normalize_line_endings, strip_our_headers, trace_headers
+from gateway.record import Record, build_record
 from policies import Action, Reply, check_recipient
 from policies.addresses import AddressError, canonical_domain
 
@@ -329,7 +330,7 @@ class Transaction:
                 "reason": f"notice failed: {type(exc).__name__}",
             }
 
-    def record(self, notice: dict[str, Any] | None = None) -> dict[str, Any]:
+    def record(self, notice: dict[str, Any] | None = None) -> Record:
         """The decision record of this transaction (ending it first if still open)."""
         outcome = self.end()
         return build_record(

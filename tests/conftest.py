@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import smtplib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -24,6 +26,7 @@ import structlog
 from aiosmtpd.smtp import SMTP
 
 from gateway.config import DownstreamConfig, GatewayConfig
+from gateway.record import Record
 from gateway.server import Gateway
 from gateway.store import DecisionStore, SqliteStore
 from policies import Policy, load_policy, parse_policy
@@ -297,8 +300,13 @@ class RunningGateway:
 def start_gateway(
     loop_thread: LoopThread, tmp_path: Path
 ) -> Iterator[Callable[..., RunningGateway]]:
-    """Start a real gateway: ``start_gateway(config=..., policy=..., store=..., relay=...)``."""
+    """Start a real gateway: ``start_gateway(config=..., policy=..., store=..., relay=...)``.
+
+    Afterwards every record a gateway wrote to its SQLite store is read back: the record's
+    reader and serializer must give the stored text again (the text the chain hash covers).
+    """
     started: list[Gateway] = []
+    stores: list[Path] = []
 
     def start(
         config: GatewayConfig | None = None,
@@ -309,11 +317,11 @@ def start_gateway(
         config = config or make_config(tmp_path, None)
         if isinstance(policy, str):
             policy = parse_policy(policy, "test-policy.toml")
+        if store is None:
+            store = SqliteStore(config.store_path)
+            stores.append(config.store_path)
         gw = Gateway.from_config(
-            config,
-            policy or load_policy(config.policy_file),
-            store=store or SqliteStore(config.store_path),
-            **kwargs,
+            config, policy or load_policy(config.policy_file), store=store, **kwargs
         )
         port = loop_thread.run(gw.start(port=0))
         started.append(gw)
@@ -322,3 +330,14 @@ def start_gateway(
     yield start
     for gw in started:
         loop_thread.run(gw.stop(grace=2))
+    for path in stores:
+        assert_records_read_back(path)
+
+
+def assert_records_read_back(path: Path) -> None:
+    """Each record in the SQLite store at ``path``, read by :meth:`Record.from_dict`, is
+    serialized by :meth:`Record.to_json` to exactly the text stored."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        texts = [text for (text,) in db.execute("SELECT record FROM decisions")]
+    for text in texts:
+        assert Record.from_dict(json.loads(text)).to_json() == text

@@ -9,13 +9,13 @@ Messages are mutations of realistic official mail (random, duplicate, folded and
 headers; broken MIME boundaries; deep nesting; random types, transfer encodings and charsets;
 NULs, 8-bit bytes, bare CR/LF; huge parameter lists; attachments such as signed, truncated or
 damaged PDFs, Office files, zips, CMS signatures; forged and odd From/Sender/Reply-To). Each is
-judged as ``congvu check`` judges it (the same Judge calls, the default policy, signature
+judged as ``congvu check`` judges it (the same transaction, the default policy, signature
 validation in threads, a DNS stub that answers at once and never uses the network), then
 recorded, given trace headers and, where due, a refusal notice as ``congvu serve`` would. A
-failure is: ``Judge.judge`` raising, a Decision with ``errors`` (a rule or the evidence
+failure is: the transaction raising, a Decision with ``errors`` (a rule or the evidence
 gathering crashed), a reply that is not one well-formed SMTP reply line, or a verdict whose
 reply has the wrong class; also any exception while building the record, trace headers or
-notice.
+notice, and a record that the record's reader does not read back to the text stored.
 
 Dialogues are random command sequences (EHLO/HELO/MAIL/RCPT/DATA/RSET/NOOP/STARTTLS/XFORWARD
 and garbage; bad arguments, pipelined bursts, bare CR/LF, NULs, long lines, early hang-ups,

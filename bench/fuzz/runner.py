@@ -19,6 +19,7 @@ from gateway.config import GatewayConfig
 from gateway.judge import Judge
 from gateway.message import normalize_line_endings, parse_message, strip_our_headers
 from gateway.notices import build_notice
+from gateway.record import Record
 from gateway.store import clean_text
 from gateway.transaction import Client, Transaction, run_offline
 from policies import Action, Policy, load_policy
@@ -111,8 +112,13 @@ class CheckRunner:
         decision, facts, parsed = txn.judgement.decision, txn.judgement.facts, txn.judgement.parsed
         ref, line = txn.id, txn.end().line
         try:
-            record = txn.record()
-            json.dumps(clean_text(record), ensure_ascii=False, sort_keys=True).encode("utf-8")
+            text = json.dumps(
+                clean_text(txn.record().to_dict()), ensure_ascii=False, sort_keys=True
+            )
+            text.encode("utf-8")
+            # What the store keeps must read back, and serialize to the same text (the hash).
+            if Record.from_dict(json.loads(text)).to_json() != text:
+                report.fail("record: not read back as written", index, text[:2000])
         except Exception:  # noqa: BLE001
             tb = traceback.format_exc()
             report.fail("record: " + _trace_key(tb), index, tb)

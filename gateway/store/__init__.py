@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gateway.store.auditlog import AuditLog, clean_text
-from gateway.store.base import SCHEMA_VERSION, DecisionStore, Record, StoreError
+from gateway.store.base import DecisionStore, Record, StoreError
 from gateway.store.chain import ChainProblem
 from gateway.store.sqlite import SqliteStore
 
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from gateway.store.postgres import PostgresStore
 
 __all__ = [
-    "SCHEMA_VERSION",
     "AuditLog",
     "ChainProblem",
     "DecisionStore",

@@ -14,9 +14,8 @@ if TYPE_CHECKING:
     from gateway.directory import Account
     from gateway.store.chain import ChainProblem
 
-__all__ = ["SCHEMA_VERSION", "DecisionStore", "Record", "StoreError"]
+__all__ = ["DecisionStore", "Record", "StoreError"]
 
-SCHEMA_VERSION = 4  # see gateway.judge.build_record for what each version added
 Record = dict[str, Any]
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.directory import Account, account_from_row, account_row
-from gateway.store.base import SCHEMA_VERSION, Record, StoreError
+from gateway.record import SCHEMA_VERSION
+from gateway.store.base import Record, StoreError
 from gateway.store.chain import (
     GENESIS,
     INSERT_COLUMNS,

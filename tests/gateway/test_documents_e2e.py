@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import zipfile
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ import pytest
 from conftest import CLERK, OFFICIAL, Downstream, make_config, policy_text
 
 from gateway.checks.validation import PoolValidator
+from gateway.directory import Account
+from gateway.record import Record
+from gateway.report import build_report
 from tests.support.pki import (
     TestPKI,
     add_content_after_signing,
@@ -41,10 +45,26 @@ def pki() -> TestPKI:
 
 @pytest.fixture
 def gateway(start_gateway, downstream: Downstream, tmp_path: Path, pki: TestPKI) -> Any:
+    return documents_gateway(start_gateway, downstream, tmp_path, pki)
+
+
+@pytest.fixture
+def trusted_gateway(start_gateway, downstream: Downstream, tmp_path: Path, pki: TestPKI) -> Any:
+    """Loopback trusted: the sender is proven, so the report credits its account."""
+    return documents_gateway(start_gateway, downstream, tmp_path, pki, trusted=True)
+
+
+def documents_gateway(
+    start_gateway: Any,
+    downstream: Downstream,
+    tmp_path: Path,
+    pki: TestPKI,
+    *,
+    trusted: bool = False,
+) -> Any:
     validator = PoolValidator(pki.store(), workers=1, timeout=30)
-    return start_gateway(
-        make_config(tmp_path, downstream.port), policy_text(DOCUMENT_RULES), validator=validator
-    )
+    config = make_config(tmp_path, downstream.port, trusted=trusted)
+    return start_gateway(config, policy_text(DOCUMENT_RULES), validator=validator)
 
 
 def write_store(folder: Path, pki: TestPKI, root: Any = None) -> Path:
@@ -455,3 +475,45 @@ def test_encrypted_smime_cannot_be_checked(gateway) -> None:
     body = base64.encodebytes(bytes.fromhex("301306092a864886f70d010703a0063004020100")).decode()
     _, (code, text) = gateway.send((head + body).encode(), OFFICIAL, [CLERK])
     assert code == 550 and b"[document.unreadable]" in text
+
+
+def officer_score(records: list[dict[str, Any]]) -> tuple[int, int, int]:
+    """(signed, unsigned, exempted) documents the report counts for the sender's unit."""
+    account = Account(OFFICIAL, "Nguyễn Văn A", "UBND huyện", "officer", date(2022, 1, 1))
+    [score], _ = build_report(
+        [Record.from_dict(r) for r in records], [account], period_end=date(2099, 1, 1)
+    )
+    return score.documents_signed, score.documents_unsigned, score.documents_exempted
+
+
+def test_exemptions_are_counted_from_the_record_not_its_words(trusted_gateway) -> None:
+    """Each document carries whether and why it was exempt: a file name holding "; " (which
+    also joins the note's claims) is counted exempt, an undeclared one unsigned."""
+    name = "Quyết định; số 12.pdf"
+    encoded = "=?utf-8?b?" + base64.b64encode(name.encode()).decode() + "?="
+    declared = with_files((encoded, make_pdf()), extra="X-Document-Class: ban-do\r\n")
+    assert trusted_gateway.send(declared, OFFICIAL, [CLERK])[1][0] == 250
+    plain = with_files(("Quyết định số 13.pdf", make_pdf()))
+    assert trusted_gateway.send(plain, OFFICIAL, [CLERK])[1][0] == 550
+    records = trusted_gateway.records()
+    [exempt], [unsigned] = (r["attachments"] for r in records)
+    assert (exempt["filename"], exempt["exempt"]) == (name, "X-Document-Class: ban-do")
+    assert unsigned["exempt"] == ""
+    assert officer_score(records) == (0, 1, 1)
+
+
+def test_documents_under_a_valid_smime_signature_are_counted_signed(
+    trusted_gateway, pki: TestPKI
+) -> None:
+    """A document that is an attachment of a multipart/signed message is covered by the
+    S/MIME signature: on record as such, and counted signed, not unsigned."""
+    good = smime_message(inner_entity(("to-trinh.docx", docx())), pki.person)
+    assert trusted_gateway.send(good, OFFICIAL, [CLERK])[1][0] == 250
+    [record] = trusted_gateway.records()
+    [doc] = [a for a in record["attachments"] if a["document"]]
+    assert (doc["filename"], doc["signatures"], doc["in_signed_smime"]) == (
+        "to-trinh.docx",
+        [],
+        True,
+    )
+    assert officer_score([record]) == (1, 0, 0)

@@ -4,12 +4,15 @@ non-compliant list with evidence, idle and unknown mailboxes; and the directory 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from gateway.cli import main
+from gateway.record import DkimRecord, Envelope, FindingRecord, RecipientRecord, Record
 from gateway.store import SqliteStore
+from tests.support.records import sent
 
 DIRECTORY = """address,full_name,unit,role,issued,personal_addresses
 vanthu@dilinh.lamdong.gov.vn,Văn thư UBND,UBND huyện,clerk,2022-01-10,
@@ -30,33 +33,16 @@ def decision(
     *,
     day: str = "2026-10-05",
     documents: list[str] | None = None,
-) -> dict[str, object]:
-    """A decision record as the gateway writes it (the fields the report reads)."""
-    attachments = [
-        {
-            "filename": f"cv{i}.pdf",
-            "document": True,
-            "signatures": [{"result": result, "problem": "", "signers": []}],
-        }
-        for i, result in enumerate(documents or [])
-    ]
-    return {
-        "id": f"01R{n:023d}",
-        "time": f"{day}T02:00:{n % 60:02d}.000Z",
-        "verdict": verdict,
-        "reasons": reasons,
-        "monitor_reasons": [],
-        "envelope": {"mail_from": sender, "recipients": []},
-        "client": {"ip": "10.0.0.1"},
-        "headers": {"from": [{"addresses": [sender]}]},
-        "attachments": attachments,
-        "inner_documents": [],
-        "findings": [],
-        "authenticated": True,  # the gateway proved the sender (trusted network or DKIM)
-        "dkim": [
-            {"domain": sender.rpartition("@")[2], "selector": "s", "result": "pass", "detail": ""}
-        ],
-    }
+) -> Record:
+    """A decision record as the gateway writes it: the sender proven, one PDF per result."""
+    return sent(
+        f"01R{n:023d}",
+        f"{day}T02:00:{n % 60:02d}.000Z",
+        sender,
+        verdict,
+        reasons,
+        documents=documents or [],
+    )
 
 
 @pytest.fixture
@@ -78,23 +64,27 @@ def config(tmp_path: Path) -> Path:
         decision(7, "b@dilinh.lamdong.gov.vn", "accept", [], day="2026-09-01"),  # before
         decision(8, "b@dilinh.lamdong.gov.vn", "abandoned", []),  # not judged: not "sent"
         # A bank writing to d@ (xã Gia Hiệp): the registration counts against the xã.
-        decision(9, "alerts@vietcombank.com.vn", "accept", [])
-        | {
-            "envelope": {
-                "mail_from": "alerts@vietcombank.com.vn",
-                "recipients": [{"address": "d@dilinh.lamdong.gov.vn"}],
-            },
-            "findings": [
-                {
-                    "outcome": "note",
-                    "reason": "advisory.public_service_registration",
-                    "detail": "vietcombank.com.vn writes to d@dilinh.lamdong.gov.vn",
-                }
-            ],
-        },
+        replace(
+            decision(9, "alerts@vietcombank.com.vn", "accept", []),
+            envelope=Envelope(
+                mail_from="alerts@vietcombank.com.vn",
+                recipients=(
+                    RecipientRecord(address="d@dilinh.lamdong.gov.vn", accepted=True, reply="250"),
+                ),
+            ),
+            findings=(
+                FindingRecord(
+                    id="advisory-public-service-registration",
+                    mode="enforce",
+                    outcome="note",
+                    reason="advisory.public_service_registration",
+                    detail="vietcombank.com.vn writes to d@dilinh.lamdong.gov.vn",
+                ),
+            ),
+        ),
     ]
     for record in records:
-        store.write(record)
+        store.write(record.to_dict())
     store.close()
     return path
 
@@ -373,17 +363,21 @@ def test_forged_senders_credit_and_blame_no_one() -> None:
         date(2022, 1, 1),
         ("chutich.personal@gmail.com",),
     )
-    forged = decision(
-        1, "chutich@lamdong.gov.vn", "reject", ["document.unsigned"], documents=["none"]
-    ) | {"authenticated": False, "dkim": []}
-    unsigned_gmail = decision(
-        2, "chutich.personal@gmail.com", "reject", ["sender.personal_domain"]
-    ) | {"authenticated": False, "dkim": []}
+    forged = replace(
+        decision(1, "chutich@lamdong.gov.vn", "reject", ["document.unsigned"], documents=["none"]),
+        authenticated=False,
+        dkim=(),
+    )
+    unsigned_gmail = replace(
+        decision(2, "chutich.personal@gmail.com", "reject", ["sender.personal_domain"]),
+        authenticated=False,
+        dkim=(),
+    )
     [score], _ = build_report([forged, unsigned_gmail], [account], period_end=date(2026, 10, 31))
     assert (score.accounts_active, score.messages_sent, score.non_compliant) == (0, 0, [])
-    proven_gmail = unsigned_gmail | {
-        "dkim": [{"domain": "gmail.com", "selector": "s", "result": "pass", "detail": ""}]
-    }
+    proven_gmail = replace(
+        unsigned_gmail, dkim=(DkimRecord(domain="gmail.com", selector="s", result="pass"),)
+    )
     [score], _ = build_report([proven_gmail], [account], period_end=date(2026, 10, 31))
     assert (score.messages_sent, score.from_personal_providers) == (1, 1)
 

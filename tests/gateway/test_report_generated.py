@@ -7,8 +7,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from gateway.directory import Account
+from gateway.record import Record
 from gateway.report import build_report, idle_report
 from gateway.store import SqliteStore
+from tests.support.records import sent
 
 
 def accounts() -> list[Account]:
@@ -38,33 +40,20 @@ def accounts() -> list[Account]:
 
 def decision(
     n: int, sender: str, day: str, verdict: str = "accept", reasons: tuple[str, ...] = ()
-) -> dict[str, object]:
-    return {
-        "id": f"01G{n:023d}",
-        "time": f"{day}T03:{n % 60:02d}:00.000Z",
-        "verdict": verdict,
-        "reasons": list(reasons),
-        "monitor_reasons": [],
-        "envelope": {"mail_from": sender, "recipients": []},
-        "client": {"ip": "10.0.0.1"},
-        "headers": {"from": [{"addresses": [sender]}]},
-        # A refused unsigned document carries the unsigned PDF the refusal was about.
-        "attachments": [
-            {"filename": "cv.pdf", "document": True, "signatures": [{"result": "none"}]}
-        ]
-        if "document.unsigned" in reasons
-        else [],
-        "inner_documents": [],
-        "findings": [],
-        "authenticated": True,  # the gateway proved the sender (trusted network or DKIM)
-        "dkim": [
-            {"domain": sender.rpartition("@")[2], "selector": "s", "result": "pass", "detail": ""}
-        ],
-    }
+) -> Record:
+    """A proven sender's decision; a refused unsigned document carries the unsigned PDF."""
+    return sent(
+        f"01G{n:023d}",
+        f"{day}T03:{n % 60:02d}:00.000Z",
+        sender,
+        verdict,
+        reasons,
+        documents=["none"] if "document.unsigned" in reasons else [],
+    )
 
 
-def generate() -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
+def generate() -> list[Record]:
+    out: list[Record] = []
 
     def add(
         sender: str, day: str, count: int, verdict: str = "accept", reasons: tuple[str, ...] = ()
@@ -93,8 +82,9 @@ def test_generated_log_gives_the_hand_checked_report(tmp_path: Path) -> None:
     assert len(records) == 1500 + 700 + 5 + 110 + 700 + 20 + 3  # 3,038
     store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
     for record in records:
-        store.write(record)
-    september = store.records_between("2026-08-31T17:00:00.000Z", "2026-09-30T17:00:00.000Z")
+        store.write(record.to_dict())
+    stored = store.records_between("2026-08-31T17:00:00.000Z", "2026-09-30T17:00:00.000Z")
+    september = [Record.from_dict(r) for r in stored]
     assert store.verify() == []
     seen: list[int] = []
     scores, total = build_report(
@@ -131,7 +121,7 @@ def test_generated_log_gives_the_hand_checked_report(tmp_path: Path) -> None:
     assert [s.unit for s in scores] == ["Xã B", "Xã A", "UBND huyện"]
 
     idle = idle_report(
-        store.records_between("", "9999"),
+        [Record.from_dict(r) for r in store.records_between("", "9999")],
         accounts(),
         now=datetime(2026, 11, 22, tzinfo=UTC),
         days=90,

@@ -101,7 +101,7 @@ def test_decision_record_schema_is_frozen(
     gw.send(message(extra=attachment, body=body), OFFICIAL, [CLERK])
     [record] = gw.records()
     assert set(record) == RECORD_KEYS
-    assert record["schema"] == 4
+    assert record["schema"] == 5
     assert len(record["id"]) == 26 and record["time"].endswith("Z")
     assert set(record["client"]) == {"ip", "helo", "tls"}
     assert set(record["envelope"]) == {"mail_from", "recipients"}
@@ -121,6 +121,8 @@ def test_decision_record_schema_is_frozen(
         "sha256": hashlib.sha256(content).hexdigest(),
         "document": True,
         "signatures": [att["signatures"][0]],
+        "in_signed_smime": False,
+        "exempt": "",
     }
     # Not a real PDF (a header and EOF only): unreadable, said so, never a crash.
     [check] = att["signatures"]

@@ -77,7 +77,7 @@ def test_proxy_and_offline_front_ends_agree(
         )
     finally:
         validator.close()
-    assert _same(txn.record()) == _same(proxied)
+    assert _same(txn.record().to_dict()) == _same(proxied)
 
 
 def _send_oversize(smtp: Any, raw: bytes) -> None:
@@ -100,7 +100,7 @@ def test_a_transaction_ends_once_and_is_recorded_as_it_ended() -> None:
     txn.recipient_accepted(CLERK)
     refused = txn.data_refused("message.too_large")
     assert txn.delivered().line() == refused.line()
-    record = txn.record()
+    record = txn.record().to_dict()
     assert (record["verdict"], record["reasons"]) == ("reject", ["message.too_large"])
     assert record["reply"].startswith("552 5.3.4 [message.too_large]")
     assert record["reply"].endswith(f"(ref {txn.id})")

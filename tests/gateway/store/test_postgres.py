@@ -10,6 +10,7 @@ import pytest
 from conftest import CLERK, OFFICIAL, Downstream, make_config, message, policy_text
 
 from gateway.store import PostgresStore, StoreError
+from tests.support.records import sent
 
 
 def record(n: int, instance: str = "") -> dict[str, object]:
@@ -58,17 +59,7 @@ def test_commands_work_on_the_postgres_store(
     )
     assert main(["directory", "import", str(csv_file), "--config", str(config)]) == 0
     store = PostgresStore(pg_url, instance="gw1")
-    store.write(
-        record(1)
-        | {
-            "time": "2026-10-05T02:00:00.000Z",
-            "headers": {"from": [{"addresses": ["a@lamdong.gov.vn"]}]},
-            "monitor_reasons": [],
-            "attachments": [],
-            "findings": [],
-            "authenticated": True,
-        }
-    )
+    store.write(sent("01PG1", "2026-10-05T02:00:00.000Z", "a@lamdong.gov.vn").to_dict())
     store.close()
     capsys.readouterr()
     assert (

@@ -1,0 +1,251 @@
+"""Scoring the units' use of official mail, from the decision records and the directory.
+
+What the district office writes: "152 of 629 accounts used = 24.17%", the list of units not
+fulfilling their duty (with the evidence), and the mailboxes unused for 90 days. Everything
+here reads records, field by field (:class:`gateway.record.Record`); nothing here touches the
+SMTP path. Rendering the figures is :mod:`.render`.
+
+A record is attributed to an account by the sender's official address (From, else the
+envelope sender) or by a personal address an officer is known to use. Only judged
+transactions (accepted or refused) count as "sent".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from gateway.directory import Account
+from gateway.record import Record
+from policies.addresses import organisational_domain
+
+__all__ = ["COUNTS", "IdleReport", "UnitScore", "attribute", "build_report", "idle_report", "rate"]
+
+# The counted fields of a UnitScore: summed into the total, stored as numbers in XLSX.
+COUNTS = (
+    "accounts_issued",
+    "accounts_active",
+    "messages_sent",
+    "accepted",
+    "refused",
+    "documents_signed",
+    "documents_unsigned",
+    "documents_exempted",
+    "from_personal_providers",
+    "advisories",
+)
+
+
+def rate(active: int, issued: int) -> str:
+    """A percentage with two decimals, rounded half up as the office writes it (24.17)."""
+    if not issued:
+        return "0.00"
+    value = Decimal(active * 100) / Decimal(issued)
+    return str(value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+@dataclass
+class UnitScore:
+    """One unit's figures for the period (or the district's, for the total)."""
+
+    unit: str
+    accounts_issued: int = 0
+    accounts_active: int = 0
+    usage_rate: str = "0.00"
+    messages_sent: int = 0
+    accepted: int = 0
+    refused: int = 0
+    refused_by_reason: dict[str, int] = field(default_factory=dict)
+    documents_signed: int = 0
+    documents_unsigned: int = 0
+    documents_exempted: int = 0
+    from_personal_providers: int = 0
+    advisories: int = 0  # counted signs of misuse (registrations, personal contact addresses)
+    non_compliant: list[str] = field(default_factory=list)  # why, if the unit falls short
+    evidence: list[str] = field(default_factory=list)  # decision ids behind the findings
+
+
+def _candidates(record: Record) -> list[str]:
+    found = [a.lower() for f in record.headers.from_ for a in f.addresses]
+    if record.envelope.mail_from:
+        found.append(record.envelope.mail_from.lower())
+    return found
+
+
+def attribute(
+    record: Record, accounts: dict[str, Account], personal: dict[str, Account]
+) -> tuple[Account | None, bool]:
+    """The account that sent ``record`` and whether it was sent from a personal address.
+
+    Only proven senders are credited: an official address when the gateway authenticated the
+    sender (trusted network, or aligned DKIM), a known personal address when that provider's
+    DKIM signature passed. A forged From credits (or blames) no one.
+    """
+    if record.authenticated:
+        for address in _candidates(record):
+            if address in accounts:
+                return accounts[address], False
+    signed_by = {organisational_domain(d.domain) for d in record.dkim if d.result == "pass"}
+    for address in _candidates(record):
+        if address in personal and organisational_domain(address.rpartition("@")[2]) in signed_by:
+            return personal[address], True
+    return None, False
+
+
+def _documents(record: Record) -> tuple[int, int, int]:
+    """(signed, unsigned, exempted) documents in one record: from each document's own fields.
+
+    A record before schema 5 says which documents were exempt only in a note's words (the
+    reader takes them from there) and not whether a top-level attachment lay inside a valid
+    S/MIME signature: such attachments count as unsigned there.
+    """
+    signed = unsigned = exempt = 0
+    for doc in record.documents():
+        if doc.signed:
+            signed += 1
+        elif doc.exempt:
+            exempt += 1
+        else:
+            unsigned += 1
+    return signed, unsigned, exempt
+
+
+def build_report(
+    records: Iterable[Record],
+    accounts: list[Account],
+    *,
+    period_end: date,
+    unit: str | None = None,
+    min_rate: float = 0.0,
+    progress: Callable[[int], None] | None = None,
+    every: int = 10_000,
+) -> tuple[list[UnitScore], UnitScore]:
+    """Per-unit scores (ranked: non-compliant first) and the district total.
+
+    ``progress`` is called with the count of records read every ``every`` records (a long
+    run over a year of a province's mail should say it is alive).
+    """
+    by_address = {a.address: a for a in accounts}
+    by_personal = {p: a for a in accounts for p in a.personal_addresses}
+    units: dict[str, UnitScore] = {}
+    active: dict[str, set[str]] = {}
+    returned_unsigned: dict[str, int] = {}
+    for account in accounts:
+        if account.issued <= period_end:
+            units.setdefault(account.unit, UnitScore(account.unit)).accounts_issued += 1
+    for count, record in enumerate(records, start=1):
+        if progress is not None and count % every == 0:
+            progress(count)
+        for finding in record.findings:
+            if finding.reason == "advisory.public_service_registration":
+                # Counted against the unit whose official mailbox registered.
+                for rcpt in record.envelope.recipients:
+                    holder = by_address.get(rcpt.address.lower())
+                    if holder is not None:
+                        units.setdefault(holder.unit, UnitScore(holder.unit)).advisories += 1
+        if record.verdict not in ("accept", "reject"):
+            continue
+        sender, personal = attribute(record, by_address, by_personal)
+        if sender is None:
+            continue  # inbound mail, or a sender nobody proved: it scores no unit
+        score = units.setdefault(sender.unit, UnitScore(sender.unit))
+        score.messages_sent += 1
+        if not personal and sender.issued <= period_end:
+            active.setdefault(sender.unit, set()).add(sender.address)
+        signed, unsigned, exempted = _documents(record)
+        score.documents_signed += signed
+        score.documents_unsigned += unsigned
+        score.documents_exempted += exempted
+        if record.verdict == "accept":
+            score.accepted += 1
+        else:
+            score.refused += 1
+            for reason in record.reasons:
+                score.refused_by_reason[reason] = score.refused_by_reason.get(reason, 0) + 1
+            if unsigned:  # whatever the refusal's first reason, unsigned documents were returned
+                returned_unsigned[sender.unit] = returned_unsigned.get(sender.unit, 0) + unsigned
+                score.evidence.append(record.id)
+        if any(f.reason == "advisory.public_contact_in_body" for f in record.findings):
+            score.advisories += 1
+        if personal or "sender.personal_domain" in record.reasons + record.monitor_reasons:
+            score.from_personal_providers += 1
+            score.evidence.append(record.id)
+    for name, score in units.items():
+        score.accounts_active = len(active.get(name, set()))
+        score.usage_rate = rate(score.accounts_active, score.accounts_issued)
+        if returned_unsigned.get(name):
+            score.non_compliant.append(
+                f"{returned_unsigned[name]} văn bản không ký số bị trả về "
+                "/ unsigned documents returned"
+            )
+        exact = 100 * score.accounts_active / score.accounts_issued if score.accounts_issued else 0
+        if score.accounts_issued and exact < min_rate:  # compared before rounding
+            score.non_compliant.append(
+                f"tỉ lệ sử dụng {score.usage_rate}% < {min_rate:g}% / usage below threshold"
+            )
+    ranked = sorted(
+        units.values(),
+        key=lambda s: (not s.non_compliant, -len(s.non_compliant), float(s.usage_rate), s.unit),
+    )
+    if unit is not None:
+        ranked = [s for s in ranked if s.unit == unit]
+    total = UnitScore("TỔNG CỘNG / TOTAL")  # of the units shown
+    for score in ranked:
+        for key in COUNTS:
+            setattr(total, key, getattr(total, key) + getattr(score, key))
+        for reason, count in score.refused_by_reason.items():
+            total.refused_by_reason[reason] = total.refused_by_reason.get(reason, 0) + count
+    total.usage_rate = rate(total.accounts_active, total.accounts_issued)
+    return ranked, total
+
+
+@dataclass
+class IdleReport:
+    """Revocation candidates and mailboxes nobody accounts for."""
+
+    idle: list[dict[str, str]]  # in the directory, not seen for N days
+    never_seen: list[dict[str, str]]  # in the directory, never seen at all
+    unknown_senders: list[dict[str, str]]  # official addresses seen sending, not in the directory
+
+
+def idle_report(
+    records: Iterable[Record],
+    accounts: list[Account],
+    *,
+    now: datetime,
+    days: int,
+    is_official: Any,
+) -> IdleReport:
+    """Accounts with no activity in the last ``days`` days, never seen, or unknown."""
+    last_seen: dict[str, str] = {}
+    for record in records:
+        if record.verdict not in ("accept", "reject"):
+            continue
+        for address in _candidates(record):
+            if record.time > last_seen.get(address, ""):
+                last_seen[address] = record.time
+    cutoff = (now - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    known = {a.address for a in accounts}
+    idle, never = [], []
+    for account in accounts:
+        seen = last_seen.get(account.address)
+        row = {
+            "address": account.address,
+            "full_name": account.full_name,
+            "unit": account.unit,
+            "role": account.role,
+            "last_seen": seen or "",
+        }
+        if seen is None:
+            never.append(row)
+        elif seen < cutoff:
+            idle.append(row)
+    unknown = [
+        {"address": address, "last_seen": seen}
+        for address, seen in sorted(last_seen.items())
+        if address not in known and is_official(address.rpartition("@")[2])
+    ]
+    return IdleReport(idle, never, unknown)
