@@ -8,12 +8,25 @@ credit?) all ask here, so they cannot disagree on who is proven.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 from policies.addresses import organisational_domain
-from policies.model import DkimResult, MessageFacts
+from policies.model import MessageFacts
 from policies.schema import Policy
 
-__all__ = ["aligned", "proven_by_dkim", "sender_authenticated"]
+__all__ = ["DkimOutcome", "aligned", "proven_by_dkim", "sender_authenticated"]
+
+
+class DkimOutcome(Protocol):
+    """A DKIM signature's result, as judged (policies.model.DkimResult) or as recorded."""
+
+    @property
+    def domain(self) -> str:
+        """The signing domain (d=)."""
+
+    @property
+    def result(self) -> str:
+        """pass, fail, neutral, temperror or permerror."""
 
 
 def aligned(dkim_domain: str, from_domain: str) -> bool:
@@ -24,7 +37,7 @@ def aligned(dkim_domain: str, from_domain: str) -> bool:
     return d is not None and d == f
 
 
-def proven_by_dkim(from_domain: str, dkim: Iterable[DkimResult]) -> bool:
+def proven_by_dkim(from_domain: str, dkim: Iterable[DkimOutcome]) -> bool:
     """Whether a passing DKIM signature aligned with ``from_domain`` is among ``dkim``."""
     return any(d.result == "pass" and aligned(d.domain, from_domain) for d in dkim)
 

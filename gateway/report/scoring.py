@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway.directory import Account
 from gateway.record import Record
-from policies.addresses import organisational_domain
+from policies.identity import proven_by_dkim
 
 __all__ = ["COUNTS", "IdleReport", "UnitScore", "attribute", "build_report", "idle_report", "rate"]
 
@@ -88,9 +88,8 @@ def attribute(
         for address in _candidates(record):
             if address in accounts:
                 return accounts[address], False
-    signed_by = {organisational_domain(d.domain) for d in record.dkim if d.result == "pass"}
     for address in _candidates(record):
-        if address in personal and organisational_domain(address.rpartition("@")[2]) in signed_by:
+        if address in personal and proven_by_dkim(address.rpartition("@")[2], record.dkim):
             return personal[address], True
     return None, False
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CLERK, OFFICIAL, message
 
 from gateway.cli import main
 from policies.rules import RULES, rule
+from tests.support.gateway import CLERK, OFFICIAL, message
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

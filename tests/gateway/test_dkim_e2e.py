@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLERK, Downstream, make_config, message, policy_text
 from test_dkim import Key
 
 from gateway.checks.dns import DnsResolver, DnsTempError
 from tests.support.dns import DnsServer
+from tests.support.gateway import CLERK, make_config, message, policy_text
+from tests.support.smtp import Downstream
 
 RULE = '[[rules]]\nid = "sender-official-unauthenticated"\nmode = "enforce"\n'
 SENDER = "vanthu@lamdong.gov.vn"

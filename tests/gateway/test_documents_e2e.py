@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLERK, OFFICIAL, Downstream, make_config, policy_text
 
 from gateway.checks.validation import PoolValidator
 from gateway.directory import Account
 from gateway.record import Record
 from gateway.report import build_report
+from tests.support.gateway import CLERK, OFFICIAL, make_config, policy_text
 from tests.support.pki import (
     TestPKI,
     add_content_after_signing,
@@ -30,6 +30,7 @@ from tests.support.pki import (
     sign_pdf,
     smime_parts,
 )
+from tests.support.smtp import Downstream
 
 DOCUMENT_RULES = (
     '[[rules]]\nid = "sender-malformed-identity"\n'

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLERK, OFFICIAL, Downstream, RunningGateway, free_port, make_config, message
 from test_documents_e2e import with_files
 
 from gateway.checks.validation import PoolValidator
 from gateway.config import DownstreamConfig
 from gateway.store import SqliteStore
 from gateway.store.commit import PendingRecord
+from tests.support.gateway import CLERK, OFFICIAL, RunningGateway, make_config, message
 from tests.support.pki import build_pki, make_pdf, sign_pdf
+from tests.support.smtp import Downstream, free_port
 
 SECOND = "ketoan@lamdong.gov.vn"
 

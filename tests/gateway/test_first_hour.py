@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+
+from tests.support.smtp import free_port
 
 CONGVU = Path(sys.executable).parent / "congvu"
 SUBCOMMANDS = [

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CLERK, OFFICIAL, Downstream, LoopThread, make_config, message
 
 from gateway.message import parse_message, strip_our_headers
+from tests.support.gateway import CLERK, OFFICIAL, make_config, message
+from tests.support.smtp import Downstream, LoopThread
 
 
 def raw_session(port: int, lines: list[bytes], *, read_replies: int) -> list[bytes]:

@@ -7,13 +7,14 @@ import email.policy
 from datetime import UTC, datetime
 from pathlib import Path
 
-from conftest import CLERK, OFFICIAL, Downstream, make_config, policy_text
 from test_documents_e2e import DOCUMENT_RULES, with_files
 
 from gateway.message import parse_message
 from gateway.notices import build_notice
 from policies import AddressField, MessageFacts
 from policies.notices import NoticeContent
+from tests.support.gateway import CLERK, OFFICIAL, make_config, policy_text
+from tests.support.smtp import Downstream
 
 WHEN = datetime(2026, 11, 22, 3, tzinfo=UTC)
 ORIGINAL = b"From: a@x.gov.vn\r\nTo: vanthu@lamdong.gov.vn\r\nSubject: Bao cao\r\n\r\nbody\r\n"

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CLERK, OFFICIAL, RunningGateway, free_port, make_config, message
 
 from gateway.config import load_config
+from tests.support.gateway import CLERK, OFFICIAL, RunningGateway, make_config, message
 from tests.support.postfix import PostfixDownstream, PostfixUnavailable
+from tests.support.smtp import free_port
 
 pytestmark = pytest.mark.postfix
 

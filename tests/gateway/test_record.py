@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLERK, OFFICIAL, Downstream, make_config, message
 
 from gateway.directory import Account
 from gateway.record import SCHEMA_VERSION, Record, RecordError
 from gateway.report import build_report
 from gateway.store.chain import GENESIS, chain_hash
+from tests.support.gateway import CLERK, OFFICIAL, make_config, message
+from tests.support.smtp import Downstream
 
 PERSONAL = "nguyenvana@gmail.com"
 POLICY = {"name": "test policy", "source": "/etc/congvu/policy.toml", "sha256": "ab" * 32}

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import SMTP
-from conftest import RecordingHandler, free_port
 
 from gateway.config import DownstreamConfig
 from gateway.relay import (
@@ -22,6 +21,7 @@ from gateway.relay import (
     SmtpDownstream,
     probe,
 )
+from tests.support.smtp import RecordingHandler, free_port
 
 
 async def start_downstream(handler: RecordingHandler) -> tuple[asyncio.Server, set[SMTP], int]:

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CLERK, free_port, message
+
+from tests.support.gateway import CLERK, message
+from tests.support.smtp import free_port
 
 CONGVU = Path(sys.executable).parent / "congvu"
 RULE = '[[rules]]\nid = "sender-personal-domain"\nmode = "{mode}"\n'

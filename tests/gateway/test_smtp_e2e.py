@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLERK, OFFICIAL, Downstream, make_config, message, policy_text
 
 from gateway.store import StoreError
 from policies.rules import RULES, rule
+from tests.support.gateway import CLERK, OFFICIAL, make_config, message, policy_text
+from tests.support.smtp import Downstream
 
 ID = re.compile(rb"accepted as ([0-9A-Z]{26})")
 
@@ -101,7 +102,7 @@ def test_enforce_from_in_the_future_acts_as_monitor(
 
 def test_downstream_down_answers_451_and_records_no_delivery(start_gateway, tmp_path: Path) -> None:
     """With the downstream unreachable the client gets 451 4.4.1 at MAIL; nothing is accepted."""
-    from conftest import free_port
+    from tests.support.smtp import free_port
 
     gw = start_gateway(make_config(tmp_path, free_port()))
     with gw.client() as smtp:

@@ -8,11 +8,13 @@ import smtplib
 import ssl
 from pathlib import Path
 
-from conftest import CLERK, OFFICIAL, Downstream, make_config, message
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.support.gateway import CLERK, OFFICIAL, make_config, message
+from tests.support.smtp import Downstream
 
 
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:

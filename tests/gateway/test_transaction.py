@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLERK, OFFICIAL, Downstream, make_config, message, policy_text
 
 from gateway.checks.dns import make_resolver
 from gateway.checks.validation import make_validator
@@ -18,6 +17,8 @@ from gateway.config import Limits
 from gateway.judge import Judge
 from gateway.transaction import Client, run_offline
 from policies import parse_policy
+from tests.support.gateway import CLERK, OFFICIAL, make_config, message, policy_text
+from tests.support.smtp import Downstream
 
 _REF = re.compile(r" \(ref [^)]*\)|accepted as \S+")
 

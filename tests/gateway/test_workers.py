@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CLERK, OFFICIAL, Downstream, free_port, message
 from test_serve import events, listening, wait_for
 
 from gateway.store import SqliteStore
+from tests.support.gateway import CLERK, OFFICIAL, message
+from tests.support.smtp import Downstream, free_port
 
 CONGVU = Path(sys.executable).parent / "congvu"
 

@@ -62,3 +62,37 @@ def test_policies_has_no_import_circle() -> None:
 
     circles = sorted(name for name in graph if name != "policies" and reaches(name, name, set()))
     assert circles == []
+
+
+def _uses(kind: str, name: str) -> set[str]:
+    """The modules of gateway/ and policies/ that read the attribute (``kind="attr"``) or call
+    the function (``kind="call"``) ``name``."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    found = set()
+    for path in [*root.joinpath("gateway").rglob("*.py"), *root.joinpath("policies").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            hit = (kind == "attr" and isinstance(node, ast.Attribute) and node.attr == name) or (
+                kind == "call"
+                and isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", "")) == name
+            )
+            if hit:
+                found.add(path.relative_to(root).as_posix())
+    return found
+
+
+def test_each_decision_is_made_in_one_place() -> None:
+    """What the policy says about an unknown revocation status is applied by the document rule
+    alone (``congvu policy explain`` only shows it); DKIM alignment is computed only in
+    policies/identity.py; signature problems are ranked only through problem_rank, whose order
+    the signature checks and the document rule share."""
+    assert _uses("attr", "unknown_revocation") == {"policies/rules/documents.py", "gateway/cli.py"}
+    assert _uses("call", "organisational_domain") == {"policies/identity.py"}
+    assert _uses("call", "aligned") <= {"policies/identity.py", "policies/rules/sender.py"}
+    assert _uses("call", "problem_rank") == {
+        "gateway/checks/signatures.py",
+        "policies/rules/documents.py",
+    }

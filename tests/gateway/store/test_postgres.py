@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CLERK, OFFICIAL, Downstream, make_config, message, policy_text
 
 from gateway.store import PostgresStore, StoreError
+from tests.support.gateway import CLERK, OFFICIAL, make_config, message, policy_text
 from tests.support.records import sent
+from tests.support.smtp import Downstream
 
 
 def record(n: int, instance: str = "") -> dict[str, object]:
