@@ -42,17 +42,7 @@ from policies import (
     refusal,
 )
 
-__all__ = ["Judge", "Judgement", "RecipientOutcome"]
-
-
-@dataclass
-class RecipientOutcome:
-    """What happened to one RCPT TO."""
-
-    address: str
-    accepted: bool
-    reply: str
-    reason: str | None = None
+__all__ = ["Judge", "Judgement"]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from policies.model import AddressField, DocumentEvidence, SignatureCheck
 from policies.rules.documents import exemption
 
 if TYPE_CHECKING:
-    from gateway.judge import Judgement, RecipientOutcome
+    from gateway.judge import Judgement
+    from gateway.transaction import RecipientOutcome
 
 __all__ = [
     "SCHEMA_VERSION",

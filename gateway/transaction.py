@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import replies
 from gateway.dataread import MAX_LINE
 from gateway.ids import new_decision_id
-from gateway.judge import Judgement, RecipientOutcome
+from gateway.judge import Judgement
 from gateway.logs import get_logger
 from gateway.message import auth_methods, normalize_line_endings, strip_our_headers, trace_headers
 from gateway.record import Record, build_record
@@ -69,6 +69,16 @@ class Client:
     helo: str = ""
     tls: bool = False
     esmtp: bool = True
+
+
+@dataclass
+class RecipientOutcome:
+    """What happened to one RCPT TO."""
+
+    address: str
+    accepted: bool
+    reply: str
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
