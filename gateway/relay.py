@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import mailbox
 import os
-import re
 import time
 from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
 
 
 class DownstreamError(Exception):
@@ -79,12 +77,6 @@ class DownstreamReply:
     def ok(self) -> bool:
         """True for a 2xx reply."""
         return 200 <= self.code < 300
-
-    def line(self, default_enhanced: str) -> str:
-        """The reply for our client, with an enhanced status code if the downstream gave none."""
-        if _ENHANCED.match(self.text):
-            return f"{self.code} {self.text}"
-        return f"{self.code} {default_enhanced} {self.text}".rstrip()
 
 
 class DownstreamSession(Protocol):

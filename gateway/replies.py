@@ -56,6 +56,17 @@ NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
 NEED_RCPT = Reply(503, "5.5.1", "Error: need RCPT command")
 XFORWARD_UNKNOWN = Reply(500, "5.5.2", 'Error: command "XFORWARD" not recognized')
 XFORWARD_SYNTAX = Reply(501, "5.5.4", "Syntax: XFORWARD attribute=value...")
+# In aiosmtpd's words, without an enhanced code: the protocol adds one after EHLO only
+# (RFC 2034), as it does to aiosmtpd's own replies.
+DATA_NEEDS_RCPT = Reply(503, "", "Error: need RCPT command")
+DATA_SYNTAX = Reply(501, "", "Syntax: DATA")
+DATA_OK = Reply(250, "", "OK")
+START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+
+
+def hello(hostname: str) -> Reply:
+    """The answer to HELO (EHLO's lines are aiosmtpd's, with our keywords added)."""
+    return Reply(250, "", hostname)
 
 
 def refusal(code: str, policy: Policy, ref: str = "") -> Reply:

@@ -189,14 +189,14 @@ class GatewaySMTP(SMTP):
             return
         assert self.envelope is not None
         if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            await self.push(replies.DATA_NEEDS_RCPT.line())
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.push(replies.DATA_SYNTAX.line())
             return
         handler = self.event_handler
         assert isinstance(handler, GatewayHandler)
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        await self.push(replies.START_DATA.line())
         self._reset_timeout(handler.judge.config.limits.data_timeout)
         try:
             data = await read_data(self._reader, max_size=self.data_size_limit)
@@ -214,7 +214,7 @@ class GatewaySMTP(SMTP):
         else:
             self.envelope.content = self.envelope.original_content = data.content
             status = await self._call_handler_hook("DATA")
-            await self.push("250 OK" if status is MISSING else status)
+            await self.push(replies.DATA_OK.line() if status is MISSING else status)
         self._set_post_data_state()  # type: ignore[no-untyped-call]
 
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
@@ -423,7 +423,7 @@ class GatewayHandler:
             if name.upper() == "ADDR":
                 decoded = decoded.removeprefix("IPv6:")
             state.xforward[name.upper()] = "".join(c for c in decoded if " " < c < "\x7f")
-        return "250 2.0.0 Ok"
+        return replies.OK.line()
 
     async def _write(self, txn: Transaction, notice: dict[str, Any] | None = None) -> None:
         await self.audit.record(txn.record(notice).to_dict())
@@ -522,7 +522,7 @@ class GatewayHandler:
         """Answer HELO; a new greeting abandons any open transaction."""
         await self._guard(server, lambda: self._finish_without_data(server))
         session.host_name = hostname
-        return f"250 {server.hostname}"
+        return replies.hello(server.hostname).line()
 
     async def handle_EHLO(
         self, server: GatewaySMTP, session: Any, envelope: Any, hostname: str, responses: list[str]

@@ -71,7 +71,7 @@ class Reply:
         of a refusal.
         """
         ref = ref or self.ref
-        head = f"{self.code} {self.enhanced} "
+        head = f"{self.code} {self.enhanced} " if self.enhanced else f"{self.code} "
         tail = f" (ref {ref})" if ref else ""
         text = self.text
         room = MAX_REPLY_LINE - len(head) - len(tail)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP
 
+from gateway import replies
 from gateway.config import DownstreamConfig
 from gateway.relay import (
     ConnectionCache,
@@ -170,14 +171,14 @@ async def test_unreachable_downstream_is_a_temporary_error() -> None:
     [
         (550, "5.1.1 <x@y>: no such user", "550 5.1.1 <x@y>: no such user"),
         (451, "try\nlater", "451 4.0.0 try later"),
-        (554, "bad\x00\x1b[31m", "554 4.0.0 bad[31m"),
+        (554, "bad\x00\x1b[31m", "554 5.0.0 bad[31m"),
     ],
 )
 def test_downstream_replies_are_cleaned_to_one_printable_line(
     code: int, message: str, line: str
 ) -> None:
     """Multi-line or control-laden downstream text reaches the client as one safe line."""
-    assert DownstreamReply.of(code, message).line("4.0.0") == line
+    assert replies.downstream(DownstreamReply.of(code, message), stage="DATA").line() == line
 
 
 async def test_maildir_delivery_writes_one_copy_per_recipient(tmp_path: Path) -> None:
