@@ -344,3 +344,15 @@ def test_every_key_the_loader_reads_is_documented() -> None:
         keys = keys_read(text)[("rules",)]
         documented = common | set(PAGE_DOC.options[rule_id])
         assert keys == documented, f"[[rules]] id = {rule_id!r}: keys read vs. the page"
+
+
+def test_the_order_of_signature_problems_is_the_codes() -> None:
+    """The policy reference states the one order in which signature problems are reported."""
+    import re
+    from pathlib import Path
+
+    from policies.model import SIGNATURE_PROBLEMS
+
+    page = (Path(__file__).parents[2] / "docs" / "reference" / "policy.md").read_text("utf-8")
+    stated = page.split("in this one order", 1)[1].split(". ", 1)[0]
+    assert tuple(re.findall(r"`(\w+)`", stated.split(":", 1)[1])) == SIGNATURE_PROBLEMS
