@@ -1,5 +1,5 @@
 """The shared fixtures; what they are made of lives in tests/support/ (smtp.py, gateway.py,
-pki.py, dns.py, postfix.py, records.py).
+pki.py, dns.py, postfix.py, postgres.py, records.py).
 
 - ``downstream``: a real aiosmtpd server that records what it received (and can refuse a
   recipient or a message, or drop the connection mid-DATA, for failure injection).
@@ -23,6 +23,7 @@ from gateway.server import Gateway
 from gateway.store import DecisionStore, SqliteStore
 from policies import Policy, load_policy, parse_policy
 from tests.support.gateway import RunningGateway, assert_records_read_back, make_config
+from tests.support.postgres import fresh_schema
 from tests.support.smtp import Downstream, LoopThread, RecordingHandler
 
 
@@ -63,30 +64,12 @@ def downstream(loop_thread: LoopThread) -> Iterator[Downstream]:
     loop_thread.run(stop())
 
 
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """The PostgreSQL test server (127.0.0.1:5432, database ``test``), in a schema of its own
-    for each test, dropped afterwards. No server: skipped, or failed where
-    ``CONGVU_REQUIRE_POSTGRES`` is set (CI must not pass by skipping)."""
-    import os
-    import secrets
-
-    import psycopg
-
-    schema = f"congvu_test_{secrets.token_hex(4)}"
-    try:
-        admin = psycopg.connect(PG_BASE, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CONGVU_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL is required here: {exc}")
-        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432: {exc}")
-    admin.execute(f"CREATE SCHEMA {schema}")
-    yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    admin.execute(f"DROP SCHEMA {schema} CASCADE")
-    admin.close()
+    """The PostgreSQL test server, in a schema of its own for this test (see
+    :func:`tests.support.postgres.fresh_schema`)."""
+    with fresh_schema() as url:
+        yield url
 
 
 @pytest.fixture
