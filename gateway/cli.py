@@ -333,46 +333,6 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
     return {"accept": EXIT_OK, "reject": EXIT_REJECT}.get(result["verdict"], EXIT_TEMPFAIL)
 
 
-def _explain(policy: Policy) -> str:
-    from policies.rules import RULES
-
-    lines = [
-        f"Policy: {policy.name}",
-        f"Source: {policy.source} (sha256 {policy.sha256[:16]}…)",
-        f"Official domains (and subdomains): {', '.join(policy.official_domains)}",
-        f"Personal mail providers: {len(policy.personal_providers)} domains",
-        f"Help contact: {policy.help_contact or '(none)'}",
-        "",
-        f"Documents: {len(policy.documents.types)} content types; exempt file types "
-        f"{', '.join(policy.documents.exempt_extensions) or '(none)'}; declared with "
-        f"{policy.documents.class_header}: {', '.join(policy.documents.classes) or '(none)'}",
-        f"Trust store: {policy.trust.store}; revocation {policy.trust.revocation}"
-        + (
-            f" (unknown status: {policy.trust.unknown_revocation})"
-            if policy.trust.revocation == "hard-fail"
-            else ""
-        ),
-        "",
-        "Built in, before any rule (policy cannot turn these off):",
-        "  - recipients outside the local domains only from trusted networks (no open relay);",
-        "  - non-ASCII addresses only with SMTPUTF8; size and line-length limits;",
-        "  - a header section with lines that are not header fields is refused",
-        "    (message.malformed_headers): readers could disagree on who sent it.",
-        "",
-        "Rules, in order (every rule runs; the most severe verdict wins):",
-    ]
-    for n, rc in enumerate(policy.rules, start=1):
-        rule = RULES[rc.id]
-        mode = rc.mode.value + (
-            f" from {rc.enforce_from} (monitor before)" if rc.enforce_from else ""
-        )
-        lines.append(f"{n}. {rc.id} [{mode}]")
-        lines += textwrap.wrap(rule.description, 96, initial_indent="   ", subsequent_indent="   ")
-        for key, value in rc.options.items():
-            lines.append(f"   {key} = {json.dumps(value, ensure_ascii=False)}")
-    return "\n".join(lines)
-
-
 def _utc_bound(day: date) -> str:
     """Midnight (Vietnam time) starting ``day``, as the records' UTC time strings."""
     from policies.schema import VIETNAM_TIME
@@ -508,7 +468,9 @@ def _main(argv: list[str] | None) -> int:
                     f"{len(trust.intermediates)} intermediates, {len(trust.crls)} CRLs)"
                 )
             else:
-                print(_explain(policy))
+                from policies.explain import explain
+
+                print(explain(policy))
             return EXIT_OK
         if args.command == "config":
             config = load_config(args.file or find_config(args.config))

@@ -89,7 +89,10 @@ def test_each_decision_is_made_in_one_place() -> None:
     alone (``congvu policy explain`` only shows it); DKIM alignment is computed only in
     policies/identity.py; signature problems are ranked only through problem_rank, whose order
     the signature checks and the document rule share."""
-    assert _uses("attr", "unknown_revocation") == {"policies/rules/documents.py", "gateway/cli.py"}
+    assert _uses("attr", "unknown_revocation") == {
+        "policies/rules/documents.py",
+        "policies/explain.py",
+    }
     assert _uses("call", "organisational_domain") == {"policies/identity.py"}
     assert _uses("call", "aligned") <= {"policies/identity.py", "policies/rules/sender.py"}
     assert _uses("call", "problem_rank") == {
