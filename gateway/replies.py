@@ -82,10 +82,10 @@ def accepted(decision_id: str) -> Reply:
 def downstream(reply: DownstreamReply, *, stage: str) -> Reply:
     """The downstream's refusal passed back to our client, with an enhanced code when the
     downstream gave none: for a recipient ``5.1.1`` (permanent) or ``4.0.0``; else the class's
-    generic ``X.0.0``."""
-    match = _ENHANCED_TEXT.match(reply.text)
-    if match:
-        return Reply(reply.code, match.group(1), match.group(2))
+    generic ``X.0.0``. A text that starts with its own code is passed back exactly as it came
+    (``550 5.1.1: user unknown`` keeps its colon)."""
+    if _ENHANCED_TEXT.match(reply.text):
+        return Reply(reply.code, "", reply.text)
     if stage == "RCPT":
         enhanced = "5.1.1" if reply.code >= 500 else "4.0.0"
     else:
@@ -93,7 +93,7 @@ def downstream(reply: DownstreamReply, *, stage: str) -> Reply:
     return Reply(reply.code, enhanced, reply.text)
 
 
-_ENHANCED_TEXT = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)(.*)$", re.DOTALL)
+_ENHANCED_TEXT = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
 _HAS_ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}(\s|$)")
 _REPLY = re.compile(r"^([245])(\d\d)([ -])(.*)$", re.DOTALL)
 _DEFAULT_ENHANCED = {

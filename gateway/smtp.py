@@ -664,7 +664,9 @@ class GatewayHandler:
         notice = await txn.notify(self.notifier) if self.notifier is not None else None
         try:
             await self._write(txn, notice)
-        except StoreError:
+        except Exception as exc:
+            if not isinstance(exc, StoreError):  # the record could not even be built: a bug
+                self.log.exception("record.failed", decision_id=txn.id)
             if outcome.verdict == "accept":
                 # Delivered but not recorded: 4xx makes the client retry (a duplicate), which
                 # is the lesser harm than a delivery nobody can account for.

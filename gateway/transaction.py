@@ -168,10 +168,14 @@ class Transaction:
         """The reply refusing for reason ``code``, with this transaction's id as its ref."""
         return replies.refusal(code, self.policy, ref=self.id)
 
-    def _conclude(self, verdict: str, reasons: tuple[str, ...], reply: Reply | None) -> Reply:
+    def _conclude(self, verdict: str, reasons: tuple[str, ...], reply: Reply) -> Reply:
         if self.outcome is None:  # the first ending is the one that happened
             self.outcome = Outcome(verdict, reasons, reply)
-        return self.outcome.reply or replies.OK
+        if self.outcome.reply is None:
+            # Ended without an answer (abandoned): nothing may be said for it now, least of all
+            # a 250. A front-end that gets here has a bug; its client hears 451.
+            raise RuntimeError(f"transaction {self.id} already ended ({self.outcome.verdict})")
+        return self.outcome.reply
 
     @property
     def accepted(self) -> tuple[str, ...]:
@@ -235,7 +239,13 @@ class Transaction:
         return self._conclude("reject", (code,), self.refusal(code))
 
     async def judge(self, raw: bytes) -> Judgement:
-        """Have ``raw`` judged; unless the policy accepts, that ends the transaction."""
+        """Have ``raw`` judged; unless the policy accepts, that ends the transaction.
+
+        The policy is taken again now, with the trust store it was loaded with (a reload swaps
+        both at once): the rules that judge and the record that says which policy judged
+        agree, and the signatures are validated under that same policy's trust store.
+        """
+        self.policy = self._judge.policy
         judgement = await self._judge.decide(
             raw,
             mail_from=self.mail_from,

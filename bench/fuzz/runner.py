@@ -86,6 +86,7 @@ class CheckRunner:
             bad_reply(outcome.reply, "RCPT reply")
         ended = txn.end()
         judgement = txn.judgement
+        self._check_record(txn, index=index, report=report)
         if ended.verdict == "abandoned":  # no recipient at all: nothing was ever refused
             report.verdicts["abandoned (no recipient)"] += 1
             return
@@ -106,22 +107,25 @@ class CheckRunner:
             report.fail(f"{ended.verdict} answered {ended.line[:3]}", index, ended.line)
         await self._serve_side(txn, index=index, report=report)
 
-    async def _serve_side(self, txn: Transaction, *, index: int, report: MessageReport) -> None:
-        """What ``serve`` does after judging: record, trace headers, notice."""
-        assert txn.judgement is not None
-        decision, facts, parsed = txn.judgement.decision, txn.judgement.facts, txn.judgement.parsed
-        ref, line = txn.id, txn.end().line
+    @staticmethod
+    def _check_record(txn: Transaction, *, index: int, report: MessageReport) -> None:
+        """The record of every transaction, however it ended, is built, stored as JSON and
+        read back to the same text (the text the chain hash covers)."""
         try:
-            text = json.dumps(
-                clean_text(txn.record().to_dict()), ensure_ascii=False, sort_keys=True
-            )
+            record = clean_text(txn.record().to_dict())
+            text = json.dumps(record, ensure_ascii=False, sort_keys=True)
             text.encode("utf-8")
-            # What the store keeps must read back, and serialize to the same text (the hash).
             if Record.from_dict(json.loads(text)).to_json() != text:
                 report.fail("record: not read back as written", index, text[:2000])
         except Exception:  # noqa: BLE001
             tb = traceback.format_exc()
             report.fail("record: " + _trace_key(tb), index, tb)
+
+    async def _serve_side(self, txn: Transaction, *, index: int, report: MessageReport) -> None:
+        """What ``serve`` does after judging, the record aside: trace headers, notice."""
+        assert txn.judgement is not None
+        decision, facts, parsed = txn.judgement.decision, txn.judgement.facts, txn.judgement.parsed
+        ref, line = txn.id, txn.end().line
         if facts is None or parsed is None:
             return
         if decision.action is Action.ACCEPT:

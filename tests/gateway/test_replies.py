@@ -52,6 +52,8 @@ def test_no_smtp_reply_is_written_outside_the_replies_module() -> None:
         ),
         (550, "no such user", "RCPT", "550 5.1.1 no such user"),
         (450, "try later", "RCPT", "450 4.0.0 try later"),
+        (550, "5.1.1: user unknown", "RCPT", "550 5.1.1: user unknown"),
+        (550, "5.7.1; blocked", "MAIL", "550 5.7.1; blocked"),
         (554, "spam detected", "DATA", "554 5.0.0 spam detected"),
         (452, "4.3.1 insufficient storage", "DATA", "452 4.3.1 insufficient storage"),
     ],

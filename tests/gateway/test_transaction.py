@@ -105,3 +105,17 @@ def test_a_transaction_ends_once_and_is_recorded_as_it_ended() -> None:
     assert (record["verdict"], record["reasons"]) == ("reject", ["message.too_large"])
     assert record["reply"].startswith("552 5.3.4 [message.too_large]")
     assert record["reply"].endswith(f"(ref {txn.id})")
+
+
+def test_an_abandoned_transaction_never_answers_250_afterwards() -> None:
+    """Once a transaction ended without an answer, no later step can make it say 250."""
+    config = make_config(Path("/nonexistent"), None)
+    policy = parse_policy(policy_text(), "test-policy.toml")
+    judge = Judge(config, policy, validator=None, resolver=None)  # type: ignore[arg-type]
+    from gateway.transaction import Transaction
+
+    txn = Transaction(judge, Client("192.0.2.1"), OFFICIAL)
+    assert txn.end().verdict == "abandoned"
+    with pytest.raises(RuntimeError, match="already ended"):
+        txn.delivered()
+    assert txn.record().to_dict()["verdict"] == "abandoned"

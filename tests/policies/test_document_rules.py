@@ -295,3 +295,23 @@ def test_one_precedence_for_signatures_and_checks(first: str, second: str) -> No
     two_checks = evaluate(facts(doc("a.pdf", *checks)), policy(SIGNED, trust), NOW)
     assert one_check.reasons == two_checks.reasons
     assert combined.problem == min(first, second, key=problem_rank)
+
+
+@pytest.mark.parametrize(
+    ("problems", "reason"),
+    [
+        # What the signer did wrong speaks before a signature that could not be read...
+        (("unreadable", "modified"), "document.modified_after_signing"),
+        (("invalid", "modified"), "document.modified_after_signing"),
+        # ...before what is wrong with a certificate; the definitive before the temporary.
+        (("untrusted", "expired"), "document.signer_expired"),
+        (("revocation_unavailable", "untrusted"), "document.signer_untrusted"),
+        (("revocation_unavailable", "unreadable"), "document.unreadable"),
+        (("unsigned", "revocation_unavailable"), "document.revocation_unavailable"),
+    ],
+)
+def test_which_problem_speaks_for_a_document(problems: tuple[str, ...], reason: str) -> None:
+    """The reason a document with several failed checks is refused for, as the policy
+    reference states the order."""
+    checks = [check(_RESULT_OF.get(p, "fail"), p) for p in problems]
+    assert evaluate(facts(doc("a.pdf", *checks)), policy(SIGNED), NOW).reasons == (reason,)
