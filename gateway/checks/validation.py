@@ -239,8 +239,11 @@ class PoolValidator:
         except BrokenProcessPool as exc:
             self._discard_pool(kill=True)
             raise ValidationUnavailable("a validation worker died") from exc
-        # Temporary outcomes and time-outs (which may come from load) are not remembered.
-        if check.result != "temperror" and not check.detail.startswith("validation took longer"):
+        # Temporary outcomes and time-outs (which may come from load) are not remembered, but
+        # for an unknown revocation status: no CRL of that issuer is in the store, which only a
+        # new trust store (another version, so another key) changes.
+        remembered = check.result != "temperror" or check.problem == "revocation_unknown"
+        if remembered and not check.detail.startswith("validation took longer"):
             self._cache[key] = (now + self._cache_ttl, check)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)

@@ -363,6 +363,29 @@ def test_unknown_revocation_is_reported_not_judged(
     assert "revocation information" in check.detail
 
 
+async def test_an_unknown_status_is_validated_once_per_trust_store(
+    pki: TestPKI, signed: bytes
+) -> None:
+    """No CRL of the issuer: the same document is not validated again for every message (a
+    circular to fifty units) until the trust store changes, as any definitive result."""
+    from gateway.checks.validation import PoolValidator
+
+    validator = PoolValidator(
+        pki.store(revocation="hard-fail", crls=(pki.root_crl,)), processes=False, workers=1
+    )
+    try:
+        first = await validator.pdf(signed)
+        second = await validator.pdf(signed)
+    finally:
+        validator.close()
+    assert (first.problem, first.cached, second.problem, second.cached) == (
+        "revocation_unknown",
+        False,
+        "revocation_unknown",
+        True,
+    )
+
+
 def test_soft_fail_without_crl_passes(pki: TestPKI, signed: bytes, now: datetime) -> None:
     """Under soft-fail, no CRL at all is no problem."""
     check = validate_pdf(signed, pki.store(crls=()), now)
