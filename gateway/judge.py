@@ -80,6 +80,7 @@ class Judge:
         client_ip: str,
         helo: str,
         tls: bool,
+        login: str,
         policy: Policy,
     ) -> tuple[ParsedMessage, list[FilePart], MessageFacts]:
         parsed = parse_message(normalize_line_endings(raw))
@@ -92,6 +93,7 @@ class Judge:
             client_trusted=self.config.is_trusted(client_ip),
             helo=helo,
             tls=tls,
+            login=login,
             files=files,
         )
         # Several declarations are joined: "ban-do, an-pham" is no kind, so exempts nothing.
@@ -130,6 +132,7 @@ class Judge:
         client_ip: str,
         helo: str = "",
         tls: bool = False,
+        login: str = "",
         now: datetime | None = None,
         policy: Policy | None = None,
     ) -> Judgement:
@@ -152,6 +155,7 @@ class Judge:
                 client_ip=client_ip,
                 helo=helo,
                 tls=tls,
+                login=login,
                 policy=policy,
             )
             # A large message is parsed in a thread, so that other sessions are not held up;

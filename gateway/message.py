@@ -400,6 +400,7 @@ def build_facts(
     client_trusted: bool,
     helo: str = "",
     tls: bool = False,
+    login: str = "",
     files: list[FilePart] | None = None,
 ) -> MessageFacts:
     """Everything the policy judges, from the envelope and the parsed message.
@@ -419,6 +420,7 @@ def build_facts(
         client_trusted=client_trusted,
         helo=helo,
         tls=tls,
+        login=login,
         from_fields=tuple(fields["from"]),
         sender_fields=tuple(fields["sender"]),
         reply_to_fields=tuple(fields["reply-to"]),

@@ -53,7 +53,7 @@ __all__ = [
     "build_record",
 ]
 
-SCHEMA_VERSION = 5  # see build_record for what each version added
+SCHEMA_VERSION = 6  # see build_record for what each version added
 
 
 class RecordError(ValueError):
@@ -73,6 +73,7 @@ class Client:
     ip: str = ""
     helo: str = ""
     tls: bool = False  # the gateway's own session used STARTTLS
+    login: str = field(default="", metadata=_added(6))  # SASL login at the MTA, "" when none
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -536,6 +537,7 @@ def build_record(
     client_ip: str,
     helo: str,
     tls: bool,
+    login: str = "",
     mail_from: str,
     recipients: list[RecipientOutcome],
     judgement: Judgement | None,
@@ -557,7 +559,9 @@ def build_record(
     Version 5 added, per attachment, ``in_signed_smime`` (inner documents had it already), and
     per attachment and inner document ``exempt``: why it needs no signature (the declared
     class or the exempt file type, as the document rules decided), or "". Until then the
-    exemption was only in the words of the ``document.exempted`` note.
+    exemption was only in the words of the ``document.exempted`` note. Version 6 added
+    ``client.login``: the login (SASL) the client authenticated with at the MTA, as a milter
+    is told it, or "".
     """
     decision = judgement.decision if judgement else None
     facts = judgement.facts if judgement else None
@@ -565,7 +569,7 @@ def build_record(
     return Record(
         id=decision_id,
         time=when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        client=Client(ip=client_ip, helo=helo, tls=tls),
+        client=Client(ip=client_ip, helo=helo, tls=tls, login=login),
         envelope=Envelope(
             mail_from=mail_from,
             recipients=tuple(

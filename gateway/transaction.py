@@ -69,6 +69,7 @@ class Client:
     helo: str = ""
     tls: bool = False
     esmtp: bool = True
+    login: str = ""  # the SASL login at the MTA (a milter's {auth_authen}), "" when none
 
 
 @dataclass
@@ -115,7 +116,7 @@ def sender_refusal(address: str, *, smtputf8: bool) -> str | None:
 
 
 def recipient_refusal(
-    config: GatewayConfig, address: str, client_ip: str, *, smtputf8: bool
+    config: GatewayConfig, address: str, client_ip: str, *, smtputf8: bool, login: str = ""
 ) -> str | None:
     """The reason code refusing RCPT TO ``address`` (built in: policy cannot turn it off)."""
     refused = sender_refusal(address, smtputf8=smtputf8)
@@ -125,6 +126,7 @@ def recipient_refusal(
         address,
         client_trusted=config.is_trusted(client_ip),
         local_domains=config.local_domains,
+        login=login,
     )
 
 
@@ -201,7 +203,9 @@ class Transaction:
         if len(self.accepted) >= limit:
             # 452, not 5xx: the client keeps the rest and sends them in another transaction.
             return self.recipient_failed(address, "message.too_many_recipients")
-        code = recipient_refusal(self.config, address, self.client.ip, smtputf8=self.smtputf8)
+        code = recipient_refusal(
+            self.config, address, self.client.ip, smtputf8=self.smtputf8, login=self.client.login
+        )
         return None if code is None else self.recipient_failed(address, code)
 
     def recipient_accepted(self, address: str) -> Reply:
@@ -253,6 +257,7 @@ class Transaction:
             client_ip=self.client.ip,
             helo=self.client.helo,
             tls=self.client.tls,
+            login=self.client.login,
             now=self.when,
             policy=self.policy,
         )
@@ -359,6 +364,7 @@ class Transaction:
             client_ip=self.client.ip,
             helo=self.client.helo,
             tls=self.client.tls,
+            login=self.client.login,
             mail_from=self.mail_from,
             recipients=self.recipients,
             judgement=self.judgement,

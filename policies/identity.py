@@ -43,9 +43,10 @@ def proven_by_dkim(from_domain: str, dkim: Iterable[DkimOutcome]) -> bool:
 
 
 def sender_authenticated(facts: MessageFacts, policy: Policy) -> bool:
-    """Whether the sender is proven internal: a trusted client, or an official envelope sender
-    whose official From has an aligned passing DKIM signature. Notices and scoring rely on it."""
-    if facts.client_trusted:
+    """Whether the sender is proven internal: a trusted client, a client that logged in (SASL
+    at the MTA), or an official envelope sender whose official From has an aligned passing
+    DKIM signature. Notices and scoring rely on it."""
+    if facts.client_trusted or facts.login:
         return True
     # From outside, the notice goes to the envelope sender: it must be official as well,
     # or a DKIM-valid From could aim notices at any address (backscatter).

@@ -192,6 +192,7 @@ class MessageFacts:
     client_ip: str
     client_trusted: bool  # client is in the configured trusted networks
     helo: str = ""
+    login: str = ""  # the SASL login the client authenticated with at the MTA ("" when none)
     tls: bool = False
     from_fields: tuple[AddressField, ...] = ()  # one entry per From header
     sender_fields: tuple[AddressField, ...] = ()

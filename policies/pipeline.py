@@ -24,14 +24,16 @@ HEADER_SYNTAX = "message-header-syntax"  # the built-in check's id in findings
 
 
 def check_recipient(
-    address: str, *, client_trusted: bool, local_domains: tuple[str, ...]
+    address: str, *, client_trusted: bool, local_domains: tuple[str, ...], login: str = ""
 ) -> str | None:
     """The built-in relay check, ahead of all policy: the reason code refusing ``address``, or None.
 
     Recipients in the local domains are accepted from anyone; any other recipient only from a
-    client in a trusted network. Policy cannot turn this off: an open relay is never a choice.
+    client in a trusted network or one that logged in (SASL: an officer submitting mail, whose
+    message the rules then judge like any other). Policy cannot turn this off: an open relay is
+    never a choice.
     """
-    if client_trusted:
+    if client_trusted or login:
         return None
     domain = address.rpartition("@")[2]
     if "@" in address and domain_in(domain, local_domains):

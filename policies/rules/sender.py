@@ -168,13 +168,14 @@ def sender_malformed_identity(facts: MessageFacts, ctx: RuleContext) -> Verdict 
 @rule("sender-official-unauthenticated")
 def sender_official_unauthenticated(facts: MessageFacts, ctx: RuleContext) -> Verdict | None:
     """Mail whose From claims an official domain must prove it, by a passing DKIM signature
-    aligned with that domain or by coming from a trusted network; else it is refused as forged.
+    aligned with that domain, by coming from a trusted network, or by a client that logged in
+    at the MTA (SASL); else it is refused as forged.
 
     Signatures with a body length limit (l=) do not count. A DNS failure while fetching a key
     is a temporary error (4xx), never a failed signature. Many district servers do not sign
     yet: start this rule in monitor mode.
     """
-    if facts.client_trusted:
+    if facts.client_trusted or facts.login:
         return None
     claimed = sorted(
         {

@@ -214,7 +214,7 @@ def test_page_layout_delivers_official_mail_naming_the_real_client(layout: Layou
     [delivered] = layout.postfix.wait_for_messages(1)
     assert layout.gateway is not None
     [record] = [r for r in layout.gateway.wait_records(1) if r["id"] == decision_id]
-    assert record["client"] == {"helo": CLIENT_HELO, "ip": CLIENT_IP, "tls": False}
+    assert record["client"] == {"helo": CLIENT_HELO, "ip": CLIENT_IP, "login": "", "tls": False}
     unfolded = re.sub(rb"\r?\n[ \t]+", b" ", delivered)
     assert (
         f"Received: from {CLIENT_HELO} ([{CLIENT_IP}]) by mail.lamdong.gov.vn".encode() in unfolded

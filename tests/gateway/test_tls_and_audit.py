@@ -103,9 +103,9 @@ def test_decision_record_schema_is_frozen(
     gw.send(message(extra=attachment, body=body), OFFICIAL, [CLERK])
     [record] = gw.records()
     assert set(record) == RECORD_KEYS
-    assert record["schema"] == 5
+    assert record["schema"] == 6
     assert len(record["id"]) == 26 and record["time"].endswith("Z")
-    assert set(record["client"]) == {"ip", "helo", "tls"}
+    assert set(record["client"]) == {"ip", "helo", "tls", "login"}
     assert set(record["envelope"]) == {"mail_from", "recipients"}
     assert set(record["envelope"]["recipients"][0]) == {"address", "accepted", "reply", "reason"}
     assert set(record["headers"]) == {"from", "sender", "reply_to", "subject", "message_id"}

@@ -315,3 +315,25 @@ def test_which_problem_speaks_for_a_document(problems: tuple[str, ...], reason: 
     reference states the order."""
     checks = [check(_RESULT_OF.get(p, "fail"), p) for p in problems]
     assert evaluate(facts(doc("a.pdf", *checks)), policy(SIGNED), NOW).reasons == (reason,)
+
+
+def test_a_login_at_the_mta_proves_the_sender_and_allows_relaying() -> None:
+    """An officer who logged in (SASL on submission) sends to anyone, is a proven internal
+    sender (notices, scores), and needs no DKIM for an official From; the rules still judge
+    what they send."""
+    from policies import check_recipient
+    from policies.identity import sender_authenticated
+
+    outside = "someone@example.com"
+    local = ("lamdong.gov.vn",)
+    assert check_recipient(outside, client_trusted=False, local_domains=local) == "relay.denied"
+    assert check_recipient(outside, client_trusted=False, local_domains=local, login="a") is None
+    logged_in = dataclasses.replace(facts(), login="a.nguyen@dilinh.lamdong.gov.vn")
+    assert evaluate(logged_in, policy(DKIM), NOW).action is Action.ACCEPT
+    assert evaluate(facts(), policy(DKIM), NOW).reasons == ("sender.official_unauthenticated",)
+    assert sender_authenticated(logged_in, policy(DKIM))  # type: ignore[arg-type]
+    personal = dataclasses.replace(
+        logged_in, from_fields=(AddressField.parse("From", "x@gmail.com"),)
+    )
+    rules = '[[rules]]\nid = "sender-personal-domain"\n'
+    assert evaluate(personal, policy(rules), NOW).reasons == ("sender.personal_domain",)
