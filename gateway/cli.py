@@ -128,6 +128,20 @@ kill -HUP PID                    # re-read the policy; SIGTERM drains and stops
     )
     serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
 
+    milter = commands.add(
+        "milter",
+        "run the gateway as a milter for Postfix or Sendmail (smtpd_milters)",
+        """
+congvu milter                    # on [milter] listen, else 127.0.0.1:8891
+congvu milter --listen 127.0.0.1:8891
+kill -HUP PID                    # re-read the policy; SIGTERM drains and stops
+""",
+    )
+    milter.add_argument(
+        "--listen", metavar="HOST:PORT", help="where the MTA connects ([milter] listen)"
+    )
+    milter.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
+
     check = commands.add(
         "check",
         "judge a stored message exactly as serve would (exit 0 accept, 1 reject, 75 tempfail)",
@@ -568,31 +582,38 @@ def _serve(
     from gateway.workers import Supervisor
 
     worker = args.worker is not None
+    if args.command == "milter":  # the milter alone: no SMTP proxy listener
+        listen = args.listen or config.milter_listen or "127.0.0.1:8891"
+        config = dataclasses.replace(config, proxy=False, milter_listen=listen)
     try:
         if worker:
             config = dataclasses.replace(config, worker_index=args.worker)
             _die_with_parent()
-            listener = bind(listen_address(config), reuse_port=True)
-        else:
-            # Without SO_REUSEPORT: fails while anyone holds the port (workers then share it).
-            listener = bind(listen_address(config))
+        # Without SO_REUSEPORT (but in a worker): fails while anyone holds the port; the
+        # workers then share it, each binding it with SO_REUSEPORT.
+        listener = bind(listen_address(config), reuse_port=worker) if config.proxy else None
+        milter = bind(config.milter_listen, reuse_port=worker) if config.milter_listen else None
         http = bind(config.metrics_listen) if config.metrics_listen and not worker else None
         if config.workers > 1 and not worker:
-            listener.close()  # the workers bind it, each with SO_REUSEPORT
+            for sock in (listener, milter):
+                if sock is not None:
+                    sock.close()  # the workers bind it
             supervisor = Supervisor(
                 config,
                 config_file and config_file.resolve(),
                 policy_sha256=policy.sha256,
                 http_listener=http,
+                command=args.command,
             )
             return asyncio.run(supervisor.run(grace=SHUTDOWN_GRACE))
-        asyncio.run(serve(Gateway.from_config(config, policy), listener, http))
+        gateway = Gateway.from_config(config, policy)
+        asyncio.run(serve(gateway, listener, http, milter))
     except (ListenError, StoreError) as exc:
         if config.log_file != "-" or worker:
             # In the log file too (a worker's standard error is easy to lose); on a terminal
             # or the journal the line below says it once.
             get_logger().error("gateway.cannot_start", worker=config.worker_index, error=str(exc))
-        print(f"congvu serve: {' '.join(str(exc).split())}", file=sys.stderr)  # one line
+        print(f"congvu {args.command}: {' '.join(str(exc).split())}", file=sys.stderr)
         # A store that cannot be opened may come back (PostgreSQL still starting at boot):
         # EX_TEMPFAIL, which systemd restarts. A taken port is the admin's to resolve: 2,
         # which the unit does not restart (RestartPreventExitStatus=2).

@@ -111,6 +111,8 @@ class GatewayConfig:
     dns_timeout: float = 5.0
     limits: Limits = field(default_factory=Limits)
     metrics_listen: str = "127.0.0.1:9125"  # "" turns the metrics and health endpoint off
+    milter_listen: str = ""  # HOST:PORT for Postfix's smtpd_milters; "" turns the milter off
+    proxy: bool = True  # listen as the SMTP proxy ([server] listen); congvu milter: False
     workers: int = 1  # SMTP processes sharing the port (SO_REUSEPORT) under one supervisor
     worker_index: int | None = None  # set in a worker process: which one it is (from 1)
     log_file: str = "-"
@@ -304,6 +306,12 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
         _listen(metrics_table)  # validates HOST:PORT (the key is read again: same value)
     metrics_table.finish()
 
+    milter_table = root.table("milter")
+    milter_listen = milter_table.string("listen", "")
+    if milter_listen:
+        _listen(milter_table)  # validates HOST:PORT (the key is read again: same value)
+    milter_table.finish()
+
     limits_table = root.table("limits")
     defaults = Limits()
     limits = Limits(
@@ -392,6 +400,7 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
         dns_timeout=dns_timeout,
         limits=limits,
         metrics_listen=metrics_listen,
+        milter_listen=milter_listen,
         log_file=log_file,
         log_level=log_level,
         store_path=store_path or Path("var/decisions.sqlite"),

@@ -33,9 +33,11 @@ __all__ = [
     "ParsedMessage",
     "RawHeader",
     "auth_methods",
+    "authentication_results",
     "build_facts",
     "detect_type",
     "file_parts",
+    "forged_headers",
     "parse_message",
     "smime_parts",
     "split_headers",
@@ -440,8 +442,8 @@ def build_facts(
     )
 
 
-def strip_our_headers(parsed: ParsedMessage, authserv_id: str) -> bytes:
-    """The message without headers that claim to come from this gateway.
+def forged_headers(parsed: ParsedMessage, authserv_id: str) -> list[RawHeader]:
+    """The header fields that claim to come from this gateway, which it must remove.
 
     RFC 8601 section 5: a border MTA removes Authentication-Results fields bearing its own
     authserv-id, or a sender could forge our verdict for the servers behind us. The id may be
@@ -449,12 +451,17 @@ def strip_our_headers(parsed: ParsedMessage, authserv_id: str) -> bytes:
     anywhere is removed: losing a foreign result that mentions us is the lesser harm.
     """
     ours = re.compile(rf"(?<![\w.-]){re.escape(authserv_id)}(?![\w-]|\.[\w-])", re.IGNORECASE)
-    cut = [
+    return [
         h
         for h in parsed.headers
         if (h.lname == "authentication-results" and ours.search(h.value))
         or h.lname.startswith("x-congvu-")
     ]
+
+
+def strip_our_headers(parsed: ParsedMessage, authserv_id: str) -> bytes:
+    """The message without the fields :func:`forged_headers` names."""
+    cut = forged_headers(parsed, authserv_id)
     if not cut:
         return parsed.raw
     out, pos = [], 0
@@ -511,6 +518,16 @@ def trace_headers(
     words[-1] += ";"
     words += format_datetime(when_utc).split()
     received = _fold("Received", words)
+    results = authentication_results(
+        hostname=hostname, decision_id=decision_id, result=result, reason=reason, methods=methods
+    )
+    return (received + results).encode("utf-8")
+
+
+def authentication_results(
+    *, hostname: str, decision_id: str, result: str, reason: str, methods: tuple[str, ...] = ()
+) -> str:
+    """Our ``Authentication-Results:`` field (RFC 8601), folded, with its CRLF."""
     ar_words = [f"{hostname};"]
     for method in methods:  # RFC 8601 resinfo: "dkim=pass header.d=... header.s=...;"
         ar_words += method.split(" ")
@@ -519,7 +536,7 @@ def trace_headers(
     if reason:
         ar_words.append(f'reason="{_safe(reason)}"')
     ar_words.append(f"policy.decision={decision_id}")
-    return (received + _fold("Authentication-Results", ar_words)).encode("utf-8")
+    return _fold("Authentication-Results", ar_words)
 
 
 def auth_methods(facts: MessageFacts) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 from gateway.checks.dns import TxtResolver, make_resolver
 from gateway.checks.trust import TrustStoreError, trust_for
@@ -28,6 +29,9 @@ from gateway.relay import DownstreamWatch, Relay, make_relay
 from gateway.smtp import GatewayHandler, GatewaySMTP
 from gateway.store import AuditLog, DecisionStore, open_store
 from policies import ConfigError, Policy, load_policy
+
+if TYPE_CHECKING:
+    from gateway.milter import MilterServer
 
 __all__ = [
     "Gateway",
@@ -148,6 +152,8 @@ class Gateway:
         self._stopping = False
         self.tls = _tls_context(self.config)
         self._server: asyncio.Server | None = None
+        self._milter: asyncio.Server | None = None
+        self.milter: MilterServer | None = None
         self.downstream = DownstreamWatch(self.config.downstream)
         self.log = get_logger()
 
@@ -175,7 +181,9 @@ class Gateway:
         """
         status = "ok" if self.downstream.problem is None else "degraded"
         return {
-            "status": "stopping" if self._stopping or self._server is None else status,
+            "status": "stopping"
+            if self._stopping or (self._server is None and self._milter is None)
+            else status,
             "downstream": self.downstream.health(),
             "sessions": len(self.handler.protocols),
             "policy_sha256": self.policy.sha256,
@@ -227,6 +235,26 @@ class Gateway:
             store=self.store.describe(),
             trust_store=self.validator.trust.describe(),
         )
+        return bound
+
+    async def start_milter(
+        self, port: int | None = None, *, sock: socket.socket | None = None
+    ) -> int | None:
+        """Serve the milter protocol if configured (``[milter] listen``); return the port."""
+        if not self.config.milter_listen and sock is None:
+            return None
+        from gateway.milter import MilterServer  # noqa: PLC0415 - kilter only where a milter runs
+
+        self.milter = MilterServer(
+            self.judge, self.handler.audit, self.handler.notifier, self.metrics
+        )
+        if sock is None:
+            host, _, configured = self.config.milter_listen.rpartition(":")
+            address = f"{host}:{configured if port is None else port}"
+            sock = bind(address, reuse_port=self.config.worker_index is not None)
+        self._milter = await asyncio.start_server(self.milter.handle, sock=sock)
+        bound: int = self._milter.sockets[0].getsockname()[1]
+        self.log.info("milter.started", listen=f"{sock.getsockname()[0]}:{bound}")
         return bound
 
     async def warm_up(self) -> bool:
@@ -281,6 +309,19 @@ class Gateway:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._milter is not None:
+            self._milter.close()
+            self._milter = None
+        if self.milter is not None:
+            # The MTA keeps its milter connections open between sessions: give what is under
+            # way the grace period, then close the rest (their open transactions are recorded).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            while self.milter.busy() and loop.time() < deadline:  # noqa: ASYNC110 - polled
+                await asyncio.sleep(0.05)
+            for session in list(self.milter.sessions.values()):
+                session.writer.close()  # its reader ends; what is open is recorded
+            await asyncio.gather(*self.milter.sessions, return_exceptions=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while True:
@@ -312,11 +353,12 @@ async def serve(
     gateway: Gateway,
     listener: socket.socket | None = None,
     http_listener: socket.socket | None = None,
+    milter_listener: socket.socket | None = None,
 ) -> None:
     """Run ``gateway`` until SIGTERM or SIGINT; SIGHUP reloads the policy.
 
-    ``listener`` and ``http_listener``: sockets :func:`bind` made before the gateway was
-    built (else they are bound here).
+    ``listener``, ``http_listener`` and ``milter_listener``: sockets :func:`bind` made before
+    the gateway was built (else they are bound here, as configured).
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -327,7 +369,9 @@ async def serve(
     # The downstream is checked once before the first client, beside the self-test, so that
     # /health and the log say from the start whether mail can be delivered.
     await asyncio.gather(gateway.warm_up(), *([] if supervised else [gateway.downstream.check()]))
-    await gateway.start(sock=listener)
+    if gateway.config.proxy:
+        await gateway.start(sock=listener)
+    await gateway.start_milter(sock=milter_listener)
     background = []
     if not supervised:
         await gateway.start_http(sock=http_listener)

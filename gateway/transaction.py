@@ -35,7 +35,13 @@ from gateway.dataread import MAX_LINE
 from gateway.ids import new_decision_id
 from gateway.judge import Judgement
 from gateway.logs import get_logger
-from gateway.message import auth_methods, normalize_line_endings, strip_our_headers, trace_headers
+from gateway.message import (
+    auth_methods,
+    authentication_results,
+    normalize_line_endings,
+    strip_our_headers,
+    trace_headers,
+)
 from gateway.record import Record, build_record
 from policies import Action, Reply, check_recipient
 from policies.addresses import AddressError, canonical_domain
@@ -275,22 +281,35 @@ class Transaction:
         judgement = self.judgement
         assert judgement is not None
         assert judgement.parsed is not None
-        monitor = judgement.decision.monitor_reasons
-        hostname = self.config.hostname
         head = trace_headers(
-            hostname=hostname,
+            hostname=self.config.hostname,
             decision_id=self.id,
             helo=self.client.helo,
             client_ip=self.client.ip,
             tls=self.client.tls,
             esmtp=self.client.esmtp,
             recipients=self.accepted,
-            result="neutral" if monitor else "pass",
-            reason=f"monitor: would refuse {' '.join(monitor)}" if monitor else "",
             when_utc=self.when,
-            methods=auth_methods(judgement.facts) if judgement.facts else (),
+            **self._results(),
         )
-        return head + strip_our_headers(judgement.parsed, hostname)
+        return head + strip_our_headers(judgement.parsed, self.config.hostname)
+
+    def authentication_results(self) -> str:
+        """Our ``Authentication-Results:`` field for the accepted message, alone: what a milter
+        adds (the MTA writes its own ``Received:``)."""
+        return authentication_results(
+            hostname=self.config.hostname, decision_id=self.id, **self._results()
+        )
+
+    def _results(self) -> dict[str, Any]:
+        judgement = self.judgement
+        assert judgement is not None
+        monitor = judgement.decision.monitor_reasons
+        return {
+            "result": "neutral" if monitor else "pass",
+            "reason": f"monitor: would refuse {' '.join(monitor)}" if monitor else "",
+            "methods": auth_methods(judgement.facts) if judgement.facts else (),
+        }
 
     def delivered(self, reply: DownstreamReply | None = None) -> Reply:
         """The downstream's answer to the message (None: no downstream, taken as accepted)."""

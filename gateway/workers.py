@@ -68,6 +68,7 @@ class Supervisor:
     restarts: int = 0
     failed: bool = False  # a worker could not start: the supervisor stops, exit status 2
     http_listener: socket.socket | None = None  # /metrics and /health, bound by the caller
+    command: str = "serve"  # what each worker runs: serve, or milter
 
     def __post_init__(self) -> None:
         self.log = get_logger()
@@ -77,7 +78,7 @@ class Supervisor:
         self.workers = [_Worker(i + 1) for i in range(self.config.workers)]
 
     def _spawn(self, worker: _Worker) -> None:
-        command = [sys.executable, "-m", "gateway.cli", "serve", "--worker", str(worker.index)]
+        command = [sys.executable, "-m", "gateway.cli", self.command, "--worker", str(worker.index)]
         if self.config_file is not None:
             command += ["--config", str(self.config_file)]
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self._metrics_dir)

@@ -1,0 +1,186 @@
+"""The milter front-end, driven over real TCP as Postfix drives it: the same transaction, the
+same replies and the same records as the proxy."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kilter.protocol.messages import AddHeader, ChangeHeader, Continue
+
+from gateway import replies
+from policies import parse_policy
+from tests.support.gateway import CLERK, OFFICIAL, RunningGateway, make_config, message, policy_text
+from tests.support.milter import MilterClient, reply_text
+from tests.support.smtp import Downstream
+
+POLICY = policy_text(
+    '[[rules]]\nid = "sender-personal-domain"\n[[rules]]\nid = "sender-official-unauthenticated"\n',
+    official='["lamdong.gov.vn"]',
+)
+
+
+@pytest.fixture
+def milter(
+    start_gateway: Callable[..., RunningGateway], downstream: Downstream, tmp_path: Path
+) -> tuple[RunningGateway, int]:
+    """A gateway answering as a milter on a free port (its proxy listens too, unused)."""
+    config = make_config(tmp_path, downstream.port, milter_listen="127.0.0.1:1")
+    gw = start_gateway(config, POLICY)
+    port = gw.loop_thread.run(gw.gateway.start_milter(port=0))
+    return gw, port
+
+
+def _continued(answers: list[Any]) -> bool:
+    return len(answers) == 1 and isinstance(answers[0], Continue)
+
+
+def _session(port: int, **kwargs: Any) -> MilterClient:
+    client = MilterClient(port, **kwargs)
+    client.connect()
+    client.helo()
+    return client
+
+
+def test_official_mail_is_accepted_with_our_result_added(
+    milter: tuple[RunningGateway, int],
+) -> None:
+    """Continue at the end of the message, our Authentication-Results added, one record with
+    the MTA's client."""
+    gw, port = milter
+    client = _session(port)
+    assert _continued(client.mail(OFFICIAL, login="a.nguyen"))
+    assert _continued(client.rcpt(CLERK))
+    *edits, verdict = client.message(message())
+    client.close()
+    assert isinstance(verdict, Continue)
+    [added] = edits
+    assert isinstance(added, AddHeader) and added.name == "Authentication-Results"
+    assert b"congvu=pass" in bytes(added.value)
+    [record] = gw.wait_records(1)
+    assert (record["verdict"], record["client"]["ip"], record["client"]["login"]) == (
+        "accept",
+        "203.0.113.7",
+        "a.nguyen",
+    )
+    assert bytes(added.value).endswith(f"policy.decision={record['id']}".encode())
+
+
+def test_a_refusal_is_the_proxys_reply_and_is_recorded(milter: tuple[RunningGateway, int]) -> None:
+    """A personal sender is refused at the end of the message with the reason table's reply."""
+    gw, port = milter
+    client = _session(port)
+    client.mail("nguyenvana@gmail.com", login="a.nguyen")
+    client.rcpt(CLERK)
+    [verdict] = client.message(message(from_="A <nguyenvana@gmail.com>"))
+    client.close()
+    [record] = gw.wait_records(1)
+    policy = parse_policy(POLICY, "test-policy.toml")
+    expected = replies.refusal("sender.personal_domain", policy, ref=record["id"]).line()
+    assert reply_text(verdict) == expected == record["reply"]
+    assert record["verdict"] == "reject" and record["reasons"] == ["sender.personal_domain"]
+
+
+def test_relaying_needs_a_login_or_a_trusted_client(milter: tuple[RunningGateway, int]) -> None:
+    """From the Internet, only local recipients; a logged-in officer may write to anyone."""
+    gw, port = milter
+    client = _session(port)
+    client.mail(OFFICIAL)
+    [refused] = client.rcpt("someone@example.com")
+    assert reply_text(refused).startswith("550 5.7.1 [relay.denied]")
+    client.abort()
+    client.mail(OFFICIAL, login="a.nguyen")
+    assert _continued(client.rcpt("someone@example.com"))
+    client.close()
+    records = gw.wait_records(2)
+    assert [r["verdict"] for r in records] == ["reject", "abandoned"]
+    assert records[0]["reasons"] == ["relay.denied"]
+    assert records[1]["client"]["login"] == "a.nguyen"
+
+
+def test_an_official_from_needs_no_dkim_after_a_login(milter: tuple[RunningGateway, int]) -> None:
+    """Without a login an official From with no DKIM is forged; with one it is the officer."""
+    gw, port = milter
+    for login, expected in (("", "550"), ("a.nguyen", None)):
+        client = _session(port)
+        client.mail(OFFICIAL, login=login)
+        client.rcpt(CLERK)
+        verdict = client.message(message())[-1]
+        client.close()
+        if expected is None:
+            assert isinstance(verdict, Continue)
+        else:
+            assert reply_text(verdict).startswith("550 5.7.22 [sender.official_unauthenticated]")
+    assert [r["verdict"] for r in gw.wait_records(2)] == ["reject", "accept"]
+
+
+def test_a_forged_result_is_removed(milter: tuple[RunningGateway, int]) -> None:
+    """An Authentication-Results field naming our host is deleted, by its place."""
+    _, port = milter
+    forged = (
+        "Authentication-Results: other.example; spf=pass\r\n"
+        "Authentication-Results: gw.lamdong.gov.vn; congvu=pass\r\n"
+    )
+    client = _session(port)
+    client.mail(OFFICIAL, login="a.nguyen")
+    client.rcpt(CLERK)
+    *edits, verdict = client.message(message(extra=forged))
+    client.close()
+    assert isinstance(verdict, Continue)
+    removed = [e for e in edits if isinstance(e, ChangeHeader)]
+    assert [(e.index, e.name, bytes(e.value)) for e in removed] == [
+        (2, "Authentication-Results", b"")
+    ]
+
+
+@pytest.mark.parametrize("leading_space", [True, False])
+def test_the_message_is_judged_as_it_was_sent(
+    milter: tuple[RunningGateway, int], leading_space: bool
+) -> None:
+    """Folded header fields and a body in several chunks are put back together: the size
+    recorded is the message's, whether or not the MTA keeps the space after each colon."""
+    gw, port = milter
+    raw = message(extra="X-Long: one\r\n two\r\n", body="dong\r\n" * 30_000)
+    client = _session(port, leading_space=leading_space)
+    client.mail(OFFICIAL, login="a.nguyen")
+    client.rcpt(CLERK)
+    assert isinstance(client.message(raw, chunk=65535)[-1], Continue)
+    client.close()
+    [record] = gw.wait_records(1)
+    assert record["size"] == len(raw)
+
+
+def test_too_large_is_refused_552(
+    start_gateway: Callable[..., RunningGateway], downstream: Downstream, tmp_path: Path
+) -> None:
+    """A message over the size limit is refused as the proxy refuses it."""
+    config = make_config(tmp_path, downstream.port, milter_listen="127.0.0.1:1")
+    gw = start_gateway(dataclasses.replace(config, max_message_size=10_000), POLICY)
+    port = gw.loop_thread.run(gw.gateway.start_milter(port=0))
+    client = _session(port)
+    client.mail(OFFICIAL, login="a.nguyen")
+    client.rcpt(CLERK)
+    [verdict] = client.message(message(body="x" * 70 + "\r\n") * 200)
+    client.close()
+    assert reply_text(verdict).startswith("552 5.3.4 [message.too_large]")
+    assert gw.wait_records(1)[0]["reasons"] == ["message.too_large"]
+
+
+def test_sessions_the_mta_abandons_are_recorded(milter: tuple[RunningGateway, int]) -> None:
+    """An abort, then a second message on the same connection, then a hang-up mid-message:
+    exactly one record each."""
+    gw, port = milter
+    client = _session(port)
+    client.mail(OFFICIAL, login="a.nguyen")
+    client.rcpt(CLERK)
+    client.abort()
+    client.mail(OFFICIAL, login="a.nguyen")
+    client.rcpt(CLERK)
+    assert isinstance(client.message(message())[-1], Continue)
+    client.mail(OFFICIAL, login="a.nguyen")
+    client.sock.close()
+    verdicts = [r["verdict"] for r in gw.wait_records(3)]
+    assert verdicts == ["abandoned", "accept", "abandoned"]
