@@ -43,16 +43,17 @@ def proven_by_dkim(from_domain: str, dkim: Iterable[DkimOutcome]) -> bool:
 
 
 def sender_authenticated(facts: MessageFacts, policy: Policy) -> bool:
-    """Whether the sender is proven internal: a trusted client, a client that logged in (SASL
-    at the MTA), or an official envelope sender whose official From has an aligned passing
-    DKIM signature. Notices and scoring rely on it."""
-    if facts.client_trusted or facts.login:
+    """Whether the sender is proven internal: a trusted client, or an official envelope sender
+    who logged in (SASL at the MTA) or whose official From has an aligned passing DKIM
+    signature. Notices and scoring rely on it."""
+    if facts.client_trusted:
         return True
     # From outside, the notice goes to the envelope sender: it must be official as well,
-    # or a DKIM-valid From could aim notices at any address (backscatter).
+    # or a DKIM-valid From (or a login with a personal MAIL FROM) could aim notices at any
+    # address (backscatter).
     if not policy.is_official(facts.mail_from.rpartition("@")[2]):
         return False
-    return any(
+    return bool(facts.login) or any(
         policy.is_official(mb.domain) and proven_by_dkim(mb.domain, facts.dkim)
         for field in facts.from_fields
         for mb in field.mailboxes

@@ -184,3 +184,81 @@ def test_sessions_the_mta_abandons_are_recorded(milter: tuple[RunningGateway, in
     client.sock.close()
     verdicts = [r["verdict"] for r in gw.wait_records(3)]
     assert verdicts == ["abandoned", "accept", "abandoned"]
+
+
+def test_congvu_milter_runs_as_a_command_and_stops_cleanly(tmp_path: Path) -> None:
+    """`congvu milter --listen`: no SMTP listener, the milter answers, SIGTERM waits for the
+    transaction under way and exits 0 with every transaction recorded; its port taken is one
+    line and exit status 2."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.smtp import free_port
+
+    congvu = Path(sys.executable).parent / "congvu"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONGVU_")}
+    proxy, port = free_port(), free_port()
+    (tmp_path / "congvu.toml").write_text(
+        f'[server]\nlisten = "127.0.0.1:{proxy}"\n[metrics]\nlisten = ""\n'
+        '[store]\nsqlite = "records.sqlite"\n[log]\nfile = "gateway.log"\n',
+        "utf-8",
+    )
+    proc = subprocess.Popen(
+        [str(congvu), "milter", "--listen", f"127.0.0.1:{port}"], cwd=tmp_path, env=env
+    )
+    try:
+        deadline = time.monotonic() + 30
+        log = tmp_path / "gateway.log"
+        while not (log.exists() and "milter.started" in log.read_text("utf-8")):
+            assert proc.poll() is None and time.monotonic() < deadline, "no milter.started"
+            time.sleep(0.1)
+        with socket.socket() as probe:  # the proxy's port is not opened by congvu milter
+            assert probe.connect_ex(("127.0.0.1", proxy)) != 0
+        client = _session(port)
+        client.mail(OFFICIAL, login="a.nguyen")
+        client.rcpt(CLERK)
+        assert isinstance(client.message(message())[-1], Continue)
+        client.mail(OFFICIAL, login="a.nguyen")  # open when the stop comes
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert proc.poll() is None  # waits for the MTA's session under way...
+        client.abort()  # ...which ends (the client went away): recorded, then the exit
+        assert proc.wait(40) == 0
+        client.sock.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    shown = subprocess.run(
+        [str(congvu), "log", "tail", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    import json
+
+    verdicts = [json.loads(line)["verdict"] for line in shown.splitlines()]
+    assert verdicts == ["accept", "abandoned"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = subprocess.run(
+            [str(congvu), "milter", "--listen", f"127.0.0.1:{busy}"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == f"congvu milter: cannot listen on 127.0.0.1:{busy}: Address already in use\n"
+    )

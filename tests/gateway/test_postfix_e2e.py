@@ -98,11 +98,11 @@ POLICY = Path(__file__).resolve().parents[2] / "examples" / "policy.toml"
 CLIENT_IP, CLIENT_HELO = "203.0.113.7", "mx.client.example"
 
 
-def shown(marker: str) -> str:
+def shown(marker: str, page: Path = PAGE) -> str:
     """The text of the fenced block that follows ``<!-- MARKER -->`` on the page."""
     pattern = rf"^<!--\s*{re.escape(marker)}\s*-->\n+(```+)[^\n]*\n(.*?)^\1[ ]*$"
-    found = re.search(pattern, PAGE.read_text("utf-8"), re.MULTILINE | re.DOTALL)
-    assert found, f"{PAGE}: no block after <!-- {marker} -->"
+    found = re.search(pattern, page.read_text("utf-8"), re.MULTILINE | re.DOTALL)
+    assert found, f"{page}: no block after <!-- {marker} -->"
     return found.group(2)
 
 
