@@ -76,14 +76,26 @@ def _candidates(record: Record) -> list[str]:
 
 
 def attribute(
-    record: Record, accounts: dict[str, Account], personal: dict[str, Account]
+    record: Record,
+    accounts: dict[str, Account],
+    personal: dict[str, Account],
+    local_parts: dict[str, Account | None] | None = None,
 ) -> tuple[Account | None, bool]:
     """The account that sent ``record`` and whether it was sent from a personal address.
 
-    Only proven senders are credited: an official address when the gateway authenticated the
-    sender (trusted network, or aligned DKIM), a known personal address when that provider's
-    DKIM signature passed. A forged From credits (or blames) no one.
+    Only proven senders are credited: first the account that logged in at the MTA (an
+    officer's own sending through the milter: the login is the account's address, or its
+    local part when that names one account only); else an official address when the gateway
+    authenticated the sender (trusted network, or aligned DKIM), or a known personal address
+    when that provider's DKIM signature passed. A forged From credits (or blames) no one.
     """
+    login = record.client.login.lower()
+    if login:
+        if local_parts is None:
+            local_parts = by_local_part(accounts.values())
+        holder = accounts.get(login) or local_parts.get(login)
+        if holder is not None:
+            return holder, False
     if record.authenticated:
         for address in _candidates(record):
             if address in accounts:
@@ -92,6 +104,16 @@ def attribute(
         if address in personal and proven_by_dkim(address.rpartition("@")[2], record.dkim):
             return personal[address], True
     return None, False
+
+
+def by_local_part(accounts: Iterable[Account]) -> dict[str, Account | None]:
+    """Accounts by the local part of their address, for servers whose logins are bare user
+    names; None where several accounts share one (such a login credits no one)."""
+    index: dict[str, Account | None] = {}
+    for account in accounts:
+        local = account.address.rpartition("@")[0]
+        index[local] = None if local in index else account
+    return index
 
 
 def _documents(record: Record) -> tuple[int, int, int]:
@@ -129,6 +151,7 @@ def build_report(
     """
     by_address = {a.address: a for a in accounts}
     by_personal = {p: a for a in accounts for p in a.personal_addresses}
+    local_parts = by_local_part(accounts)
     units: dict[str, UnitScore] = {}
     active: dict[str, set[str]] = {}
     returned_unsigned: dict[str, int] = {}
@@ -147,7 +170,7 @@ def build_report(
                         units.setdefault(holder.unit, UnitScore(holder.unit)).advisories += 1
         if record.verdict not in ("accept", "reject"):
             continue
-        sender, personal = attribute(record, by_address, by_personal)
+        sender, personal = attribute(record, by_address, by_personal, local_parts)
         if sender is None:
             continue  # inbound mail, or a sender nobody proved: it scores no unit
         score = units.setdefault(sender.unit, UnitScore(sender.unit))
@@ -220,10 +243,15 @@ def idle_report(
 ) -> IdleReport:
     """Accounts with no activity in the last ``days`` days, never seen, or unknown."""
     last_seen: dict[str, str] = {}
+    by_address = {a.address: a for a in accounts}
+    local_parts = by_local_part(accounts)
     for record in records:
         if record.verdict not in ("accept", "reject"):
             continue
-        for address in _candidates(record):
+        login = record.client.login.lower()
+        holder = (by_address.get(login) or local_parts.get(login)) if login else None
+        logged_in = [holder.address] if holder is not None else []
+        for address in [*_candidates(record), *logged_in]:
             if record.time > last_seen.get(address, ""):
                 last_seen[address] = record.time
     cutoff = (now - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")

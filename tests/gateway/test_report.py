@@ -382,6 +382,49 @@ def test_forged_senders_credit_and_blame_no_one() -> None:
     assert (score.messages_sent, score.from_personal_providers) == (1, 1)
 
 
+def test_an_officers_login_is_their_use_of_official_mail() -> None:
+    """Mail sent after logging in at the MTA (the milter's login) credits the login's account,
+    whatever its From says; a bare user name credits the one account with that local part,
+    and no one where two accounts share it. It also counts as activity for the idle list."""
+    from datetime import UTC, date, datetime
+
+    from gateway.directory import Account
+    from gateway.record import Client
+    from gateway.report import build_report
+    from gateway.report.scoring import idle_report
+
+    def account(address: str, unit: str) -> Account:
+        return Account(address, "Cán bộ", unit, "officer", date(2022, 1, 1), ())
+
+    accounts = [
+        account("an@dilinh.lamdong.gov.vn", "UBND huyện Di Linh"),
+        account("binh@baoloc.lamdong.gov.vn", "UBND TP Bảo Lộc"),
+        account("vanthu@dilinh.lamdong.gov.vn", "UBND huyện Di Linh"),
+        account("vanthu@baoloc.lamdong.gov.vn", "UBND TP Bảo Lộc"),
+    ]
+    unproven = replace(decision(1, "x@example.org", "accept", []), authenticated=False, dkim=())
+
+    def by(login: str) -> Record:
+        return replace(unproven, client=Client(ip="10.0.0.9", login=login))
+
+    records = [by("an@dilinh.lamdong.gov.vn"), by("binh"), by("vanthu")]
+    scores, total = build_report(records, accounts, period_end=date(2026, 10, 31))
+    sent_by_unit = {s.unit: s.messages_sent for s in scores}
+    assert sent_by_unit == {"UBND huyện Di Linh": 1, "UBND TP Bảo Lộc": 1}
+    assert total.accounts_active == 2
+    idle = idle_report(
+        records,
+        accounts,
+        now=datetime(2026, 10, 31, tzinfo=UTC),
+        days=90,
+        is_official=lambda domain: domain.endswith("lamdong.gov.vn"),
+    )
+    assert {row["address"] for row in idle.never_seen} == {
+        "vanthu@dilinh.lamdong.gov.vn",
+        "vanthu@baoloc.lamdong.gov.vn",
+    }
+
+
 def test_spreadsheet_cells_never_run_as_formulas(tmp_path: Path) -> None:
     """A unit name starting with '=' (from the directory) is written as text in CSV."""
     from datetime import date
