@@ -46,6 +46,79 @@ def test_gateway_end_to_end_on_postgres(
     assert store.get(decision_id)["verdict"] == "accept"  # type: ignore[index]
 
 
+def test_several_gateways_on_one_postgres_store(
+    start_gateway, downstream: Downstream, tmp_path: Path, pg_url: str
+) -> None:
+    """Two proxies and a milter writing at once into one PostgreSQL store: every transaction
+    recorded once, each gateway's hash chain intact, the report counting each message once."""
+    import threading
+    from datetime import date
+
+    from gateway.directory import Account
+    from gateway.record import Record
+    from gateway.report import build_report
+    from tests.support.milter import MilterClient
+
+    officer = "a.nguyen@dilinh.lamdong.gov.vn"
+    gateways = []
+    for name in ("gw1", "gw2", "gw3"):
+        config = make_config(
+            tmp_path / name,
+            downstream.port,
+            hostname=f"{name}.lamdong.gov.vn",
+            trusted=True,  # the district's own clients: their mail credits the officer
+            milter_listen="127.0.0.1:1",  # started on a free port below (gw3 only)
+        )
+        store = PostgresStore(pg_url, instance=name)
+        gateways.append(start_gateway(config, policy_text(), store=store))
+    milter_port = gateways[2].loop_thread.run(gateways[2].gateway.start_milter(port=0))
+    each = 15
+    failures: list[BaseException] = []
+
+    def through_proxy(gw: object) -> None:
+        try:
+            for n in range(each):
+                _, (code, _) = gw.send(message(subject=f"so {n}"), officer, [CLERK])  # type: ignore[attr-defined]
+                assert code == 250
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failures.append(exc)
+
+    def through_milter() -> None:
+        try:
+            client = MilterClient(milter_port)
+            client.connect("10.0.0.5")
+            client.helo()
+            for n in range(each):
+                client.mail(officer, login=officer)
+                client.rcpt(CLERK)
+                client.message(message(subject=f"milter {n}"))
+            client.close()
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
+
+    threads = [threading.Thread(target=through_proxy, args=(gw,)) for gw in gateways[:2]]
+    threads.append(threading.Thread(target=through_milter))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures, failures
+    reader = PostgresStore(pg_url, instance="reader")
+    try:
+        assert reader.verify() == []
+        records = reader.records_between("2000-01-01", "2100-01-01")
+    finally:
+        reader.close()
+    assert len(records) == len({r["id"] for r in records}) == 3 * each
+    account = Account(
+        officer, "Nguyễn Văn A", "UBND huyện Di Linh", "officer", date(2022, 1, 1), ()
+    )
+    [score], _ = build_report(
+        [Record.from_dict(r) for r in records], [account], period_end=date(2100, 1, 1)
+    )
+    assert score.messages_sent == 3 * each
+
+
 def test_commands_work_on_the_postgres_store(
     pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
