@@ -9,6 +9,7 @@ milter as it does for an officer's own sending.
 from __future__ import annotations
 
 import dataclasses
+import os
 import smtplib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import pytest
 from gateway.config import load_config
 from tests.gateway.test_postfix_e2e import main_cf, postfix_dir, replace_once, start_or_skip
 from tests.gateway.test_postfix_e2e import shown as shown_on
+from tests.support.dovecot import DovecotAuth, DovecotUnavailable
 from tests.support.gateway import CLERK, OFFICIAL, RunningGateway, message
 from tests.support.postfix import PostfixDownstream
 from tests.support.smtp import free_port
@@ -28,6 +30,7 @@ __all__ = ["postfix_dir"]  # the fixture, shared with the proxy layout's test
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "admin" / "milter.md"
 CLIENT_IP = "203.0.113.7"
+OFFICER, PASSWORD = "a.nguyen@dilinh.lamdong.gov.vn", "mat-khau-1"
 
 
 def shown(marker: str) -> str:
@@ -38,6 +41,7 @@ def shown(marker: str) -> str:
 class MilterLayout:
     postfix: PostfixDownstream
     gateway: RunningGateway | None
+    submission: int  # the page's submission service, on a test port
 
     def session(self, login: str = "") -> smtplib.SMTP:
         """A session with Postfix's smtpd as a client from the Internet, or as an officer
@@ -77,12 +81,37 @@ def layout(
         settings["smtpd_milters"], r"127\.0\.0\.1:8891$", f"127.0.0.1:{milter_port}"
     )
     settings["smtpd_authorized_xclient_hosts"] = "127.0.0.0/8"  # the test plays the client
-    mta = PostfixDownstream(
-        postfix_dir, public, ["lamdong.gov.vn", "dilinh.lamdong.gov.vn"], settings=settings
+    submission, auth_port = free_port(), free_port()
+    services = shown("milter-e2e: master.cf")
+    services = replace_once(services, r"^submission(?=\s+inet\s)", f"127.0.0.1:{submission}")
+    services = replace_once(  # no certificate in the test: no TLS, on loopback only
+        services, r"smtpd_tls_security_level=encrypt$", "smtpd_tls_security_level=none"
     )
-    start_or_skip(mta)
-    yield MilterLayout(mta, gateway)
-    mta.stop()
+    services = replace_once(
+        services, r"smtpd_sasl_path=private/auth$", f"smtpd_sasl_path=inet:127.0.0.1:{auth_port}"
+    )
+    # The stock public smtpd stays, on the test's public port, beside the submission entry.
+    services = f"127.0.0.1:{public} inet n - n - - smtpd\n{services}"
+    dovecot = DovecotAuth(postfix_dir / "dovecot", auth_port, {OFFICER: PASSWORD})
+    try:
+        dovecot.start()
+    except DovecotUnavailable as exc:
+        if os.environ.get("CONGVU_REQUIRE_POSTFIX"):
+            pytest.fail(f"Dovecot is required here: {exc}")
+        pytest.skip(str(exc))
+    mta = PostfixDownstream(
+        postfix_dir,
+        public,
+        ["lamdong.gov.vn", "dilinh.lamdong.gov.vn"],
+        services=services,
+        settings=settings,
+    )
+    try:
+        start_or_skip(mta)
+        yield MilterLayout(mta, gateway, submission)
+        mta.stop()
+    finally:
+        dovecot.stop()
 
 
 def test_an_officers_message_is_judged_recorded_with_the_login_and_delivered(
@@ -131,3 +160,35 @@ def test_with_congvu_down_postfix_defers(layout: MilterLayout) -> None:
     )
     assert all(400 <= code < 500 for code in codes), error
     assert layout.postfix.messages() == []
+
+
+def test_an_officer_logged_in_on_the_submission_port_is_judged_and_counted(
+    layout: MilterLayout,
+) -> None:
+    """Through the page's submission entry, with a real Dovecot checking the password: the
+    message is judged, delivered, and recorded with the login; a personal From is still
+    refused; a wrong password sends nothing."""
+    with smtplib.SMTP("127.0.0.1", layout.submission, timeout=60) as smtp:
+        smtp.ehlo("laptop.dilinh")
+        smtp.login(OFFICER, PASSWORD)
+        smtp.sendmail(OFFICER, [CLERK], message(subject="tu Outlook"))
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail(OFFICER, [CLERK], message(from_="A <nguyenvana@gmail.com>"))
+    assert refused.value.smtp_code == 550
+    assert b"[sender.personal_domain]" in refused.value.smtp_error
+    with smtplib.SMTP("127.0.0.1", layout.submission, timeout=60) as smtp:
+        smtp.ehlo("laptop.dilinh")
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            smtp.login(OFFICER, "wrong")
+    # The message, and the refusal notice that tells the officer why the second was refused
+    # (sent through Postfix, and judged on the way like any mail).
+    delivered = layout.postfix.wait_for_messages(2)
+    assert sum(b"Subject: tu Outlook" in m for m in delivered) == 1
+    assert layout.gateway is not None
+    records = layout.gateway.wait_records(3)
+    assert [(r["verdict"], r["client"]["login"]) for r in records if r["client"]["login"]] == [
+        ("accept", OFFICER),
+        ("reject", OFFICER),
+    ]
+    refusal = next(r for r in records if r["verdict"] == "reject")
+    assert refusal["notice"]["sent"] is True and refusal["notice"]["to"] == OFFICER
