@@ -27,7 +27,7 @@ from gateway.metrics import Metrics, serve_http
 from gateway.notices import Notifier
 from gateway.relay import DownstreamWatch, Relay, make_relay
 from gateway.smtp import GatewayHandler, GatewaySMTP
-from gateway.store import AuditLog, DecisionStore, open_store
+from gateway.store import AuditLog, DecisionStore, Journal, journal_path, open_store, reconcile
 from policies import ConfigError, Policy, load_policy
 
 if TYPE_CHECKING:
@@ -133,6 +133,11 @@ class Gateway:
             self.config, self.policy, validator=self.validator, resolver=self.resolver
         )
         self.metrics = Metrics()
+        # What a previous run handed downstream but could not record (killed in between)
+        # is recorded now, before any new mail: see gateway.store.journal.
+        journal = journal_path(self.config)
+        reconcile(journal, self.store)
+        self.journal = Journal(journal)
         self.handler = GatewayHandler(
             self.judge,
             self.relay,
@@ -142,6 +147,7 @@ class Gateway:
                 self.config.hostname,
             ),
             self.metrics,
+            journal=self.journal,
         )
         self.metrics.watch(
             sessions=lambda: len(self.handler.protocols),
@@ -345,6 +351,7 @@ class Gateway:
         if self._http is not None:
             self._http.close()
         self.validator.close()
+        self.journal.close()
         self.store.close()
         self.log.info("gateway.stopped")
 

@@ -40,7 +40,7 @@ from gateway.metrics import Metrics
 from gateway.notices import Notifier
 from gateway.relay import DownstreamError, DownstreamSession, Relay
 from gateway.replies import Reply, add_enhanced_code
-from gateway.store import AuditLog, StoreError
+from gateway.store import AuditLog, Journal, StoreError
 from gateway.transaction import Client, Transaction
 
 __all__ = ["GatewayHandler", "GatewaySMTP"]
@@ -319,8 +319,11 @@ class GatewayHandler:
         audit: AuditLog,
         notifier: Notifier | None = None,
         metrics: Metrics | None = None,
+        *,
+        journal: Journal | None = None,
     ) -> None:
         self.metrics = metrics
+        self.journal = journal  # what was handed downstream before it was recorded
         self.judge = judge
         self.relay = relay
         self.audit = audit
@@ -664,6 +667,8 @@ class GatewayHandler:
         notice = await txn.notify(self.notifier) if self.notifier is not None else None
         try:
             await self._write(txn, notice)
+            if self.journal is not None:
+                self.journal.done(txn.id)
         except Exception as exc:
             if not isinstance(exc, StoreError):  # the record could not even be built: a bug
                 self.log.exception("record.failed", decision_id=txn.id)
@@ -677,8 +682,11 @@ class GatewayHandler:
         return outcome.line
 
     async def _relay(self, state: _SessionState, txn: Transaction) -> None:
+        message = txn.relay_message()
+        if self.journal is not None:  # from here on the downstream may take it
+            self.journal.intent(txn.intended_record().to_dict())
         try:
-            reply = await state.downstream.data(txn.relay_message())
+            reply = await state.downstream.data(message)
         except DownstreamError as exc:
             self._relay_failed("DATA", exc)
             txn.delivery_failed(exc)

@@ -376,7 +376,14 @@ class Transaction:
 
     def record(self, notice: dict[str, Any] | None = None) -> Record:
         """The decision record of this transaction (ending it first if still open)."""
-        outcome = self.end()
+        return self._record(self.end(), notice)
+
+    def intended_record(self) -> Record:
+        """The record this transaction will have if the downstream takes the message: what
+        the relay journal keeps while the message is handed over. It ends nothing."""
+        return self._record(Outcome("accept", (), replies.accepted(self.id)), None)
+
+    def _record(self, outcome: Outcome, notice: dict[str, Any] | None) -> Record:
         return build_record(
             decision_id=self.id,
             when=self.when,

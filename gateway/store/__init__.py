@@ -12,11 +12,13 @@ group commit (:mod:`gateway.store.commit`) are theirs in common.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.store.auditlog import AuditLog, clean_text
 from gateway.store.base import DecisionStore, Record, StoreError
 from gateway.store.chain import ChainProblem
+from gateway.store.journal import Journal, reconcile
 from gateway.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
@@ -27,13 +29,25 @@ __all__ = [
     "AuditLog",
     "ChainProblem",
     "DecisionStore",
+    "Journal",
     "PostgresStore",
     "Record",
     "SqliteStore",
     "StoreError",
     "clean_text",
+    "journal_path",
     "open_store",
+    "reconcile",
 ]
+
+
+def journal_path(config: GatewayConfig) -> Path:
+    """This process's relay journal (see :mod:`gateway.store.journal`): beside the SQLite
+    store (with PostgreSQL too: the journal is the process's own, on its own disk)."""
+    instance = config.hostname
+    if config.worker_index is not None:
+        instance = f"{config.hostname}-w{config.worker_index}"
+    return config.store_path.parent / f"journal-{instance}.jsonl"
 
 
 def open_store(config: GatewayConfig) -> DecisionStore:

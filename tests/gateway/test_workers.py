@@ -244,3 +244,54 @@ def test_workers_do_not_outlive_a_killed_supervisor(supervised) -> None:  # type
 
     wait_for(gone, timeout=30)
     assert not listening(port)
+
+
+def test_a_message_handed_over_when_the_gateway_is_killed_has_a_record(
+    tmp_path: Path, downstream: Downstream
+) -> None:
+    """SIGKILL after the downstream has the whole message but before its answer (and so before
+    the record): the client heard nothing and will send again. The copy the downstream keeps
+    is explained all the same: at the next start the journal's entry becomes its record,
+    verdict ``interrupted``, under the decision id the delivered copy carries."""
+    port = free_port()
+    config = write_config(tmp_path, port, downstream.port, workers=1)
+    proc = subprocess.Popen([CONGVU, "serve", "--config", str(config)], start_new_session=True)
+    wait_for(lambda: listening(port))
+    downstream.handler.reply_delay = 3  # the downstream has queued it, and takes its time
+
+    def client() -> int:
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+                smtp.ehlo("client.test")
+                smtp.sendmail(OFFICIAL, [CLERK], message(subject="giua chung"))
+                return 0
+        except (OSError, smtplib.SMTPException):
+            return -1  # the gateway went away: the client keeps the message
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(client)
+        wait_for(lambda: len(downstream.handler.messages) == 1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        assert sent.result() == -1
+    proc.wait()
+    [copy] = downstream.handler.messages
+    decision_id = copy.data.split(b"policy.decision=")[1].split()[0].decode()
+    store = SqliteStore(tmp_path / "decisions.sqlite")
+    assert store.get(decision_id) is None  # what the kill left: a delivery, no record
+    store.close()
+    downstream.handler.reply_delay = 0
+    restarted = subprocess.Popen([CONGVU, "serve", "--config", str(config)])
+    try:
+        wait_for(lambda: listening(port))
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        assert restarted.wait(30) == 0
+    store = SqliteStore(tmp_path / "decisions.sqlite")
+    record = store.get(decision_id)
+    assert store.verify() == []
+    store.close()
+    assert record is not None
+    assert (record["verdict"], record["reply"]) == ("interrupted", "")
+    assert record["headers"]["subject"] == "giua chung"
+    logged = [e for e in events(tmp_path / "gateway.log") if e["event"] == "journal.interrupted"]
+    assert [e["decision_id"] for e in logged] == [decision_id]

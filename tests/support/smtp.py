@@ -55,6 +55,7 @@ class RecordingHandler:
     data_reply: str | None = None
     drop_on_data: bool = False
     data_delay: float = 0.0
+    reply_delay: float = 0.0  # after the message is taken (queued), before saying so
     quits: int = 0  # sessions ended politely
 
     async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
@@ -93,6 +94,8 @@ class RecordingHandler:
         self.messages.append(
             Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
         )
+        if self.reply_delay:
+            await asyncio.sleep(self.reply_delay)
         return "250 2.0.0 Ok: queued as DS1"
 
 
