@@ -51,6 +51,7 @@ __all__ = [
     "SignatureRecord",
     "SignerRecord",
     "build_record",
+    "notice_record",
 ]
 
 SCHEMA_VERSION = 6  # see build_record for what each version added
@@ -530,6 +531,11 @@ def _inner(doc: DocumentEvidence, facts: MessageFacts, policy: Policy) -> InnerD
     )
 
 
+def notice_record(notice: dict[str, Any] | None) -> NoticeRecord | None:
+    """What the notifier reported (``{kind, sent, to, message_id, reason}``), as recorded."""
+    return NoticeRecord(**notice) if notice is not None else None
+
+
 def build_record(
     *,
     decision_id: str,
@@ -610,7 +616,7 @@ def build_record(
         reply=reply,
         policy=PolicyRef(name=policy.name, source=policy.source, sha256=policy.sha256),
         processing_ms=round(processing_ms, 3),
-        notice=NoticeRecord(**notice) if notice is not None else None,
+        notice=notice_record(notice),
         # Proven internal sender (trusted client, or official From with aligned DKIM): only
         # such records credit an account in the office's report; a forged From credits no one.
         authenticated=bool(facts and sender_authenticated(facts, policy)),

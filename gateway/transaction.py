@@ -42,7 +42,7 @@ from gateway.message import (
     strip_our_headers,
     trace_headers,
 )
-from gateway.record import Record, build_record
+from gateway.record import Record, build_record, notice_record
 from policies import Action, Reply, check_recipient
 from policies.addresses import AddressError, canonical_domain
 
@@ -166,6 +166,7 @@ class Transaction:
         self.judgement: Judgement | None = None
         self.outcome: Outcome | None = None
         self._last_refusal: Reply | None = None  # of a recipient
+        self._intended: Record | None = None  # built for the relay journal, reused at the end
         refused = sender_refusal(sender, smtputf8=smtputf8)
         if refused is not None:
             self._conclude("reject", (refused,), self.refusal(refused))
@@ -376,12 +377,20 @@ class Transaction:
 
     def record(self, notice: dict[str, Any] | None = None) -> Record:
         """The decision record of this transaction (ending it first if still open)."""
-        return self._record(self.end(), notice)
+        outcome, intended = self.end(), self._intended
+        if intended is not None and outcome.verdict == "accept":  # as journaled, but the end
+            return dataclasses.replace(
+                intended,
+                notice=notice_record(notice),
+                processing_ms=round((time.perf_counter() - self.started) * 1000, 3),
+            )
+        return self._record(outcome, notice)
 
     def intended_record(self) -> Record:
         """The record this transaction will have if the downstream takes the message: what
         the relay journal keeps while the message is handed over. It ends nothing."""
-        return self._record(Outcome("accept", (), replies.accepted(self.id)), None)
+        self._intended = self._record(Outcome("accept", (), replies.accepted(self.id)), None)
+        return self._intended
 
     def _record(self, outcome: Outcome, notice: dict[str, Any] | None) -> Record:
         return build_record(

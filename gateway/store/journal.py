@@ -47,9 +47,9 @@ class Journal:
 
     def intent(self, record: dict[str, Any]) -> None:
         """``record`` is about to be handed to the downstream."""
-        # Cleaned as the store cleans it (an 8-bit header byte is a lone surrogate here).
-        line = json.dumps({"intent": clean_text(record)}, ensure_ascii=False, sort_keys=True)
-        line += "\n"
+        # ASCII escapes: an 8-bit header byte (a lone surrogate here) is written as \udcXX, and
+        # cleaned as the store cleans it only if the entry is ever reconciled (rarely).
+        line = json.dumps({"intent": record}) + "\n"
         with self._lock:
             self._open[record["id"]] = line
             self._write(line)
@@ -103,7 +103,7 @@ def reconcile(path: Path, store: DecisionStore) -> list[str]:
     for decision_id, record in intents.items():
         if store.get(decision_id) is not None:
             continue  # committed, but killed before the done line
-        interrupted = record | {
+        interrupted = clean_text(record) | {
             "verdict": "interrupted",
             "reasons": [],
             "reply": "",
