@@ -604,6 +604,7 @@ def _serve(
                 policy_sha256=policy.sha256,
                 http_listener=http,
                 command=args.command,
+                options=("--listen", config.milter_listen) if args.command == "milter" else (),
             )
             return asyncio.run(supervisor.run(grace=SHUTDOWN_GRACE))
         gateway = Gateway.from_config(config, policy)

@@ -69,6 +69,7 @@ class Supervisor:
     failed: bool = False  # a worker could not start: the supervisor stops, exit status 2
     http_listener: socket.socket | None = None  # /metrics and /health, bound by the caller
     command: str = "serve"  # what each worker runs: serve, or milter
+    options: tuple[str, ...] = ()  # and with which options (milter's --listen)
 
     def __post_init__(self) -> None:
         self.log = get_logger()
@@ -78,7 +79,8 @@ class Supervisor:
         self.workers = [_Worker(i + 1) for i in range(self.config.workers)]
 
     def _spawn(self, worker: _Worker) -> None:
-        command = [sys.executable, "-m", "gateway.cli", self.command, "--worker", str(worker.index)]
+        command = [sys.executable, "-m", "gateway.cli", self.command, *self.options]
+        command += ["--worker", str(worker.index)]
         if self.config_file is not None:
             command += ["--config", str(self.config_file)]
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self._metrics_dir)

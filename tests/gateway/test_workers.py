@@ -295,3 +295,38 @@ def test_a_message_handed_over_when_the_gateway_is_killed_has_a_record(
     assert record["headers"]["subject"] == "giua chung"
     logged = [e for e in events(tmp_path / "gateway.log") if e["event"] == "journal.interrupted"]
     assert [e["decision_id"] for e in logged] == [decision_id]
+
+
+def test_congvu_milter_with_workers_listens_where_it_was_told(
+    tmp_path: Path, downstream: Downstream
+) -> None:
+    """`congvu milter --listen` under a supervisor: every worker answers on that address."""
+    from kilter.protocol.messages import Continue
+
+    from tests.support.milter import MilterClient
+
+    milter = free_port()
+    config = write_config(tmp_path, free_port(), downstream.port, workers=2)
+    proc = subprocess.Popen(
+        [CONGVU, "milter", "--listen", f"127.0.0.1:{milter}", "--config", str(config)],
+        start_new_session=True,
+    )
+    try:
+        log = tmp_path / "gateway.log"
+        wait_for(
+            lambda: log.exists() and sum(e["event"] == "milter.started" for e in events(log)) == 2,
+            timeout=30,
+        )
+        for _ in range(4):  # the kernel spreads the connections over both workers
+            client = MilterClient(milter)
+            client.connect()
+            client.helo()
+            client.mail(OFFICIAL, login="a.nguyen")
+            client.rcpt(CLERK)
+            assert isinstance(client.message(message())[-1], Continue)
+            client.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    started = [e for e in events(log) if e["event"] == "milter.started"]
+    assert {e["listen"] for e in started} == {f"127.0.0.1:{milter}"}
