@@ -9,7 +9,6 @@ milter as it does for an officer's own sending.
 from __future__ import annotations
 
 import dataclasses
-import os
 import smtplib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import pytest
 from gateway.config import load_config
 from tests.gateway.test_postfix_e2e import main_cf, postfix_dir, replace_once, start_or_skip
 from tests.gateway.test_postfix_e2e import shown as shown_on
-from tests.support.dovecot import DovecotAuth, DovecotUnavailable
+from tests.support.dovecot import DovecotAuth
 from tests.support.gateway import CLERK, OFFICIAL, RunningGateway, message
 from tests.support.postfix import PostfixDownstream
 from tests.support.smtp import free_port
@@ -93,12 +92,7 @@ def layout(
     # The stock public smtpd stays, on the test's public port, beside the submission entry.
     services = f"127.0.0.1:{public} inet n - n - - smtpd\n{services}"
     dovecot = DovecotAuth(postfix_dir / "dovecot", auth_port, {OFFICER: PASSWORD})
-    try:
-        dovecot.start()
-    except DovecotUnavailable as exc:
-        if os.environ.get("CONGVU_REQUIRE_POSTFIX"):
-            pytest.fail(f"Dovecot is required here: {exc}")
-        pytest.skip(str(exc))
+    start_or_skip(dovecot)
     mta = PostfixDownstream(
         postfix_dir,
         public,

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config
+from tests.support.dovecot import DovecotAuth, DovecotUnavailable
 from tests.support.gateway import CLERK, OFFICIAL, RunningGateway, make_config, message
 from tests.support.postfix import PostfixDownstream, PostfixUnavailable
 from tests.support.smtp import free_port
@@ -38,11 +39,12 @@ def postfix_dir() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def start_or_skip(mta: PostfixDownstream) -> None:
-    """Start Postfix; skip the test where it cannot run, fail where CI requires it."""
+def start_or_skip(mta: PostfixDownstream | DovecotAuth) -> None:
+    """Start Postfix (or Dovecot for its logins); skip the test where it cannot run, fail
+    where CI requires it."""
     try:
         mta.start()
-    except PostfixUnavailable as exc:
+    except (PostfixUnavailable, DovecotUnavailable) as exc:
         if os.environ.get("CONGVU_REQUIRE_POSTFIX"):
             pytest.fail(f"Postfix is required here: {exc}")
         pytest.skip(str(exc))
