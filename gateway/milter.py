@@ -168,6 +168,11 @@ class _Session:
             case Negotiate():
                 return [self._negotiate(message)]
             case Macro():
+                if message.stage == EnvelopeFrom.ident:
+                    # Each MAIL FROM says afresh who is logged in: never keep an earlier
+                    # session's login (an MTA may reuse the connection for another client).
+                    for name in _MACROS[Stage.ENVELOPE_FROM]:
+                        self.macros.pop(name, None)
                 self.macros.update(message.macros)
             case Connect():
                 address = message.address

@@ -94,11 +94,14 @@ def test_relaying_needs_a_login_or_a_trusted_client(milter: tuple[RunningGateway
     client.abort()
     client.mail(OFFICIAL, login="a.nguyen")
     assert _continued(client.rcpt("someone@example.com"))
+    client.abort()
+    client.mail(OFFICIAL)  # the next MAIL FROM without a login: the earlier one is gone
+    assert reply_text(client.rcpt("someone@example.com")[0]).startswith("550 5.7.1 [relay.denied]")
     client.close()
-    records = gw.wait_records(2)
-    assert [r["verdict"] for r in records] == ["reject", "abandoned"]
+    records = gw.wait_records(3)
+    assert [r["verdict"] for r in records] == ["reject", "abandoned", "reject"]
     assert records[0]["reasons"] == ["relay.denied"]
-    assert records[1]["client"]["login"] == "a.nguyen"
+    assert [r["client"]["login"] for r in records] == ["", "a.nguyen", ""]
 
 
 def test_an_official_from_needs_no_dkim_after_a_login(milter: tuple[RunningGateway, int]) -> None:
