@@ -46,11 +46,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -58,8 +55,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+if __package__ in (None, ""):  # run as a script (python bench/chain.py): import from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import cpu_seconds, free_port, load_by_path, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY_PAGE = ROOT / "docs" / "admin" / "postfix.md"
@@ -81,34 +81,6 @@ POSTFIX_DEFAULTS = {
 }
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    # tests/support/postfix.py, without putting tests/ on sys.path (tests/policies would
-    # shadow the policies package).
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_listening(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
-
-
 def plain(size: int, sender: str) -> bytes:
     """A plain-text message of about ``size`` bytes from ``sender`` to the clerk."""
     head = (
@@ -118,66 +90,6 @@ def plain(size: int, sender: str) -> bytes:
     )
     line = "Noi dung van ban bao cao tuan cua don vi, dong " + "x" * 20 + "\r\n"
     return (head + line * max(1, (size - len(head)) // len(line))).encode()
-
-
-# -- process accounting (/proc) ---------------------------------------------------------------
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and all its living descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(children.get(p, []))
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its living descendants, and of the children they have
-    reaped (cutime, cstime): Postfix's master replaces an ``smtpd`` after 100 sessions, and
-    the CPU of the one that exited would otherwise drop out of the count."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for p in _tree(pid):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(f) for f in fields[11:15])
-    return total / tick
-
-
-# -- the pages' snippets ----------------------------------------------------------------------
-
-
-def shown(page: Path, marker: str) -> str:
-    """The text of the fenced block that follows ``<!-- MARKER -->`` on the page."""
-    pattern = rf"^<!--\s*{re.escape(marker)}\s*-->\n+(```+)[^\n]*\n(.*?)^\1[ ]*$"
-    found = re.search(pattern, page.read_text("utf-8"), re.MULTILINE | re.DOTALL)
-    if not found:
-        raise RuntimeError(f"{page}: no block after <!-- {marker} -->")
-    return found.group(2)
-
-
-def replace_once(text: str, old: str, new: str) -> str:
-    """``text`` with ``old`` (a regular expression) replaced exactly once, so that a change of
-    the page the benchmark cannot follow stops it rather than measuring something else."""
-    result, count = re.subn(old, new, text, flags=re.MULTILINE)
-    if count != 1:
-        raise RuntimeError(f"{old!r} occurs {count} times in the page's snippet, not once")
-    return result
-
-
-def main_cf(text: str) -> dict[str, str]:
-    """``name = value`` lines of a main.cf snippet (comments skipped)."""
-    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
-    return {k.strip(): v.strip() for k, v in pairs if not k.lstrip().startswith("#")}
 
 
 # -- the chains -------------------------------------------------------------------------------
@@ -228,7 +140,7 @@ class Layouts:
     def __init__(self, folder: Path, workers: str) -> None:
         self.folder = folder
         self.workers = workers
-        self.postfix = _load("bench_postfix", ROOT / "tests" / "support" / "postfix.py")
+        self.postfix = load_by_path("bench_postfix", ROOT / "tests" / "support" / "postfix.py")
         self._stops: list[Callable[[], None]] = []
 
     def close(self) -> None:
@@ -286,57 +198,65 @@ class Layouts:
     def proxy(self) -> Chain:
         """docs/admin/postfix.md: the page's master.cf entries, main.cf lines and congvu.toml."""
         public, gateway, reinjection = free_port(), free_port(), free_port()
-        services = shown(PROXY_PAGE, "postfix-e2e: master.cf")
-        services = replace_once(services, r"^smtp(?=\s+inet\s)", f"127.0.0.1:{public}")
-        services = replace_once(
+        services = self.postfix.shown(PROXY_PAGE, "postfix-e2e: master.cf")
+        services = self.postfix.replace_once(services, r"^smtp(?=\s+inet\s)", f"127.0.0.1:{public}")
+        services = self.postfix.replace_once(
             services,
             r"smtpd_proxy_filter=127\.0\.0\.1:2525$",
             f"smtpd_proxy_filter=127.0.0.1:{gateway}",
         )
-        services = replace_once(services, r"^127\.0\.0\.1:10025(?=\s)", f"127.0.0.1:{reinjection}")
-        settings = main_cf(shown(PROXY_PAGE, "postfix-e2e: main.cf"))
+        services = self.postfix.replace_once(
+            services, r"^127\.0\.0\.1:10025(?=\s)", f"127.0.0.1:{reinjection}"
+        )
+        settings = self.postfix.main_cf(self.postfix.shown(PROXY_PAGE, "postfix-e2e: main.cf"))
         mta = self._start_postfix("proxy", public, settings, services)
 
         etc = self.folder / "proxy-congvu"
         etc.mkdir()
         shutil.copy(ROOT / "examples" / "policy.toml", etc / "policy.toml")
-        text = shown(PROXY_PAGE, "file: congvu.toml")
-        text = replace_once(text, r'"127\.0\.0\.1:2525"', f'"127.0.0.1:{gateway}"')
-        text = replace_once(
+        text = self.postfix.shown(PROXY_PAGE, "file: congvu.toml")
+        text = self.postfix.replace_once(text, r'"127\.0\.0\.1:2525"', f'"127.0.0.1:{gateway}"')
+        text = self.postfix.replace_once(
             text, r'"smtp://127\.0\.0\.1:10025"', f'"smtp://127.0.0.1:{reinjection}"'
         )
-        text = replace_once(text, r'"127\.0\.0\.1:9125"', f'"127.0.0.1:{free_port()}"')
-        text = replace_once(text, r'"/var/lib/congvu/decisions\.sqlite"', '"decisions.sqlite"')
+        text = self.postfix.replace_once(text, r'"127\.0\.0\.1:9125"', f'"127.0.0.1:{free_port()}"')
+        text = self.postfix.replace_once(
+            text, r'"/var/lib/congvu/decisions\.sqlite"', '"decisions.sqlite"'
+        )
         text = self._with_workers(text)
         (etc / "congvu.toml").write_text(text, "utf-8")
         gw = self._congvu("serve", etc / "congvu.toml")
-        wait_listening(gateway)
+        wait_listening(gateway, timeout=60)
         return Chain("Postfix + congvu proxy", mta, public, gw.pid)
 
     def milter(self) -> Chain:
         """docs/admin/milter.md: the page's main.cf and congvu.toml, ``congvu milter``."""
         public, milter = free_port(), free_port()
-        settings = main_cf(shown(MILTER_PAGE, "milter-e2e: main.cf"))
-        settings["smtpd_milters"] = replace_once(
+        settings = self.postfix.main_cf(self.postfix.shown(MILTER_PAGE, "milter-e2e: main.cf"))
+        settings["smtpd_milters"] = self.postfix.replace_once(
             settings["smtpd_milters"], r"127\.0\.0\.1:8891$", f"127.0.0.1:{milter}"
         )
         etc = self.folder / "milter-congvu"
         etc.mkdir()
-        text = shown(MILTER_PAGE, "milter-e2e: congvu.toml")
-        text = replace_once(text, r'"127\.0\.0\.1:8891"', f'"127.0.0.1:{milter}"')
-        text = replace_once(text, r'"smtp://127\.0\.0\.1:25"', f'"smtp://127.0.0.1:{public}"')
+        text = self.postfix.shown(MILTER_PAGE, "milter-e2e: congvu.toml")
+        text = self.postfix.replace_once(text, r'"127\.0\.0\.1:8891"', f'"127.0.0.1:{milter}"')
+        text = self.postfix.replace_once(
+            text, r'"smtp://127\.0\.0\.1:25"', f'"smtp://127.0.0.1:{public}"'
+        )
         # The page trusts loopback (programs on the server). The load comes from 127.0.0.1 but
         # plays senders from the Internet, as on the proxy page, where loopback is not
         # trusted: trusted, the gmail sender would count as internal and get a refusal
         # notice for every message, which mail from outside never gets.
-        text = replace_once(
+        text = self.postfix.replace_once(
             text, r'trusted_networks = \["127\.0\.0\.0/8"\]', 'trusted_networks = ["10.20.0.0/16"]'
         )
-        text = replace_once(text, r'"/var/lib/congvu/decisions\.sqlite"', '"decisions.sqlite"')
+        text = self.postfix.replace_once(
+            text, r'"/var/lib/congvu/decisions\.sqlite"', '"decisions.sqlite"'
+        )
         text = self._with_workers(text) + f'\n[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'
         (etc / "congvu.toml").write_text(text, "utf-8")
         gw = self._congvu("milter", etc / "congvu.toml")
-        wait_listening(milter)
+        wait_listening(milter, timeout=60)
         mta = self._start_postfix("milter", public, settings)
         return Chain("Postfix + congvu milter", mta, public, gw.pid)
 
@@ -474,15 +394,17 @@ def load(chain: Chain, eml: dict[bool, Path], count: int, kind: Kind) -> Result:
     if not kind.flow_control:
         chain.set_in_flow_delay("0")
     postfix_pid = chain.postfix_pid
-    filter_cpu = cpu_seconds(chain.filter_pid) if chain.filter_pid else 0.0
-    postfix_cpu = cpu_seconds(postfix_pid)
+    filter_cpu = cpu_seconds(chain.filter_pid, reaped=True) if chain.filter_pid else 0.0
+    postfix_cpu = cpu_seconds(postfix_pid, reaped=True)
     started = time.perf_counter()
     status = smtp_source(chain.port, eml[kind.refused], count, refused=kind.refused)
     expected = 0 if kind.refused else count
     seen = 0 if kind.refused else wait_delivered(chain, count)
     wall = time.perf_counter() - started
-    filter_cpu = cpu_seconds(chain.filter_pid) - filter_cpu if chain.filter_pid else 0.0
-    postfix_cpu = cpu_seconds(postfix_pid) - postfix_cpu
+    filter_cpu = (
+        cpu_seconds(chain.filter_pid, reaped=True) - filter_cpu if chain.filter_pid else 0.0
+    )
+    postfix_cpu = cpu_seconds(postfix_pid, reaped=True) - postfix_cpu
     if kind.refused:
         time.sleep(0.5)  # nothing may arrive late either
         seen = chain.delivered()

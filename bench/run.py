@@ -26,11 +26,9 @@ import asyncio
 import base64
 import contextlib
 import functools
-import importlib.util
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +42,10 @@ from types import ModuleType
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+if __package__ in (None, ""):  # run as a script (python bench/run.py): import from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import cpu_seconds, free_port, load_by_path, process_tree, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFICIAL = "a.nguyen@dilinh.lamdong.gov.vn"
@@ -67,69 +69,10 @@ asyncio.run(main())
 """
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    # The test PKI and DNS server, without putting tests/ on sys.path (tests/policies would
-    # shadow the policies package).
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_listening(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
-# -- process accounting (/proc) ---------------------------------------------------------------
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(children.get(p, []))
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its descendants (the living ones)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for p in _tree(pid):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
-
-
 def memory_bytes(pid: int) -> int:
     """Proportional set size (shared pages split fairly) of ``pid`` and its descendants."""
     total = 0
-    for p in _tree(pid):
+    for p in process_tree(pid):
         with contextlib.suppress(OSError, ValueError):
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
@@ -194,7 +137,7 @@ class Fixtures:
 
 
 def make_fixtures(folder: Path) -> tuple[Fixtures, dict[str, str]]:
-    pki = _load("bench_pki", ROOT / "tests" / "support" / "pki.py")
+    pki = load_by_path("bench_pki", ROOT / "tests" / "support" / "pki.py")
     test_pki = pki.build_pki()
     (folder / "certs" / "trust").mkdir(parents=True)
     (folder / "certs" / "intermediates").mkdir()
@@ -470,7 +413,7 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"bench: {tool} not found (Debian package postfix)")
 
-    dns_server = _load("bench_dns", ROOT / "tests" / "support" / "dns.py")
+    dns_server = load_by_path("bench_dns", ROOT / "tests" / "support" / "dns.py")
     with tempfile.TemporaryDirectory(prefix="congvu-bench-") as tmp:
         folder = Path(tmp)
         print("preparing keys, test PKI and signed PDFs...", flush=True)

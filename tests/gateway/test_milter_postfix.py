@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config
-from tests.gateway.test_postfix_e2e import main_cf, postfix_dir, replace_once, start_or_skip
-from tests.gateway.test_postfix_e2e import shown as shown_on
+from tests.gateway.test_postfix_e2e import postfix_dir, start_or_skip
 from tests.support.dovecot import DovecotAuth
 from tests.support.gateway import CLERK, OFFICIAL, RunningGateway, message
-from tests.support.postfix import PostfixDownstream
+from tests.support.postfix import PostfixDownstream, main_cf, replace_once
+from tests.support.postfix import shown as shown_on
 from tests.support.smtp import free_port
 
 pytestmark = pytest.mark.postfix
@@ -33,7 +33,7 @@ OFFICER, PASSWORD = "a.nguyen@dilinh.lamdong.gov.vn", "mat-khau-1"
 
 
 def shown(marker: str) -> str:
-    return shown_on(marker, PAGE)
+    return shown_on(PAGE, marker)
 
 
 @dataclass

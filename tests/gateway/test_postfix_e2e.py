@@ -23,7 +23,8 @@ import pytest
 from gateway.config import load_config
 from tests.support.dovecot import DovecotAuth, DovecotUnavailable
 from tests.support.gateway import CLERK, OFFICIAL, RunningGateway, make_config, message
-from tests.support.postfix import PostfixDownstream, PostfixUnavailable
+from tests.support.postfix import PostfixDownstream, PostfixUnavailable, main_cf, replace_once
+from tests.support.postfix import shown as shown_on
 from tests.support.smtp import free_port
 
 pytestmark = pytest.mark.postfix
@@ -101,30 +102,8 @@ POLICY = Path(__file__).resolve().parents[2] / "examples" / "policy.toml"
 CLIENT_IP, CLIENT_HELO = "203.0.113.7", "mx.client.example"
 
 
-def shown(marker: str, page: Path = PAGE) -> str:
-    """The text of the fenced block that follows ``<!-- MARKER -->`` on the page."""
-    pattern = rf"^<!--\s*{re.escape(marker)}\s*-->\n+(```+)[^\n]*\n(.*?)^\1[ ]*$"
-    found = re.search(pattern, page.read_text("utf-8"), re.MULTILINE | re.DOTALL)
-    assert found, f"{page}: no block after <!-- {marker} -->"
-    return found.group(2)
-
-
-def replace_once(text: str, old: str, new: str) -> str:
-    """``text`` with ``old`` (a regular expression) replaced; it must occur exactly once, so a
-    change of the page that the test cannot follow fails loudly."""
-    result, count = re.subn(old, new, text, flags=re.MULTILINE)
-    assert count == 1, f"{old!r} occurs {count} times in the page's snippet, not once"
-    return result
-
-
-def main_cf(text: str) -> dict[str, str]:
-    """``name = value`` lines of a main.cf snippet (comments skipped)."""
-    pairs = (
-        line.split("=", 1)
-        for line in text.splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    )
-    return {name.strip(): value.strip() for name, value in pairs}
+def shown(marker: str) -> str:
+    return shown_on(PAGE, marker)
 
 
 @dataclass

@@ -35,6 +35,7 @@ import contextlib
 import fcntl
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -44,13 +45,42 @@ import time
 from collections.abc import Iterator
 from types import TracebackType
 
-__all__ = ["PostfixDownstream", "PostfixUnavailable"]
+__all__ = ["PostfixDownstream", "PostfixUnavailable", "main_cf", "replace_once", "shown"]
 
 # Serialises edits of the shared default main.cf between parallel test processes.
 _LOCK_FILE = "/tmp/congvu-postfix-downstream.lock"
 _DEFAULT_CONF = "/etc/postfix"
 _DELIVERY_UID = 65534  # nobody/nogroup: virtual(8) refuses to deliver as root
 _MAIL_OWNER = "postfix"
+
+
+def shown(page: pathlib.Path, marker: str) -> str:
+    """The text of the fenced block that follows ``<!-- MARKER -->`` on a docs page: the
+    configuration a test (or the chain benchmark) runs is the one the page shows."""
+    pattern = rf"^<!--\s*{re.escape(marker)}\s*-->\n+(```+)[^\n]*\n(.*?)^\1[ ]*$"
+    found = re.search(pattern, page.read_text("utf-8"), re.MULTILINE | re.DOTALL)
+    if not found:
+        raise RuntimeError(f"{page}: no block after <!-- {marker} -->")
+    return found.group(2)
+
+
+def replace_once(text: str, old: str, new: str) -> str:
+    """``text`` with ``old`` (a regular expression) replaced; it must occur exactly once, so a
+    change of the page that the caller cannot follow fails loudly."""
+    result, count = re.subn(old, new, text, flags=re.MULTILINE)
+    if count != 1:
+        raise RuntimeError(f"{old!r} occurs {count} times in the page's snippet, not once")
+    return result
+
+
+def main_cf(text: str) -> dict[str, str]:
+    """``name = value`` lines of a main.cf snippet (comments skipped)."""
+    pairs = (
+        line.split("=", 1)
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+    return {name.strip(): value.strip() for name, value in pairs}
 
 
 class PostfixUnavailable(Exception):
