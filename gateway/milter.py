@@ -56,7 +56,7 @@ from kilter.protocol.messages import (
 )
 
 from gateway.logs import get_logger
-from gateway.message import forged_headers, parse_message
+from gateway.message import forged_headers
 from gateway.store import StoreError
 from gateway.transaction import Client, Transaction
 
@@ -274,7 +274,7 @@ class _Session:
                 for error in judgement.decision.errors:
                     self.server.log.error("check.exception", decision_id=txn.id, traceback=error)
                 if txn.outcome is None:
-                    answer = self._accept(txn, raw)
+                    answer = self._accept(txn)
                     txn.delivered()  # the MTA queues it: the milter has no downstream
         except Exception:
             self.server.log.exception(
@@ -301,10 +301,12 @@ class _Session:
         assert outcome.reply is not None
         return [_reply(outcome.reply)]
 
-    def _accept(self, txn: Transaction, raw: bytes) -> list[Message]:
+    def _accept(self, txn: Transaction) -> list[Message]:
         """Our result added, and the fields that forge it removed (by their place among the
         fields of the same name, counted from 1, as the milter protocol counts)."""
-        parsed = parse_message(raw)
+        assert txn.judgement is not None
+        parsed = txn.judgement.parsed  # as judged: not parsed a second time
+        assert parsed is not None
         edits: list[Message] = []
         for forged in forged_headers(parsed, txn.config.hostname):
             if ActionFlags.CHANGE_HEADERS not in self.actions:

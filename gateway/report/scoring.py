@@ -79,7 +79,7 @@ def attribute(
     record: Record,
     accounts: dict[str, Account],
     personal: dict[str, Account],
-    local_parts: dict[str, Account | None] | None = None,
+    local_parts: dict[str, Account | None],
 ) -> tuple[Account | None, bool]:
     """The account that sent ``record`` and whether it was sent from a personal address.
 
@@ -89,13 +89,9 @@ def attribute(
     authenticated the sender (trusted network, or aligned DKIM), or a known personal address
     when that provider's DKIM signature passed. A forged From credits (or blames) no one.
     """
-    login = record.client.login.lower()
-    if login:
-        if local_parts is None:
-            local_parts = by_local_part(accounts.values())
-        holder = accounts.get(login) or local_parts.get(login)
-        if holder is not None:
-            return holder, False
+    holder = logged_in(record, accounts, local_parts)
+    if holder is not None:
+        return holder, False
     if record.authenticated:
         for address in _candidates(record):
             if address in accounts:
@@ -104,6 +100,17 @@ def attribute(
         if address in personal and proven_by_dkim(address.rpartition("@")[2], record.dkim):
             return personal[address], True
     return None, False
+
+
+def logged_in(
+    record: Record, accounts: dict[str, Account], local_parts: dict[str, Account | None]
+) -> Account | None:
+    """The account whose login (SASL, at the MTA) sent ``record``: the login is its address,
+    or its local part when that names one account only; None without a login."""
+    login = record.client.login.lower()
+    if not login:
+        return None
+    return accounts.get(login) or local_parts.get(login)
 
 
 def by_local_part(accounts: Iterable[Account]) -> dict[str, Account | None]:
@@ -248,10 +255,9 @@ def idle_report(
     for record in records:
         if record.verdict not in ("accept", "reject"):
             continue
-        login = record.client.login.lower()
-        holder = (by_address.get(login) or local_parts.get(login)) if login else None
-        logged_in = [holder.address] if holder is not None else []
-        for address in [*_candidates(record), *logged_in]:
+        holder = logged_in(record, by_address, local_parts)
+        login = [holder.address] if holder is not None else []
+        for address in [*_candidates(record), *login]:
             if record.time > last_seen.get(address, ""):
                 last_seen[address] = record.time
     cutoff = (now - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
