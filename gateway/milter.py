@@ -57,7 +57,6 @@ from kilter.protocol.messages import (
 
 from gateway.logs import get_logger
 from gateway.message import forged_headers
-from gateway.store import StoreError
 from gateway.transaction import Client, Transaction
 
 if TYPE_CHECKING:
@@ -227,7 +226,7 @@ class _Session:
         )
         txn = Transaction(self.server.judge, client, sender, smtputf8="SMTPUTF8" in options)
         if txn.outcome is not None:  # the sender refused before anything else
-            await self._record(txn)
+            await txn.record_quietly(self.server.audit)
             assert txn.outcome.reply is not None
             return [_reply(txn.outcome.reply)]
         self.txn = txn
@@ -282,24 +281,12 @@ class _Session:
             )
             txn.failed("internal.check_error")
             answer = []
-        outcome = txn.end()
-        notice = None
-        if self.server.notifier is not None:
-            notice = await txn.notify(self.server.notifier)
         self.txn = None
         self._reset()
-        try:
-            await self.server.audit.record(txn.record(notice).to_dict())
-        except Exception as exc:
-            if not isinstance(exc, StoreError):
-                self.server.log.exception("record.failed", decision_id=txn.id)
-            if outcome.verdict == "accept":
-                self.server.log.error("store.accepted_unrecorded", decision_id=txn.id)
-            return [_reply(txn.refusal("store.unavailable"))]
-        if outcome.verdict == "accept":
+        reply, recorded = await txn.conclude(self.server.audit, self.server.notifier)
+        if recorded and txn.end().verdict == "accept":
             return [*answer, Continue()]
-        assert outcome.reply is not None
-        return [_reply(outcome.reply)]
+        return [_reply(reply)]
 
     def _accept(self, txn: Transaction) -> list[Message]:
         """Our result added, and the fields that forge it removed (by their place among the
@@ -325,13 +312,7 @@ class _Session:
         self._reset()
         if txn is not None:
             txn.end()
-            await self._record(txn)
-
-    async def _record(self, txn: Transaction) -> None:
-        # The MTA's answer does not depend on this record (a refusal, or no answer at all);
-        # AuditLog has logged the whole record if the store failed.
-        with contextlib.suppress(StoreError):
-            await self.server.audit.record(txn.record().to_dict())
+            await txn.record_quietly(self.server.audit)
 
     def _reset(self) -> None:
         self.parts = []

@@ -40,7 +40,7 @@ from gateway.metrics import Metrics
 from gateway.notices import Notifier
 from gateway.relay import DownstreamError, DownstreamSession, Relay
 from gateway.replies import Reply, add_enhanced_code
-from gateway.store import AuditLog, Journal, StoreError
+from gateway.store import AuditLog, Journal
 from gateway.transaction import Client, Transaction
 
 __all__ = ["GatewayHandler", "GatewaySMTP"]
@@ -428,15 +428,6 @@ class GatewayHandler:
             state.xforward[name.upper()] = "".join(c for c in decoded if " " < c < "\x7f")
         return replies.OK.line()
 
-    async def _write(self, txn: Transaction, notice: dict[str, Any] | None = None) -> None:
-        await self.audit.record(txn.record(notice).to_dict())
-
-    async def _record_quietly(self, txn: Transaction) -> None:
-        # Used where the client's reply does not depend on the record (a refusal already, or
-        # no reply at all); AuditLog has logged the full record if the store failed.
-        with contextlib.suppress(StoreError):
-            await self._write(txn)
-
     def _end_transaction(self, state: _SessionState) -> None:
         state.txn = None
         state.xforward.clear()  # XFORWARD attributes last one transaction, as in Postfix
@@ -448,7 +439,7 @@ class GatewayHandler:
         if txn is None:
             return
         txn.end()
-        await self._record_quietly(txn)
+        await txn.record_quietly(self.audit)
         self._end_transaction(state)
         await state.downstream.rset()
 
@@ -466,7 +457,7 @@ class GatewayHandler:
             if txn is None:  # pragma: no cover - DATA is only read inside a transaction
                 return replies.refusal(reason, self.judge.policy).line()
             line = txn.data_refused(reason).line()
-            await self._record_quietly(txn)
+            await txn.record_quietly(self.audit)
             self._end_transaction(state)
             await state.downstream.rset()
             return line
@@ -565,7 +556,7 @@ class GatewayHandler:
         client = self._client(server)
         txn = Transaction(self.judge, client, sender, smtputf8="SMTPUTF8" in options)
         if txn.outcome is not None:  # the sender refused before anything else
-            await self._record_quietly(txn)
+            await txn.record_quietly(self.audit)
             return txn.outcome.line
         size = next((o.split("=", 1)[1] for o in options if o.startswith("SIZE=")), None)
         about = {
@@ -584,11 +575,11 @@ class GatewayHandler:
         except DownstreamError as exc:
             self._relay_failed("MAIL", exc)
             line = txn.failed(exc.reason).line()
-            await self._record_quietly(txn)
+            await txn.record_quietly(self.audit)
             return line
         if not reply.ok:
             line = txn.sender_refused(reply).line()
-            await self._record_quietly(txn)
+            await txn.record_quietly(self.audit)
             return line
         envelope.mail_from = address
         envelope.mail_options.extend(options)
@@ -663,23 +654,13 @@ class GatewayHandler:
             self.log.exception("smtp.exception", stage="DATA", decision_id=txn.id)
             await state.downstream.rset()
             txn.failed("internal.check_error")
-        outcome = txn.end()
-        notice = await txn.notify(self.notifier) if self.notifier is not None else None
         try:
-            await self._write(txn, notice)
-            if self.journal is not None:
+            reply, recorded = await txn.conclude(self.audit, self.notifier)
+            if recorded and self.journal is not None:
                 self.journal.done(txn.id)
-        except Exception as exc:
-            if not isinstance(exc, StoreError):  # the record could not even be built: a bug
-                self.log.exception("record.failed", decision_id=txn.id)
-            if outcome.verdict == "accept":
-                # Delivered but not recorded: 4xx makes the client retry (a duplicate), which
-                # is the lesser harm than a delivery nobody can account for.
-                self.log.error("store.accepted_unrecorded", decision_id=txn.id)
-            return txn.refusal("store.unavailable").line()
         finally:
             self._end_transaction(state)
-        return outcome.line
+        return reply.line()
 
     async def _relay(self, state: _SessionState, txn: Transaction) -> None:
         message = txn.relay_message()

@@ -23,6 +23,7 @@ Whatever happens, :attr:`Transaction.outcome` ends up set exactly once, and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import time
@@ -43,6 +44,7 @@ from gateway.message import (
     trace_headers,
 )
 from gateway.record import Record, build_record, notice_record
+from gateway.store.base import StoreError
 from policies import Action, Reply, check_recipient
 from policies.addresses import AddressError, canonical_domain
 
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from gateway.judge import Judge
     from gateway.notices import Notifier
     from gateway.relay import DownstreamError, DownstreamReply
+    from gateway.store import AuditLog
 
 __all__ = [
     "Client",
@@ -341,6 +344,32 @@ class Transaction:
         return self.outcome
 
     # -- after the end -----------------------------------------------------------------------
+
+    async def conclude(self, audit: AuditLog, notifier: Notifier | None) -> tuple[Reply, bool]:
+        """After the message's verdict (and the relay): the notice, then the record. Returns
+        the final reply and whether the record was committed; when it was not, the reply is
+        ``451 4.3.0 [store.unavailable]``: nothing is answered 250 without a record."""
+        outcome = self.end()
+        assert outcome.reply is not None  # a message that reached its verdict was answered
+        notice = await self.notify(notifier) if notifier is not None else None
+        try:
+            await audit.record(self.record(notice).to_dict())
+        except Exception as exc:  # noqa: BLE001 - any failure to record is a 451, never a 250
+            if not isinstance(exc, StoreError):  # the record could not even be built: a bug
+                get_logger().exception("record.failed", decision_id=self.id)
+            if outcome.verdict == "accept":
+                # Delivered but not recorded: 4xx makes the client retry (a duplicate), which
+                # is the lesser harm than a delivery nobody can account for.
+                get_logger().error("store.accepted_unrecorded", decision_id=self.id)
+            return self.refusal("store.unavailable"), False
+        return outcome.reply, True
+
+    async def record_quietly(self, audit: AuditLog) -> None:
+        """Record a transaction whose answer does not depend on its record (a refusal given
+        already, or no answer at all); AuditLog has logged the whole record if the store
+        failed."""
+        with contextlib.suppress(StoreError):
+            await audit.record(self.record().to_dict())
 
     async def notify(self, notifier: Notifier) -> dict[str, Any] | None:
         """Tell an internal sender what was refused (or will be: an advisory); never changes
