@@ -104,6 +104,8 @@ class Chain:
     port: int  # the public smtpd
     filter_pid: int | None = None  # congvu's (or rspamd's) main process
     refuses: bool = True  # whether it refuses the gmail mail (rspamd does not)
+    filter_command: list[str] = field(default_factory=list)  # to start congvu again
+    filter_dir: Path | None = None  # congvu's folder: its congvu.toml, store and log
 
     @property
     def postfix_pid(self) -> int:
@@ -142,6 +144,7 @@ class Layouts:
         self.workers = workers
         self.postfix = load_by_path("bench_postfix", ROOT / "tests" / "support" / "postfix.py")
         self._stops: list[Callable[[], None]] = []
+        self.reinjection = 0  # the proxy layout's re-injection smtpd
 
     def close(self) -> None:
         while self._stops:
@@ -162,7 +165,9 @@ class Layouts:
         mta.start(timeout=60)
         return mta
 
-    def _start_process(self, command: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    def start_process(self, command: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+        """``command`` in ``cwd``, its output appended to ``log``; stopped (SIGTERM, then
+        SIGKILL after 30 s) by :meth:`close`."""
         with open(log, "ab") as out:
             process = subprocess.Popen(
                 command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
@@ -181,7 +186,7 @@ class Layouts:
 
     def _congvu(self, command: str, config: Path) -> subprocess.Popen[bytes]:
         congvu = str(Path(sys.executable).parent / "congvu")
-        return self._start_process(
+        return self.start_process(
             [congvu, command, "--config", str(config)], config.parent, config.parent / "congvu.log"
         )
 
@@ -195,9 +200,12 @@ class Layouts:
         mta = self._start_postfix("alone", port, {"header_checks": f"regexp:{checks}"})
         return Chain("Postfix alone", mta, port)
 
-    def proxy(self) -> Chain:
-        """docs/admin/postfix.md: the page's master.cf entries, main.cf lines and congvu.toml."""
+    def proxy(self, *, downstream: int | None = None) -> Chain:
+        """docs/admin/postfix.md: the page's master.cf entries, main.cf lines and congvu.toml;
+        with ``downstream``, congvu delivers to that port (bench/faults.py's fault relay,
+        which forwards to the re-injection ``smtpd`` on :attr:`Layouts.reinjection`)."""
         public, gateway, reinjection = free_port(), free_port(), free_port()
+        self.reinjection = reinjection
         services = self.postfix.shown(PROXY_PAGE, "postfix-e2e: master.cf")
         services = self.postfix.replace_once(services, r"^smtp(?=\s+inet\s)", f"127.0.0.1:{public}")
         services = self.postfix.replace_once(
@@ -217,7 +225,7 @@ class Layouts:
         text = self.postfix.shown(PROXY_PAGE, "file: congvu.toml")
         text = self.postfix.replace_once(text, r'"127\.0\.0\.1:2525"', f'"127.0.0.1:{gateway}"')
         text = self.postfix.replace_once(
-            text, r'"smtp://127\.0\.0\.1:10025"', f'"smtp://127.0.0.1:{reinjection}"'
+            text, r'"smtp://127\.0\.0\.1:10025"', f'"smtp://127.0.0.1:{downstream or reinjection}"'
         )
         text = self.postfix.replace_once(text, r'"127\.0\.0\.1:9125"', f'"127.0.0.1:{free_port()}"')
         text = self.postfix.replace_once(
@@ -227,7 +235,7 @@ class Layouts:
         (etc / "congvu.toml").write_text(text, "utf-8")
         gw = self._congvu("serve", etc / "congvu.toml")
         wait_listening(gateway, timeout=60)
-        return Chain("Postfix + congvu proxy", mta, public, gw.pid)
+        return Chain("Postfix + congvu proxy", mta, public, gw.pid, True, gw.args, etc)
 
     def milter(self) -> Chain:
         """docs/admin/milter.md: the page's main.cf and congvu.toml, ``congvu milter``."""
@@ -258,7 +266,7 @@ class Layouts:
         gw = self._congvu("milter", etc / "congvu.toml")
         wait_listening(milter, timeout=60)
         mta = self._start_postfix("milter", public, settings)
-        return Chain("Postfix + congvu milter", mta, public, gw.pid)
+        return Chain("Postfix + congvu milter", mta, public, gw.pid, True, gw.args, etc)
 
     def _with_workers(self, text: str) -> str:
         if self.workers == "page":
@@ -310,7 +318,7 @@ class Layouts:
         command = [binary, "-f", "-u", "_rspamd", "-g", "_rspamd", "-c", "/etc/rspamd/rspamd.conf"]
         command += [f"--var=LOCAL_CONFDIR={local}", f"--var=DBDIR={base / 'db'}"]
         command += [f"--var=RUNDIR={base / 'run'}", f"--var=LOGDIR={base / 'log'}"]
-        process = self._start_process(command, base, base / "stderr.log")
+        process = self.start_process(command, base, base / "stderr.log")
         try:
             wait_listening(port, timeout=120)
         except RuntimeError:

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kilter.protocol.messages import AddHeader, ChangeHeader, Continue
+from kilter.protocol.messages import AddHeader, ChangeHeader, Continue, ProtocolFlags
 
 from gateway import replies
 from policies import parse_policy
 from tests.support.gateway import CLERK, OFFICIAL, RunningGateway, make_config, message, policy_text
-from tests.support.milter import MilterClient, reply_text
+from tests.support.milter import POSTFIX_PROTOCOL, MilterClient, reply_text
 from tests.support.smtp import Downstream
 
 POLICY = policy_text(
@@ -67,6 +67,32 @@ def test_official_mail_is_accepted_with_our_result_added(
         "a.nguyen",
     )
     assert bytes(added.value).endswith(f"policy.decision={record['id']}".encode())
+
+
+def test_only_mail_rcpt_and_the_end_are_answered_where_the_mta_allows(
+    milter: tuple[RunningGateway, int],
+) -> None:
+    """Each answer is a round trip the MTA's SMTP process waits for: where the MTA offers it
+    (Postfix does), the milter answers only where it may refuse, and asks not to hear DATA.
+    An MTA that offers none of that (an older Sendmail) is answered at every stage."""
+    gw, port = milter
+    for offer, answered in (
+        (POSTFIX_PROTOCOL, ["Negotiate", "EnvelopeFrom", "EnvelopeRecipient", "EndOfMessage"]),
+        (
+            ProtocolFlags.HDR_LEADSPC,  # no NR_*, NO_DATA or NO_UNKNOWN offered
+            ["Negotiate", "Connect", "Helo", "EnvelopeFrom", "EnvelopeRecipient", "Data"]
+            + ["Header"] * 5
+            + ["EndOfHeaders", "Body", "EndOfMessage"],
+        ),
+    ):
+        client = _session(port, offer=offer)
+        assert _continued(client.mail(OFFICIAL, login="a.nguyen"))
+        assert _continued(client.rcpt(CLERK))
+        *_, verdict = client.message(message())
+        client.close()
+        assert isinstance(verdict, Continue)
+        assert client.answered == answered
+    assert [r["verdict"] for r in gw.wait_records(2)] == ["accept", "accept"]
 
 
 def test_a_refusal_is_the_proxys_reply_and_is_recorded(milter: tuple[RunningGateway, int]) -> None:
@@ -143,10 +169,12 @@ def test_a_forged_result_is_removed(milter: tuple[RunningGateway, int]) -> None:
 def test_the_message_is_judged_as_it_was_sent(
     milter: tuple[RunningGateway, int], leading_space: bool
 ) -> None:
-    """Folded header fields and a body in several chunks are put back together: the size
-    recorded is the message's, whether or not the MTA keeps the space after each colon."""
+    """Folded header fields, one of 100 KB (Postfix's header_size_limit), and a body in
+    several chunks are put back together: the size recorded is the message's, whether or
+    not the MTA keeps the space after each colon."""
     gw, port = milter
-    raw = message(extra="X-Long: one\r\n two\r\n", body="dong\r\n" * 30_000)
+    folded = "".join(f"\r\n word{n:07d}" for n in range(8_000))
+    raw = message(extra=f"X-Long: one\r\n two\r\nX-Huge: {folded}\r\n", body="dong\r\n" * 30_000)
     client = _session(port, leading_space=leading_space)
     client.mail(OFFICIAL, login="a.nguyen")
     client.rcpt(CLERK)

@@ -8,6 +8,7 @@ from ipaddress import ip_address
 from typing import Any
 
 from kilter.protocol.buffer import SimpleBuffer
+from kilter.protocol.core import NR_FLAG_MAP
 from kilter.protocol.messages import (
     Abort,
     ActionFlags,
@@ -28,7 +29,7 @@ from kilter.protocol.messages import (
     ReplyCode,
 )
 
-__all__ = ["MilterClient", "reply_text"]
+__all__ = ["POSTFIX_PROTOCOL", "MilterClient", "reply_text"]
 
 # What Postfix 3.7 offers a milter (milter_protocol = 6).
 POSTFIX_ACTIONS = ActionFlags(0x1FF)
@@ -45,10 +46,14 @@ class MilterClient:
     """One MTA connection to a milter; each call sends one event and returns the answers
     (modifications first, the verdict last), or [] where the milter asked not to answer."""
 
-    def __init__(self, port: int, *, leading_space: bool = True) -> None:
+    def __init__(
+        self, port: int, *, leading_space: bool = True, offer: ProtocolFlags = POSTFIX_PROTOCOL
+    ) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.answered: list[str] = []  # the events the milter answered, in order
         self.buffer = SimpleBuffer(4 * 1024 * 1024)
-        offer = POSTFIX_PROTOCOL if leading_space else POSTFIX_PROTOCOL & ~ProtocolFlags.HDR_LEADSPC
+        if not leading_space:
+            offer &= ~ProtocolFlags.HDR_LEADSPC
         [answer] = self.send(Negotiate(6, POSTFIX_ACTIONS, offer))
         assert isinstance(answer, Negotiate)
         self.negotiated = answer
@@ -59,6 +64,7 @@ class MilterClient:
         self.sock.sendall(out[:].tobytes())
         if not answered or self._no_reply(message):
             return []
+        self.answered.append(type(message).__name__)
         answers: list[Message] = []
         while True:
             answer = self._read()
@@ -67,10 +73,10 @@ class MilterClient:
                 return answers
 
     def _no_reply(self, message: Message) -> bool:
+        """The milter asked for no reply to this event (the NR flags it negotiated)."""
         flags = self.negotiated.protocol_flags if hasattr(self, "negotiated") else ProtocolFlags(0)
-        return (isinstance(message, Header) and ProtocolFlags.NR_HDR in flags) or (
-            isinstance(message, Body) and ProtocolFlags.NR_BODY in flags
-        )
+        flag = NR_FLAG_MAP.get(message.ident)
+        return flag is not None and flag in flags
 
     def _read(self) -> Message:
         while True:
@@ -106,8 +112,10 @@ class MilterClient:
         return self.send(EnvelopeRecipient(f"<{address}>".encode()))
 
     def message(self, raw: bytes, *, chunk: int = 65535) -> list[Any]:
-        """DATA, each header field, the end of the header, the body in chunks, the end."""
-        self.send(Data())
+        """DATA (unless the milter asked not to hear it), each header field, the end of the
+        header, the body in chunks, the end."""
+        if ProtocolFlags.NO_DATA not in self.negotiated.protocol_flags:
+            self.send(Data())
         head, _, body = raw.partition(b"\r\n\r\n")
         fields: list[list[bytes]] = []
         for line in head.split(b"\r\n"):
