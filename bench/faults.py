@@ -1,6 +1,6 @@
 """The fault run: Postfix with congvu as the pages deploy it, under load, while things fail.
 
-    .venv/bin/python bench/faults.py            # about 4 minutes on 2 cores
+    .venv/bin/python bench/faults.py            # about 2 minutes on 2 cores
     .venv/bin/python bench/faults.py --keep     # keep the folder: configurations, logs, mail
 
 Needs root and Debian's ``postfix``, as bench/chain.py (whose layouts it starts: the proxy
@@ -8,19 +8,19 @@ of docs/admin/postfix.md and the milter of docs/admin/milter.md, only ports and 
 changed). It prints an account of every message; nothing in it passes or fails, but a line
 that does not add up says so.
 
-Each fault runs during a load of its own: ``--messages`` messages (default 400), each in a
-new connection to Postfix's public ``smtpd``, 10 at a time, one in five from a gmail
-address (congvu refuses it with 550), the rest official mail. When a quarter of them are
-answered, the fault starts:
+Each fault runs during a load of its own: ``--messages`` messages (default 600), each in a
+new connection to Postfix's public ``smtpd``, 100 a second, 10 at a time at most, one in
+five from a gmail address (congvu refuses it with 550), the rest official mail. When a
+quarter of them are answered, the fault starts:
 
 - **kill -9**: congvu is killed (SIGKILL) and started again a second later, as systemd's
   ``Restart=`` would;
 - **SIGTERM**: congvu is stopped as ``systemctl stop`` stops it (it finishes the sessions
   open, then exits) and started again;
-- **downstream stopped** (proxy): the re-injection ``smtpd`` stops answering for 3 seconds
+- **downstream stopped** (proxy): the re-injection ``smtpd`` stops answering for 2 seconds
   (connections refused, those open cut);
-- **downstream refusing** (proxy): for 3 seconds it greets every connection with ``421``;
-- **downstream slow** (proxy): for 3 seconds it holds each ``250 ... queued`` answer for
+- **downstream refusing** (proxy): for 2 seconds it greets every connection with ``421``;
+- **downstream slow** (proxy): for 2 seconds it holds each ``250 ... queued`` answer for
   longer than congvu's ``[downstream] timeout`` (30 s on the page), after it has queued the
   message: congvu answers 451, and the copy is delivered all the same.
 
@@ -61,8 +61,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script (python bench/faults.py)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -70,7 +72,8 @@ from bench.chain import CLERK, OFFICIAL, PERSONAL, Chain, Layouts, workdir
 from bench.common import free_port, wait_listening
 
 CONCURRENCY = 10
-HEAL_AFTER = 3.0  # seconds a downstream fault lasts
+RATE = 100  # messages started per second: the load lasts longer than the fault
+HEAL_AFTER = 2.0  # seconds a downstream fault lasts
 RESTART_AFTER = 1.0  # seconds between congvu's death and its new start
 SLOW_BY = 35.0  # seconds the slow downstream holds its answer (congvu waits 30)
 DECISION = re.compile(rb"policy\.decision=([0-9A-Z]{26})")
@@ -100,11 +103,12 @@ class FaultRelay:
 
         async def switch() -> None:
             self.mode = mode
+            if mode in ("stopped", "refusing"):  # what is open is cut, as by a restart
+                for writer in list(self._writers):
+                    writer.transport.abort()
             if mode == "stopped" and self._server is not None:
                 self._server.close()
                 self._server = None
-                for writer in list(self._writers):
-                    writer.transport.abort()
             elif mode != "stopped" and self._server is None:
                 await self._listen()
 
@@ -151,6 +155,13 @@ class FaultRelay:
 
     def close(self) -> None:
         self.set("stopped")
+
+        async def cancel() -> None:
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        self.call(cancel)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 
@@ -212,14 +223,16 @@ class Sent:
 async def load(port: int, messages: dict[str, Sent], fault: Callable[[], None]) -> None:
     """Send everything, CONCURRENCY at a time; ``fault`` runs (in a thread) once a quarter
     is answered; then each 4xx is sent once more."""
-    queue = list(messages.values())
+    queue = list(enumerate(messages.values()))
     done = 0
     fault_task: asyncio.Future[None] | None = None
+    start = time.monotonic()
 
     async def worker() -> None:
         nonlocal done, fault_task
         while queue:
-            item = queue.pop(0)
+            n, item = queue.pop(0)
+            await asyncio.sleep(start + n / RATE - time.monotonic())  # on schedule
             item.first = item.last = await send(port, item.sender, item.data)
             done += 1
             if fault_task is None and done >= len(messages) // 4:
@@ -248,25 +261,23 @@ class Account:
     lost: int = 0
     unexplained: int = 0
     refused_unrecorded: int = 0
+    attempts: int = 0  # sessions the client opened: the messages, and the retries
     records: Counter[str] = field(default_factory=Counter)
 
 
-def records_of(store: Path, run: str) -> list[dict[str, object]]:
-    """The run's records in congvu's store (by their Message-ID)."""
+def records_since(store: Path, since: str) -> list[dict[str, Any]]:
+    """The records congvu wrote from ``since`` (ISO UTC) on: those of the run, including
+    transactions that ended before the message (a 4xx at MAIL FROM has no Message-ID)."""
     with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
-        rows = db.execute("SELECT record FROM decisions").fetchall()
-    found = []
-    for (text,) in rows:
-        record = json.loads(text)
-        if f"<{run}." in str(record.get("headers", {}).get("message_id", "")):
-            found.append(record)
-    return found
+        rows = db.execute("SELECT record FROM decisions WHERE time >= ?", (since,)).fetchall()
+    return [json.loads(text) for (text,) in rows]
 
 
-def account(chain: Chain, run: str, messages: dict[str, Sent], fault: str) -> Account:
+def account(chain: Chain, run: str, messages: dict[str, Sent], fault: str, since: str) -> Account:
     acc = Account(chain.name.removeprefix("Postfix + congvu "), fault, len(messages))
     acc.first = Counter(m.first for m in messages.values())
     acc.last = Counter(m.last for m in messages.values())
+    acc.attempts = len(messages) + acc.first["4xx"]
     delivered: Counter[str] = Counter()
     decisions: set[str] = set()
     parser = BytesHeaderParser()
@@ -281,14 +292,12 @@ def account(chain: Chain, run: str, messages: dict[str, Sent], fault: str) -> Ac
         if not found:
             acc.unexplained += 1
     assert chain.filter_dir is not None
-    records = records_of(chain.filter_dir / "decisions.sqlite", run)
+    records = records_since(chain.filter_dir / "decisions.sqlite", since)
     by_id = {str(r["id"]): r for r in records}
     acc.unexplained += sum(1 for d in decisions if d != "none" and d not in by_id)
     acc.records = Counter(str(r["verdict"]) for r in records)
     refused_recorded = {
-        str(r.get("headers", {}).get("message_id"))  # type: ignore[union-attr]
-        for r in records
-        if r["verdict"] == "reject"
+        str(r["headers"]["message_id"]) for r in records if r["verdict"] == "reject"
     }
     for mid, sent in messages.items():
         if "2xx" in (sent.first, sent.last) and delivered[mid] == 0:
@@ -298,6 +307,12 @@ def account(chain: Chain, run: str, messages: dict[str, Sent], fault: str) -> Ac
     acc.delivered = len(delivered)
     acc.copies = sum(delivered.values()) - len(delivered)
     return acc
+
+
+def utc_now() -> str:
+    """Now, as records write their time (ISO 8601, UTC, milliseconds, Z)."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    return now.replace("+00:00", "Z")
 
 
 def wait_settled(chain: Chain, timeout: float = 60) -> None:
@@ -378,7 +393,7 @@ def faults(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=400, help="messages per fault")
+    parser.add_argument("--messages", type=int, default=600, help="messages per fault")
     parser.add_argument("--keep", action="store_true", help="keep the folder with the logs")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -405,10 +420,10 @@ def main() -> None:
                         messages[f"<{run}.{i}@faults.bench>"] = Sent(
                             sender, message(run, i, sender)
                         )
-                    started = time.monotonic()
+                    started, since = time.monotonic(), utc_now()
                     asyncio.run(load(chain.port, messages, fault))
                     wait_settled(chain)
-                    acc = account(chain, run, messages, name)
+                    acc = account(chain, run, messages, name, since)
                     accounts.append(acc)
                     print(
                         f"  {acc.layout:<7} {name:<20} {time.monotonic() - started:5.0f} s",
@@ -428,7 +443,8 @@ def report(accounts: list[Account], count: int) -> None:
     )
     head = (
         f"{'layout':<7} {'fault':<20} {'first: 250/5xx/4xx':>19} {'after retry':>13} "
-        f"{'delivered':>9} {'copies':>6} {'lost':>4} {'unexpl.':>7} {'5xx unrec.':>10}  records"
+        f"{'delivered':>9} {'copies':>6} {'lost':>4} {'unexpl.':>7} {'5xx unrec.':>10} "
+        f"{'attempts':>8}  records"
     )
     print(head)
     for a in accounts:
@@ -438,8 +454,8 @@ def report(accounts: list[Account], count: int) -> None:
         adds_up = sum(a.first.values()) == a.sent and sum(a.last.values()) == a.sent
         print(
             f"{a.layout:<7} {a.fault:<20} {first:>19} {last:>13} {a.delivered:>9} {a.copies:>6} "
-            f"{a.lost:>4} {a.unexplained:>7} {a.refused_unrecorded:>10}  {verdicts}"
-            + ("" if adds_up else "  (does not add up)")
+            f"{a.lost:>4} {a.unexplained:>7} {a.refused_unrecorded:>10} {a.attempts:>8}  "
+            f"{sum(a.records.values())}: {verdicts}" + ("" if adds_up else "  (does not add up)")
         )
 
 
