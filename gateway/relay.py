@@ -9,8 +9,9 @@ client keeps it and retries (4xx).
 Exceptions::
 
     DownstreamError            the downstream cannot be used now (always temporary: 4xx)
-      .reason                  "downstream.unavailable" (connect/greeting failed) or
-                               "downstream.lost" (broke mid-transaction)
+      .reason                  "downstream.unavailable" (connect/greeting failed),
+                               "downstream.lost" (broke mid-transaction),
+                               "downstream.unconfirmed" (no answer to the end of DATA)
 
 A downstream *refusal* (4xx/5xx reply) is not an exception: it is a :class:`DownstreamReply`
 passed back to the client as it came.
@@ -332,7 +333,13 @@ class SmtpDownstream:
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost before the message")
         protocol.write(stuffed)
-        response = await self._step(protocol.read_response(timeout=None))
+        try:
+            response = await self._step(protocol.read_response(timeout=None))
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            # Everything was handed over: the downstream may have queued it (a slow queue, a
+            # reply lost). The client retries; the record says that a copy may exist.
+            self._drop()
+            raise DownstreamError("downstream.unconfirmed", f"end of DATA: {exc}") from exc
         self._idle = True  # the message has its final reply: the transaction is over
         if response.code != 250:
             raise aiosmtplib.SMTPDataError(response.code, response.message)

@@ -521,6 +521,24 @@ REASONS: dict[str, Reason] = {
             directive="",
         ),
         Reason(
+            code="downstream.unconfirmed",
+            action=Action.TEMPFAIL,
+            smtp_code=451,
+            enhanced="4.4.2",
+            reply_vi="May chu thu noi bo chua xac nhan, vui long gui lai sau (co the da nhan)",
+            reply_en="No confirmation from the internal mail server, try again later "
+            "(it may have the message)",
+            explain_vi="Cổng thư đã chuyển trọn thư cho máy chủ thư nội bộ nhưng máy chủ không "
+            "xác nhận kịp; có thể thư đã được nhận. Khi đó lần gửi lại tạo bản thứ hai, và bản "
+            "ghi theo mã ref này giải thích bản thứ nhất.",
+            explain_en="The whole message was handed to the internal mail server, which did not "
+            "confirm it in time; it may have kept a copy. Your server's retry then makes a "
+            "second copy, and the record under this ref explains the first.",
+            fix_vi="Máy chủ thư của anh/chị sẽ tự gửi lại; người nhận có thể nhận hai bản.",
+            fix_en="Your mail server will retry by itself; the recipient may get two copies.",
+            directive="",
+        ),
+        Reason(
             code="downstream.lost",
             action=Action.TEMPFAIL,
             smtp_code=451,

@@ -198,7 +198,7 @@ def test_an_exception_in_a_hook_answers_451_not_aiosmtpd_500(
 
     monkeypatch.setattr("gateway.transaction.recipient_refusal", broken)
     with gw.client() as smtp:
-        smtp.mail(OFFICIAL)
+        assert smtp.mail(OFFICIAL)[0] == 250
         code, text = smtp.rcpt(CLERK)
     assert code == 451 and text.startswith(b"4.3.0 ")
     assert b"secret" not in text
@@ -223,15 +223,27 @@ def test_downstream_refusal_at_data_is_passed_back(
     assert record["verdict"] == verdict
 
 
-def test_downstream_lost_mid_data_answers_451(
+def test_downstream_lost_mid_transaction_answers_451(
     start_gateway, downstream: Downstream, tmp_path: Path
 ) -> None:
-    """A connection dropped by the downstream during DATA is a 451 4.4.2, not a 250."""
+    """A connection dropped by the downstream at RCPT is a 451 4.4.2 [downstream.lost]."""
+    downstream.handler.drop_on_rcpt = True
+    gw = start_gateway(make_config(tmp_path, downstream.port))
+    [(code, text)], _ = gw.send(message(), OFFICIAL, [CLERK])
+    assert code == 451 and text.startswith(b"4.4.2 [downstream.lost]")
+
+
+def test_no_answer_to_the_whole_message_is_unconfirmed(
+    start_gateway, downstream: Downstream, tmp_path: Path
+) -> None:
+    """A downstream that takes the whole message and answers nothing may have kept it: 451,
+    not 250, and the reason tells the officer and the auditor that a copy may exist."""
     downstream.handler.drop_on_data = True
     gw = start_gateway(make_config(tmp_path, downstream.port))
     _, (code, text) = gw.send(message(), OFFICIAL, [CLERK])
-    assert code == 451 and text.startswith(b"4.4.2 [downstream.lost]")
-    assert gw.records()[0]["verdict"] == "tempfail"
+    assert code == 451 and text.startswith(b"4.4.2 [downstream.unconfirmed]")
+    [record] = gw.records()
+    assert (record["verdict"], record["reasons"]) == ("tempfail", ["downstream.unconfirmed"])
 
 
 def test_the_start_up_self_test_reports_a_broken_check(

@@ -53,7 +53,8 @@ class RecordingHandler:
     commands: list[str] = field(default_factory=list)
     refuse_rcpt: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None
-    drop_on_data: bool = False
+    drop_on_data: bool = False  # after the whole message (before any answer)
+    drop_on_rcpt: bool = False
     data_delay: float = 0.0
     reply_delay: float = 0.0  # after the message is taken (queued), before saying so
     quits: int = 0  # sessions ended politely
@@ -73,6 +74,9 @@ class RecordingHandler:
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         self.commands.append(f"RCPT {address}")
+        if self.drop_on_rcpt:
+            server.transport.close()
+            return "421 4.3.0 gone"
         if address in self.refuse_rcpt:
             return self.refuse_rcpt[address]
         envelope.rcpt_tos.append(address)
