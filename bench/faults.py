@@ -1,6 +1,7 @@
 """The fault run: Postfix with congvu as the pages deploy it, under load, while things fail.
 
     .venv/bin/python bench/faults.py            # about 2 minutes on 2 cores
+    .venv/bin/python bench/faults.py --rate 0   # no pacing: more in flight when it fails
     .venv/bin/python bench/faults.py --keep     # keep the folder: configurations, logs, mail
 
 Needs root and Debian's ``postfix``, as bench/chain.py (whose layouts it starts: the proxy
@@ -9,9 +10,10 @@ changed). It prints an account of every message; nothing in it passes or fails, 
 that does not add up says so.
 
 Each fault runs during a load of its own: ``--messages`` messages (default 600), each in a
-new connection to Postfix's public ``smtpd``, 100 a second, 10 at a time at most, one in
-five from a gmail address (congvu refuses it with 550), the rest official mail. When a
-quarter of them are answered, the fault starts:
+new connection to Postfix's public ``smtpd``, ``--rate`` a second (default 100, so that
+the load outlasts the fault), 10 at a time at most, one in five from a gmail address
+(congvu refuses it with 550), the rest official mail. When a quarter of them are answered,
+the fault starts:
 
 - **kill -9**: congvu is killed (SIGKILL) and started again a second later, as systemd's
   ``Restart=`` would;
@@ -72,7 +74,6 @@ from bench.chain import CLERK, OFFICIAL, PERSONAL, Chain, Layouts, workdir
 from bench.common import free_port, wait_listening
 
 CONCURRENCY = 10
-RATE = 100  # messages started per second: the load lasts longer than the fault
 HEAL_AFTER = 2.0  # seconds a downstream fault lasts
 RESTART_AFTER = 1.0  # seconds between congvu's death and its new start
 SLOW_BY = 35.0  # seconds the slow downstream holds its answer (congvu waits 30)
@@ -220,9 +221,12 @@ class Sent:
     last: str = ""  # after the retry of a 4xx
 
 
-async def load(port: int, messages: dict[str, Sent], fault: Callable[[], None]) -> None:
-    """Send everything, CONCURRENCY at a time; ``fault`` runs (in a thread) once a quarter
-    is answered; then each 4xx is sent once more."""
+async def load(
+    port: int, messages: dict[str, Sent], fault: Callable[[], None], rate: float
+) -> None:
+    """Send everything, ``rate`` messages a second (0: as fast as CONCURRENCY sessions go),
+    CONCURRENCY at a time at most; ``fault`` runs (in a thread) once a quarter is answered;
+    then each 4xx is sent once more."""
     queue = list(enumerate(messages.values()))
     done = 0
     fault_task: asyncio.Future[None] | None = None
@@ -232,7 +236,8 @@ async def load(port: int, messages: dict[str, Sent], fault: Callable[[], None]) 
         nonlocal done, fault_task
         while queue:
             n, item = queue.pop(0)
-            await asyncio.sleep(start + n / RATE - time.monotonic())  # on schedule
+            if rate:
+                await asyncio.sleep(start + n / rate - time.monotonic())  # on schedule
             item.first = item.last = await send(port, item.sender, item.data)
             done += 1
             if fault_task is None and done >= len(messages) // 4:
@@ -263,6 +268,7 @@ class Account:
     refused_unrecorded: int = 0
     attempts: int = 0  # sessions the client opened: the messages, and the retries
     records: Counter[str] = field(default_factory=Counter)
+    tempfail_reasons: Counter[str] = field(default_factory=Counter)
 
 
 def records_since(store: Path, since: str) -> list[dict[str, Any]]:
@@ -296,6 +302,9 @@ def account(chain: Chain, run: str, messages: dict[str, Sent], fault: str, since
     by_id = {str(r["id"]): r for r in records}
     acc.unexplained += sum(1 for d in decisions if d != "none" and d not in by_id)
     acc.records = Counter(str(r["verdict"]) for r in records)
+    acc.tempfail_reasons = Counter(
+        reason for r in records if r["verdict"] == "tempfail" for reason in r["reasons"]
+    )
     refused_recorded = {
         str(r["headers"]["message_id"]) for r in records if r["verdict"] == "reject"
     }
@@ -394,6 +403,9 @@ def faults(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=600, help="messages per fault")
+    parser.add_argument(
+        "--rate", type=float, default=100, help="messages a second (default 100; 0: no limit)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the folder with the logs")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -421,7 +433,7 @@ def main() -> None:
                             sender, message(run, i, sender)
                         )
                     started, since = time.monotonic(), utc_now()
-                    asyncio.run(load(chain.port, messages, fault))
+                    asyncio.run(load(chain.port, messages, fault, args.rate))
                     wait_settled(chain)
                     acc = account(chain, run, messages, name, since)
                     accounts.append(acc)
@@ -429,17 +441,18 @@ def main() -> None:
                         f"  {acc.layout:<7} {name:<20} {time.monotonic() - started:5.0f} s",
                         flush=True,
                     )
-            report(accounts, args.messages)
+            report(accounts, args.messages, args.rate)
         finally:
             if relay is not None:
                 relay.close()
             layouts.close()
 
 
-def report(accounts: list[Account], count: int) -> None:
+def report(accounts: list[Account], count: int, rate: float) -> None:
+    pace = f"{rate:g} a second" if rate else "as fast as they go"
     print(
-        f"\n{count} messages per fault (one in five refused by the policy), {CONCURRENCY} at a "
-        "time; 4xx sent once more after the fault\n"
+        f"\n{count} messages per fault (one in five refused by the policy), {pace}, "
+        f"{CONCURRENCY} at a time at most; 4xx sent once more after the fault\n"
     )
     head = (
         f"{'layout':<7} {'fault':<20} {'first: 250/5xx/4xx':>19} {'after retry':>13} "
@@ -451,6 +464,8 @@ def report(accounts: list[Account], count: int) -> None:
         first = f"{a.first['2xx']}/{a.first['5xx']}/{a.first['4xx']}"
         last = f"{a.last['2xx']}/{a.last['5xx']}/{a.last['4xx']}"
         verdicts = ", ".join(f"{v} {n}" for v, n in sorted(a.records.items()))
+        if a.tempfail_reasons:
+            verdicts += f" ({', '.join(f'{r} {n}' for r, n in a.tempfail_reasons.most_common())})"
         adds_up = sum(a.first.values()) == a.sent and sum(a.last.values()) == a.sent
         print(
             f"{a.layout:<7} {a.fault:<20} {first:>19} {last:>13} {a.delivered:>9} {a.copies:>6} "

@@ -123,8 +123,10 @@ class MilterServer:
         self.sessions: dict[asyncio.Task[Any], _Session] = {}
 
     def busy(self) -> bool:
-        """A transaction is open on some MTA connection."""
-        return any(session.txn is not None for session in self.sessions.values())
+        """A transaction is open on some MTA connection, or an answer is being made (a
+        message's verdict, its record, the reply): closing then would lose the reply after
+        the record was written, and the MTA would tempfail a message recorded as decided."""
+        return any(s.txn is not None or s.answering for s in self.sessions.values())
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One MTA connection: its SMTP sessions, one after another, until it closes."""
@@ -159,6 +161,7 @@ class _Session:
         self.leading_space = False  # header values come with the space after the colon
         self.actions = ActionFlags.NONE  # what the MTA lets us change
         self.parts: list[bytes] = []  # the message so far, as received
+        self.answering = False  # from an event's arrival to its answer's sending
         self.size = 0
 
     async def run(self, reader: asyncio.StreamReader) -> None:
@@ -172,6 +175,7 @@ class _Session:
                 sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
             buffer[:] = data
             for message in self.proto.read_from(buffer):
+                self.answering = True
                 answer = await self.on(message)
                 if isinstance(message, Close):
                     return
@@ -181,6 +185,7 @@ class _Session:
                     self.writer.write(bytes(out[:]))  # the answer and its edits: one write
                     del out[:]
                     await self.writer.drain()
+                self.answering = False
 
     async def on(self, message: Message) -> list[Message] | None:
         """Our answer to ``message`` (None: continue); the last element is the verdict."""
