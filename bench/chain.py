@@ -21,7 +21,10 @@ documentation shows, in the same run:
 - **congvu milter**: docs/admin/milter.md's ``main.cf`` and ``congvu.toml``, ``congvu
   milter``;
 - **rspamd milter**: Debian's rspamd behind the same Postfix, its proxy worker as a milter
-  scanning by itself, the modules that need DNS or other servers off, no redis.
+  scanning by itself, the modules that need DNS or other servers off, no redis;
+- **null milter**: bench/null_milter.py behind the milter page's Postfix: it negotiates as
+  congvu does and lets everything through at once, so its chain is the floor of any milter
+  chain (Postfix's own cost of the protocol) and the gap to congvu's is congvu's own work.
 
 Only ports and paths differ from the pages, and two settings explained where they are made:
 congvu's ``trusted_networks`` on the milter page (the load comes from 127.0.0.1 but plays
@@ -268,6 +271,23 @@ class Layouts:
         mta = self._start_postfix("milter", public, settings)
         return Chain("Postfix + congvu milter", mta, public, gw.pid, True, gw.args, etc)
 
+    def null_milter(self) -> Chain:
+        """The milter page's main.cf, with bench/null_milter.py instead of congvu: a milter
+        that negotiates as congvu does and lets everything through at once. The floor of
+        any milter chain here: Postfix's own cost of the protocol."""
+        public, port = free_port(), free_port()
+        settings = self.postfix.main_cf(self.postfix.shown(MILTER_PAGE, "milter-e2e: main.cf"))
+        settings["smtpd_milters"] = self.postfix.replace_once(
+            settings["smtpd_milters"], r"127\.0\.0\.1:8891$", f"127.0.0.1:{port}"
+        )
+        base = self.folder / "null-milter"
+        base.mkdir()
+        command = [sys.executable, str(ROOT / "bench" / "null_milter.py"), str(port)]
+        process = self.start_process(command, base, base / "null-milter.log")
+        wait_listening(port, timeout=60)
+        mta = self._start_postfix("null-milter", public, settings)
+        return Chain("Postfix + null milter", mta, public, process.pid, refuses=False)
+
     def _with_workers(self, text: str) -> str:
         if self.workers == "page":
             return text
@@ -477,6 +497,7 @@ def main() -> None:
         try:
             print("starting Postfix instances, congvu and rspamd...", flush=True)
             chains, note = [layouts.alone(), layouts.proxy(), layouts.milter()], ""
+            chains.append(layouts.null_milter())
             if args.no_rspamd:
                 note = "rspamd: left out (--no-rspamd)"
             else:
@@ -554,6 +575,10 @@ def report(
         for kind in KINDS[1:]:
             speed = best[(chain.name, kind.label)].msg_s / accepted
             print(f"  {'':<24} {kind.label}: {speed:.2f} of accepted, {_met(speed >= 1.0)}")
+    floor = next((c for c in chains if c.name == "Postfix + null milter"), None)
+    if floor is not None:
+        ratio = best[(floor.name, "accepted")].msg_s / best[(alone, "accepted")].msg_s
+        print(f"  {floor.name:<24} accepted: {ratio:.2f} of alone: what any milter can reach here")
     if note:
         print(f"\n{note}")
 

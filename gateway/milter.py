@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from gateway.replies import Reply
     from gateway.store import AuditLog
 
-__all__ = ["MilterServer"]
+__all__ = ["MilterConnection", "MilterServer", "negotiate"]
 
 # One packet from the MTA is at most 64 KB of body (we ask for no more), or one header field
 # (Postfix's header_size_limit: 100 KB by default).
@@ -147,24 +147,29 @@ class MilterServer:
                 await writer.wait_closed()
 
 
-class _Session:
-    """The state of one MTA connection: the client, the macros, the open transaction."""
+def negotiate(offer: Negotiate) -> Negotiate:
+    """Our answer to the MTA's offer: what we ask of what it offers (protocol version 6)."""
+    actions = offer.action_flags & _ACTIONS
+    macros = _MACROS if ActionFlags.SETSYMLIST in offer.action_flags else {}
+    return Negotiate(6, actions, offer.protocol_flags & _WANTED, macros)
 
-    def __init__(self, server: MilterServer, writer: asyncio.StreamWriter) -> None:
-        self.server = server
+
+class MilterConnection:
+    """The wire side of one MTA connection: reads the MTA's packets, hands each event to
+    :meth:`on`, and sends the answer where one is due, in one write. What the events mean is
+    the subclass's (:class:`_Session`: the gateway's transaction; bench/chain.py: nothing)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
         self.proto = FilterProtocol(abort_on_unknown=True)
-        self.macros: dict[str, str] = {}
-        self.ip = "127.0.0.1"
-        self.helo = ""
-        self.txn: Transaction | None = None
-        self.leading_space = False  # header values come with the space after the colon
-        self.actions = ActionFlags.NONE  # what the MTA lets us change
-        self.parts: list[bytes] = []  # the message so far, as received
         self.answering = False  # from an event's arrival to its answer's sending
-        self.size = 0
+
+    async def on(self, message: Message) -> list[Message] | None:
+        """The answer to ``message`` (None: continue); the last element is the verdict."""
+        raise NotImplementedError
 
     async def run(self, reader: asyncio.StreamReader) -> None:
+        """Until the MTA closes the connection (or says Close)."""
         buffer, out = _Buffer(_BUFFER), _Buffer(_OUT)
         sock = self.writer.get_extra_info("socket")
         while True:
@@ -186,6 +191,22 @@ class _Session:
                     del out[:]
                     await self.writer.drain()
                 self.answering = False
+
+
+class _Session(MilterConnection):
+    """One MTA connection to the gateway: the client, the macros, the open transaction."""
+
+    def __init__(self, server: MilterServer, writer: asyncio.StreamWriter) -> None:
+        super().__init__(writer)
+        self.server = server
+        self.macros: dict[str, str] = {}
+        self.ip = "127.0.0.1"
+        self.helo = ""
+        self.txn: Transaction | None = None
+        self.leading_space = False  # header values come with the space after the colon
+        self.actions = ActionFlags.NONE  # what the MTA lets us change
+        self.parts: list[bytes] = []  # the message so far, as received
+        self.size = 0
 
     async def on(self, message: Message) -> list[Message] | None:
         """Our answer to ``message`` (None: continue); the last element is the verdict."""
@@ -225,18 +246,13 @@ class _Session:
         return None
 
     def _negotiate(self, offer: Negotiate) -> Negotiate:
-        flags = offer.protocol_flags & _WANTED
-        self.leading_space = ProtocolFlags.HEADER_LEADING_SPACE in flags
-        self.actions = offer.action_flags & _ACTIONS
+        answer = negotiate(offer)
+        self.leading_space = ProtocolFlags.HEADER_LEADING_SPACE in answer.protocol_flags
+        self.actions = answer.action_flags
         if ActionFlags.CHANGE_HEADERS not in self.actions:
             # Then a forged Authentication-Results naming us would stay in the message.
             self.server.log.warning("milter.cannot_remove_headers", offered=str(offer.action_flags))
-        return Negotiate(
-            6,
-            self.actions,
-            flags,
-            _MACROS if ActionFlags.SETSYMLIST in offer.action_flags else {},
-        )
+        return answer
 
     # -- the envelope ------------------------------------------------------------------------
 
