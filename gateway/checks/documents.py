@@ -35,6 +35,20 @@ _ZIP_MEMBERS = 200  # more members than this: the archive is judged unreadable
 _ZIP_BYTES = 50 * 1024 * 1024  # total uncompressed size read from one archive
 
 
+# What asn1crypto raises on hostile DER besides ValueError: an empty BIT STRING is an
+# IndexError, a length beyond the data an OverflowError, nesting a RecursionError (the fuzzer
+# found the first: the message got 451 [internal.check_error] though it could never pass).
+_ASN1_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
+
+
 def _signed_data(data: bytes) -> cms.SignedData | None:
     """The CMS SignedData in ``data`` (DER or PEM), or None if it is not one."""
     try:
@@ -44,7 +58,7 @@ def _signed_data(data: bytes) -> cms.SignedData | None:
             return None
         signed: cms.SignedData = info["content"]
         signed.native  # noqa: B018 - parse fully now: lazy parsing would fail later instead
-    except (ValueError, TypeError, KeyError):
+    except _ASN1_ERRORS:
         return None
     return signed
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asn1crypto import cms, core, x509
 
 from gateway.checks.validation import PoolValidator
 from gateway.directory import Account
@@ -199,6 +200,39 @@ def test_detached_signature_covers_a_word_document(gateway, pki: TestPKI) -> Non
     bad = with_files(("to-trinh.docx", doc), ("to-trinh.p7s", other))
     _, (code, text) = gateway.send(bad, OFFICIAL, [CLERK])
     assert code == 550 and b"[document.signature_invalid]" in text
+
+
+def _with_empty_bit_string(signature: bytes) -> bytes:
+    """``signature`` (a CMS SignedData) with its certificate's signature an empty BIT STRING:
+    DER that asn1crypto reads only to fail with an IndexError."""
+    signed = cms.ContentInfo.load(signature)["content"]
+    cert = signed["certificates"][0].chosen
+    broken = x509.Certificate(
+        {
+            "tbs_certificate": cert["tbs_certificate"],
+            "signature_algorithm": cert["signature_algorithm"],
+            "signature_value": core.OctetBitString(contents=b""),
+        }
+    )
+    fields = ("version", "digest_algorithms", "encap_content_info", "signer_infos")
+    rebuilt = cms.SignedData(
+        {name: signed[name] for name in fields}
+        | {"certificates": [cms.CertificateChoices(name="certificate", value=broken)]}
+    )
+    return cms.ContentInfo({"content_type": "signed_data", "content": rebuilt}).dump()
+
+
+def test_a_signature_file_that_does_not_parse_is_refused_not_deferred(
+    gateway, pki: TestPKI
+) -> None:
+    """A .p7s whose DER breaks the parser (seen first by the fuzzer) signs nothing: the
+    document is unsigned, 550, never 451 [internal.check_error] for a message that can never
+    pass."""
+    doc = docx()
+    broken = _with_empty_bit_string(detached_cms(doc, pki.clerk))
+    data = with_files(("to-trinh.docx", doc), ("to-trinh.docx.p7s", broken))
+    _, (code, text) = gateway.send(data, OFFICIAL, [CLERK])
+    assert code == 550 and b"[document.unsigned]" in text, text
 
 
 def test_smime_signed_message_covers_its_documents(gateway, pki: TestPKI) -> None:
