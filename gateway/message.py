@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from email.errors import CharsetError, HeaderParseError
+from email.errors import CharsetError, HeaderParseError, MissingHeaderBodySeparatorDefect
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import format_datetime
@@ -288,6 +288,58 @@ def _single_part(raw: bytes) -> Message | None:
     return tree
 
 
+_COMMENT = re.compile(r"\([^()]*\)")
+
+
+def transfer_encoding(part: Message) -> str:
+    """The part's Content-Transfer-Encoding as mail clients read it: the first token, lower
+    case, without comments, quotes, folding or a stray ``;`` (``" Base64 (x)"`` is base64).
+    The standard library compares the raw value, so it left such a part encoded, and a PDF in
+    it was not seen as a document at all."""
+    value = str(part.get("Content-Transfer-Encoding") or "")
+    while (stripped := _COMMENT.sub(" ", value)) != value:  # nested comments, inside out
+        value = stripped
+    tokens = value.replace('"', " ").replace(";", " ").split()
+    return tokens[0].lower() if tokens else ""
+
+
+def decoded_payload(part: Message) -> bytes:
+    """A leaf part's content, decoded by :func:`transfer_encoding`."""
+    mechanism = transfer_encoding(part)
+    if mechanism == str(part.get("Content-Transfer-Encoding") or "").lower():
+        payload = part.get_payload(decode=True)
+        return payload if isinstance(payload, bytes) else b""
+    plain = Message()  # the same payload under the mechanism as clients read it
+    plain.set_payload(part.get_payload())
+    plain["Content-Transfer-Encoding"] = mechanism
+    payload = plain.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
+def mime_defects(raw: bytes) -> tuple[str, ...]:
+    """What gives the MIME structure two readings, so that a client may open what the gateway
+    did not see: a line in a part's header that is not a field (``Content-Type : ...``, with
+    a space before the colon, is a field to a lenient client and the start of the body to
+    us), two Content-Type, Content-Transfer-Encoding or Content-Disposition fields in one
+    part, and ``message/partial`` (a fragment: its documents cannot be checked). The message's
+    own header is checked by :func:`split_headers`."""
+    tree = mime_tree(raw)
+    if tree is None:
+        return ()
+    found: list[str] = []
+    for index, part in enumerate(tree.walk()):
+        where = "the message" if index == 0 else f"MIME part {index}"
+        if index and any(isinstance(d, MissingHeaderBodySeparatorDefect) for d in part.defects):
+            found.append(f"{where}: a header line that is not a field")
+        for name in ("Content-Type", "Content-Transfer-Encoding", "Content-Disposition"):
+            count = len(part.get_all(name) or ())
+            if count > 1:
+                found.append(f"{where}: {count} {name} fields")
+        if part.get_content_type() == "message/partial":
+            found.append(f"{where}: message/partial, a fragment whose documents cannot be checked")
+    return tuple(found[:10])
+
+
 def file_parts(raw: bytes) -> list[FilePart]:
     """Every MIME leaf that carries a file, decoded, in message order."""
     message = mime_tree(raw)
@@ -303,8 +355,7 @@ def file_parts(raw: bytes) -> list[FilePart]:
         body_like = part.get_content_maintype() in ("text", "message")
         if not filename and disposition != "attachment" and body_like:
             continue  # a body part, not a file
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
+        data = decoded_payload(part)
         attachment = Attachment(
             filename=_decoded_header(filename),
             declared_type=declared,
@@ -329,8 +380,8 @@ def body_addresses(raw: bytes) -> tuple[str, ...]:
     for part in message.walk():
         if part.is_multipart() or part.get_content_maintype() != "text" or _filename(part):
             continue
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes) or budget <= 0:
+        payload = decoded_payload(part)
+        if budget <= 0:
             continue
         charset = _param(part.get_content_charset, None) or "utf-8"
         try:
@@ -387,8 +438,8 @@ def smime_parts(parsed: ParsedMessage) -> SmimeParts | None:
     parts = message.get_payload()
     if not isinstance(parts, list) or len(parts) != 2 or not isinstance(parts[1], Message):
         return None
-    signature = parts[1].get_payload(decode=True)
-    if not isinstance(signature, bytes) or not signature:
+    signature = decoded_payload(parts[1])
+    if not signature:
         return None
     return SmimeParts(body[start:end], signature)
 
@@ -427,7 +478,8 @@ def build_facts(
         sender_fields=tuple(fields["sender"]),
         reply_to_fields=tuple(fields["reply-to"]),
         header_defects=parsed.defects
-        + (() if mime_tree(parsed.raw) is not None else ("MIME parameters cannot be parsed",)),
+        + (() if mime_tree(parsed.raw) is not None else ("MIME parameters cannot be parsed",))
+        + mime_defects(parsed.raw),
         auto_submitted=parsed.first("Auto-Submitted").split(";", 1)[0].strip().lower(),
         precedence=parsed.first("Precedence").strip().lower(),
         list_id=parsed.first("List-Id").strip(),

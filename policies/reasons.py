@@ -311,12 +311,18 @@ REASONS: dict[str, Reason] = {
             reply_en="Malformed header section",
             explain_vi=(
                 "Phần tiêu đề thư có dòng không phải trường tiêu đề hợp lệ (thiếu dấu hai chấm, "
-                "tên trường có ký tự lạ, ký tự NUL…). Các phần mềm thư có thể hiểu khác nhau về "
-                "người gửi của thư như vậy."
+                "tên trường có ký tự lạ, ký tự NUL…), hoặc một phần đính kèm có cấu trúc đọc "
+                "được theo hai cách (khoảng trắng trước dấu hai chấm, hai trường Content-Type "
+                "hay Content-Transfer-Encoding), hoặc là một mảnh thư (message/partial). Các "
+                "phần mềm thư có thể hiểu khác nhau về người gửi hay về tệp đính kèm của thư "
+                "như vậy."
             ),
             explain_en=(
                 "The header section has a line that is not a valid header field (no colon, odd "
-                "characters in the name, a NUL...). Mail programs may disagree on who sent it."
+                "characters in the name, a NUL...), or an attachment's part reads two ways (a "
+                "space before a colon, two Content-Type or Content-Transfer-Encoding fields), "
+                "or it is a fragment (message/partial). Mail programs may disagree on who sent "
+                "it or on what it carries."
             ),
             fix_vi="Gửi lại bằng phần mềm thư thông thường.",
             fix_en="Send it again with an ordinary mail program.",

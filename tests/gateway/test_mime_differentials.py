@@ -1,0 +1,52 @@
+"""MIME parser differentials (issue 15, class 2): a document a mail client would open is seen
+and judged, however its part is written; a structure with two readings is refused. The cases
+are tests/support/mime_attacks.py's corpus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_documents_e2e import documents_gateway
+
+from tests.support.gateway import CLERK, OFFICIAL
+from tests.support.mime_attacks import SEEN, TWO_READINGS, Case, message
+from tests.support.pki import TestPKI, build_pki, make_pdf, sign_pdf
+from tests.support.smtp import Downstream
+
+
+@pytest.fixture(scope="module")
+def pki() -> TestPKI:
+    return build_pki()
+
+
+@pytest.fixture
+def gateway(start_gateway: Any, downstream: Downstream, tmp_path: Any, pki: TestPKI) -> Any:
+    return documents_gateway(start_gateway, downstream, tmp_path, pki)
+
+
+@pytest.mark.parametrize("case", SEEN, ids=lambda c: c.name)
+def test_a_document_a_client_opens_is_judged(gateway: Any, pki: TestPKI, case: Case) -> None:
+    """Unsigned, it is refused as unsigned (it was let through as an unknown file); signed,
+    it passes: the gateway decoded exactly the bytes the client shows."""
+    unsigned = message(case.part("cong-van.pdf", make_pdf()), sender=OFFICIAL, to=CLERK)
+    _, (code, text) = gateway.send(unsigned, OFFICIAL, [CLERK])
+    assert code == 550 and b"[document.unsigned]" in text, text
+    signed_pdf = sign_pdf(make_pdf("Cong van da ky"), pki.clerk)
+    signed = message(case.part("cong-van.pdf", signed_pdf), sender=OFFICIAL, to=CLERK)
+    _, (code, text) = gateway.send(signed, OFFICIAL, [CLERK])
+    assert code == 250, text
+
+
+@pytest.mark.parametrize("case", TWO_READINGS, ids=lambda c: c.name)
+def test_a_structure_with_two_readings_is_refused(gateway: Any, pki: TestPKI, case: Case) -> None:
+    """Refused with the part named, even when the document in it is signed: which reading a
+    client takes is not the gateway's to guess."""
+    signed_pdf = sign_pdf(make_pdf("Cong van da ky"), pki.clerk)
+    data = message(case.part("cong-van.pdf", signed_pdf), sender=OFFICIAL, to=CLERK)
+    _, (code, text) = gateway.send(data, OFFICIAL, [CLERK])
+    assert code == 550 and b"[message.malformed_headers]" in text, text
+    finding = next(
+        f for f in gateway.records()[0]["findings"] if f["reason"] == "message.malformed_headers"
+    )
+    assert "MIME part 2" in finding["detail"]

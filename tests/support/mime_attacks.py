@@ -1,0 +1,152 @@
+"""MIME parser differentials: the same document wrapped the ways that mail clients open and a
+strict parser may not (Chen et al., "Composition Kills", USENIX Security 2020; Müller et al.,
+"Johnny, you are fired!", USENIX Security 2019). A corpus to extend: each case turns a
+document into one attachment part of a ``multipart/mixed; boundary="MIX"`` message.
+
+- :data:`SEEN`: forms a client decodes and opens. The gateway must see the document in
+  them and judge it as in a plain base64 part (unsigned: refused; signed: accepted).
+- :data:`TWO_READINGS`: structures that read two ways; the gateway refuses them
+  (``message.malformed_headers``, the detail naming the part) rather than guess.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["SEEN", "TWO_READINGS", "Case", "message"]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    part: Callable[[str, bytes], str]  # (file name, document) -> the part, boundary line first
+
+
+def _b64(data: bytes) -> str:
+    return base64.encodebytes(data).decode().replace("\n", "\r\n")
+
+
+def _with_encoding(cte: str) -> Callable[[str, bytes], str]:
+    """A base64 part whose Content-Transfer-Encoding field is written as ``cte``."""
+
+    def part(name: str, data: bytes) -> str:
+        return (
+            f'--MIX\r\nContent-Type: application/pdf; name="{name}"\r\n'
+            f'Content-Disposition: attachment; filename="{name}"\r\n'
+            f"Content-Transfer-Encoding: {cte}\r\n\r\n{_b64(data)}"
+        )
+
+    return part
+
+
+def _qp(data: bytes) -> str:
+    """Quoted-printable for binary data: every line break of the data escaped (=0D, =0A), as
+    a client encodes a file, so that decoding gives the bytes back; soft breaks every 72."""
+    # Written out here: quopri leaves line breaks as they are, which CRLF-canonical mail
+    # turns into CRLF, and a PDF's offsets with them.
+    encoded = "".join(chr(b) if 33 <= b <= 126 and b != 61 else f"={b:02X}" for b in data)
+    lines, line = [], ""
+    for unit in (encoded[i : i + 3] if encoded[i] == "=" else encoded[i] for i in _units(encoded)):
+        if len(line) + len(unit) > 72:
+            lines.append(line + "=")
+            line = ""
+        line += unit
+    return "\r\n".join([*lines, line + "="]) + "\r\n"  # a soft break last: no CRLF added
+
+
+def _units(encoded: str) -> list[int]:
+    """Where each encoded character starts (an escape is three characters)."""
+    starts, i = [], 0
+    while i < len(encoded):
+        starts.append(i)
+        i += 3 if encoded[i] == "=" else 1
+    return starts
+
+
+def _quoted_printable(cte: str) -> Callable[[str, bytes], str]:
+    def part(name: str, data: bytes) -> str:
+        body = _qp(data)
+        return (
+            f'--MIX\r\nContent-Type: application/pdf; name="{name}"\r\n'
+            f'Content-Disposition: attachment; filename="{name}"\r\n'
+            f"Content-Transfer-Encoding: {cte}\r\n\r\n{body}"
+        )
+
+    return part
+
+
+SEEN: tuple[Case, ...] = (
+    Case("encoding in capitals", _with_encoding("BASE64")),
+    Case("encoding in mixed case, spaces around", _with_encoding(" Base64 ")),
+    Case("encoding with a comment after", _with_encoding("base64 (Sent by Outlook)")),
+    Case("encoding with a comment before", _with_encoding("(x) base64")),
+    Case("encoding with nested comments", _with_encoding("((a) b) base64")),
+    Case("encoding quoted", _with_encoding('"base64"')),
+    Case("encoding with a stray semicolon", _with_encoding("base64;")),
+    Case("encoding folded onto the next line", _with_encoding("\r\n base64")),
+    Case("quoted-printable in capitals", _quoted_printable("Quoted-Printable")),
+    Case("quoted-printable with a comment", _quoted_printable("quoted-printable (qp)")),
+)
+
+
+def _space_before_colon(name: str, data: bytes) -> str:
+    return (
+        f'--MIX\r\nContent-Type : application/pdf; name="{name}"\r\n'
+        f'Content-Disposition : attachment; filename="{name}"\r\n'
+        f"Content-Transfer-Encoding : base64\r\n\r\n{_b64(data)}"
+    )
+
+
+def _two_types(name: str, data: bytes) -> str:
+    return (
+        "--MIX\r\nContent-Type: text/plain\r\n"
+        f'Content-Type: application/pdf; name="{name}"\r\n'
+        f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(data)}"
+    )
+
+
+def _two_encodings(name: str, data: bytes) -> str:
+    return (
+        f'--MIX\r\nContent-Type: application/pdf; name="{name}"\r\n'
+        f'Content-Disposition: attachment; filename="{name}"\r\n'
+        "Content-Transfer-Encoding: 7bit\r\n"
+        f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(data)}"
+    )
+
+
+def _two_dispositions(name: str, data: bytes) -> str:
+    return (
+        f"--MIX\r\nContent-Type: application/pdf\r\nContent-Disposition: inline\r\n"
+        f'Content-Disposition: attachment; filename="{name}"\r\n'
+        f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(data)}"
+    )
+
+
+def _partial(name: str, data: bytes) -> str:
+    return (
+        '--MIX\r\nContent-Type: message/partial; id="abc@gw"; number=1; total=2\r\n\r\n'
+        f'Content-Type: application/pdf; name="{name}"\r\n'
+        f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(data[: len(data) // 2])}"
+    )
+
+
+TWO_READINGS: tuple[Case, ...] = (
+    Case("a space before the colon of the part's fields", _space_before_colon),
+    Case("two Content-Type fields", _two_types),
+    Case("two Content-Transfer-Encoding fields", _two_encodings),
+    Case("two Content-Disposition fields", _two_dispositions),
+    Case("message/partial", _partial),
+)
+
+
+def message(part: str, *, sender: str, to: str) -> bytes:
+    """A message from ``sender`` with a text part and ``part``."""
+    head = (
+        f"From: Nguyen Van A <{sender}>\r\nTo: {to}\r\nSubject: Cong van\r\n"
+        "Message-ID: <mime-attack@test>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="MIX"\r\n\r\n'
+    )
+    body = "--MIX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nKinh gui van thu.\r\n"
+    return (head + body + part + "--MIX--\r\n").encode()
