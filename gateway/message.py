@@ -7,11 +7,13 @@ the client sent it (signatures such as DKIM depend on that).
 
 from __future__ import annotations
 
+import binascii
 import email.parser
 import email.policy
 import functools
 import hashlib
 import io
+import quopri
 import re
 import zipfile
 from collections.abc import Callable
@@ -309,11 +311,19 @@ def decoded_payload(part: Message) -> bytes:
     if mechanism == str(part.get("Content-Transfer-Encoding") or "").lower():
         payload = part.get_payload(decode=True)
         return payload if isinstance(payload, bytes) else b""
-    plain = Message()  # the same payload under the mechanism as clients read it
-    plain.set_payload(part.get_payload())
-    plain["Content-Transfer-Encoding"] = mechanism
-    payload = plain.get_payload(decode=True)
-    return payload if isinstance(payload, bytes) else b""
+    # The payload as parsed (get_payload() would read the charset parameter, which can
+    # raise), decoded here as the standard library decodes the canonical names.
+    text = getattr(part, "_payload", None)
+    if not isinstance(text, str):  # pragma: no cover - a leaf's payload is text
+        return b""
+    data = text.encode("utf-8", "surrogateescape")
+    if mechanism == "base64":
+        clean = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+        clean = clean[: len(clean) - len(clean) % 4 if len(clean) % 4 == 1 else len(clean)]
+        return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
+    if mechanism == "quoted-printable":
+        return quopri.decodestring(data)
+    return data  # 7bit, 8bit, binary, or a name no client decodes
 
 
 def mime_defects(raw: bytes) -> tuple[str, ...]:
