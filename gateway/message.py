@@ -204,12 +204,35 @@ def _looks_like_pdf(data: bytes) -> bool:
     return b"%PDF-" in data and b"%%EOF" in data[-2048:]
 
 
+# Office 2003 XML (WordprocessingML, SpreadsheetML): one XML file that Word or Excel opens
+# with a click, whatever its name, because of this processing instruction. A Word document
+# as much as a .doc, so judged as one.
+_MSO_APPLICATION = re.compile(
+    rb"<\?mso-application\s+progid\s*=\s*[\"'](Word\.Document|Excel\.Sheet)"
+)
+_MSO_TYPES = {b"Word.Document": "application/msword", b"Excel.Sheet": "application/vnd.ms-excel"}
+
+
+def _office_xml(data: bytes) -> str:
+    head = data[:4096]
+    if head.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):  # a byte order mark
+        head = head.decode(
+            "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig", "replace"
+        ).encode()
+    if not head.lstrip().startswith(b"<?xml"):
+        return ""
+    found = _MSO_APPLICATION.search(head)
+    return _MSO_TYPES[found.group(1)] if found else ""
+
+
 def detect_type(data: bytes, declared: str) -> str:
     # Magic numbers of containers win: a zip holding a PDF is a zip, inspected as such.
     if data[:4] == b"PK\x03\x04":
         return _zip_type(data)
     if _looks_like_pdf(data):
         return "application/pdf"
+    if office := _office_xml(data):
+        return office
     kind = filetype.guess_mime(data)
     if kind:
         return str(kind)

@@ -1,17 +1,17 @@
 """MIME parser differentials (issue 15, class 2): a document a mail client would open is seen
-and judged, however its part is written; a structure with two readings is refused. The cases
-are tests/support/mime_attacks.py's corpus."""
+and judged, however its part is written or its file disguised; a structure with two readings
+is refused. The part cases are tests/support/mime_attacks.py's corpus."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from test_documents_e2e import documents_gateway
+from test_documents_e2e import attach, documents_gateway
 
 from tests.support.gateway import CLERK, OFFICIAL
 from tests.support.mime_attacks import SEEN, TWO_READINGS, Case, message
-from tests.support.pki import TestPKI, build_pki, make_pdf, sign_pdf
+from tests.support.pki import TestPKI, build_pki, detached_cms, make_pdf, sign_pdf
 from tests.support.smtp import Downstream
 
 
@@ -50,3 +50,28 @@ def test_a_structure_with_two_readings_is_refused(gateway: Any, pki: TestPKI, ca
         f for f in gateway.records()[0]["findings"] if f["reason"] == "message.malformed_headers"
     )
     assert "MIME part 2" in finding["detail"]
+
+
+WORD_2003 = (
+    '<?xml version="1.0" encoding="{encoding}" standalone="yes"?>\r\n'
+    '<?mso-application progid="Word.Document"?>\r\n'
+    '<w:wordDocument xmlns:w="http://schemas.microsoft.com/office/word/2003/wordml">'
+    "<w:body><w:p><w:r><w:t>Quyet dinh so 12/QD-UBND</w:t></w:r></w:p></w:body>"
+    "</w:wordDocument>\r\n"
+)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16"])
+def test_a_word_2003_xml_document_is_a_document(gateway: Any, pki: TestPKI, encoding: str) -> None:
+    """One XML file that Word opens with a click (its mso-application instruction), whatever
+    its name and declared type: judged as a Word document, so it needs a signature."""
+    doc = WORD_2003.format(encoding=encoding.removesuffix("-sig")).encode(encoding)
+    unsigned = message(attach("bao-cao.xml", doc, "text/xml"), sender=OFFICIAL, to=CLERK)
+    _, (code, text) = gateway.send(unsigned, OFFICIAL, [CLERK])
+    assert code == 550 and b"[document.unsigned]" in text, text
+    assert gateway.records()[0]["attachments"][0]["detected_type"] == "application/msword"
+    part = attach("bao-cao.xml", doc, "text/xml") + attach(
+        "bao-cao.xml.p7s", detached_cms(doc, pki.clerk)
+    )
+    _, (code, text) = gateway.send(message(part, sender=OFFICIAL, to=CLERK), OFFICIAL, [CLERK])
+    assert code == 250, text
