@@ -354,8 +354,10 @@ def mime_defects(raw: bytes) -> tuple[str, ...]:
     did not see: a line in a part's header that is not a field (``Content-Type : ...``, with
     a space before the colon, is a field to a lenient client and the start of the body to
     us), two Content-Type, Content-Transfer-Encoding or Content-Disposition fields in one
-    part, and ``message/partial`` (a fragment: its documents cannot be checked). The message's
-    own header is checked by :func:`split_headers`."""
+    part, ``message/partial`` (a fragment: its documents cannot be checked), and a forwarded
+    message (``message/*``) with a transfer encoding such as base64, which RFC 2046 forbids
+    and a client may decode and open. The message's own header is checked by
+    :func:`split_headers`."""
     tree = mime_tree(raw)
     if tree is None:
         return ()
@@ -370,6 +372,15 @@ def mime_defects(raw: bytes) -> tuple[str, ...]:
                 found.append(f"{where}: {count} {name} fields")
         if part.get_content_type() == "message/partial":
             found.append(f"{where}: message/partial, a fragment whose documents cannot be checked")
+        elif part.get_content_maintype() == "message" and transfer_encoding(part) not in (
+            "",
+            "7bit",
+            "8bit",
+            "binary",
+        ):
+            # RFC 2046 5.2.1 forbids it: a client may decode and open the forwarded message
+            # (and its documents) where the parser reads the encoded text as one.
+            found.append(f"{where}: a forwarded message with a transfer encoding")
     return tuple(found[:10])
 
 

@@ -6,7 +6,9 @@ document into one attachment part of a ``multipart/mixed; boundary="MIX"`` messa
 - :data:`SEEN`: forms a client decodes and opens. The gateway must see the document in
   them and judge it as in a plain base64 part (unsigned: refused; signed: accepted).
 - :data:`TWO_READINGS`: structures that read two ways; the gateway refuses them
-  (``message.malformed_headers``, the detail naming the part) rather than guess.
+  (``message.malformed_headers``, the detail naming the part) rather than guess. A
+  forwarded message with a transfer encoding is among them: RFC 2046 forbids it, and
+  clients differ on whether to decode it.
 """
 
 from __future__ import annotations
@@ -132,12 +134,34 @@ def _partial(name: str, data: bytes) -> str:
     )
 
 
+def _encoded_forward(cte: str) -> Callable[[str, bytes], str]:
+    """The document inside a forwarded message whose part is base64 or quoted-printable:
+    a client may decode it and open the document; a parser reads the encoded text."""
+
+    def part(name: str, data: bytes) -> str:
+        inner = (
+            "From: <a.nguyen@dilinh.lamdong.gov.vn>\r\nSubject: Fwd\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="IN"\r\n\r\n'
+            f'--IN\r\nContent-Type: application/pdf; name="{name}"\r\n'
+            f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(data)}--IN--\r\n"
+        ).encode()
+        body = _b64(inner) if cte == "base64" else _qp(inner)
+        return (
+            "--MIX\r\nContent-Type: message/rfc822\r\n"
+            f"Content-Transfer-Encoding: {cte}\r\n\r\n{body}"
+        )
+
+    return part
+
+
 TWO_READINGS: tuple[Case, ...] = (
     Case("a space before the colon of the part's fields", _space_before_colon),
     Case("two Content-Type fields", _two_types),
     Case("two Content-Transfer-Encoding fields", _two_encodings),
     Case("two Content-Disposition fields", _two_dispositions),
     Case("message/partial", _partial),
+    Case("a forwarded message in base64", _encoded_forward("base64")),
+    Case("a forwarded message in quoted-printable", _encoded_forward("quoted-printable")),
 )
 
 
