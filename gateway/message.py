@@ -384,6 +384,46 @@ def mime_defects(raw: bytes) -> tuple[str, ...]:
     return tuple(found[:10])
 
 
+# A uuencoded file in a text part ("begin 644 name" ... "end"): Outlook and Thunderbird show
+# it as an attachment, so it is one.
+_UU_BEGIN = re.compile(rb"^begin[ \t]+[0-7]{3,4}[ \t]+([^\r\n]+?)[ \t]*\r?$", re.M)
+_UU_END = re.compile(rb"^end[ \t]*\r?$", re.M)
+
+
+def _uudecode(block: bytes) -> bytes:
+    """The bytes of a uuencoded block, line by line; a line's length character says how
+    much of it counts (trailing garbage, as some encoders leave, is ignored)."""
+    out = []
+    for line in block.splitlines():
+        if not line:
+            continue
+        count = ((line[0] - 32) & 63) * 4 + 5
+        try:
+            out.append(binascii.a2b_uu(line[: count // 3]))
+        except binascii.Error:
+            break  # what a client would show stops at the first broken line too
+    return b"".join(out)
+
+
+def uuencoded_files(text: bytes) -> list[tuple[str, bytes]]:
+    """The uuencoded files in a text part's content: (file name, bytes). One pass over the
+    text: each block ends at the first ``end`` line after its ``begin``, and a ``begin``
+    with no ``end`` after it ends the search."""
+    found: list[tuple[str, bytes]] = []
+    position = 0
+    while len(found) < _UU_FILES and (begin := _UU_BEGIN.search(text, position)):
+        end = _UU_END.search(text, begin.end())
+        if end is None:
+            break
+        block = text[begin.end() : end.start()]
+        found.append((begin.group(1).decode("utf-8", "replace"), _uudecode(block)))
+        position = end.end()
+    return found
+
+
+_UU_FILES = 20
+
+
 def file_parts(raw: bytes) -> list[FilePart]:
     """Every MIME leaf that carries a file, decoded, in message order."""
     message = mime_tree(raw)
@@ -398,17 +438,24 @@ def file_parts(raw: bytes) -> list[FilePart]:
         filename = _filename(part)
         body_like = part.get_content_maintype() in ("text", "message")
         if not filename and disposition != "attachment" and body_like:
-            continue  # a body part, not a file
-        data = decoded_payload(part)
-        attachment = Attachment(
-            filename=_decoded_header(filename),
-            declared_type=declared,
-            detected_type=detect_type(data, declared),
-            size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-        )
-        found.append(FilePart(attachment, data))
+            # A body part, not a file, but it may carry uuencoded ones.
+            if part.get_content_maintype() == "text":
+                for name, data in uuencoded_files(decoded_payload(part)):
+                    found.append(_file_part(name, "application/octet-stream", data))
+            continue
+        found.append(_file_part(_decoded_header(filename), declared, decoded_payload(part)))
     return found
+
+
+def _file_part(filename: str, declared: str, data: bytes) -> FilePart:
+    attachment = Attachment(
+        filename=filename,
+        declared_type=declared,
+        detected_type=detect_type(data, declared),
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+    return FilePart(attachment, data)
 
 
 _BODY_SCAN = 256 * 1024  # text read per message when looking for printed addresses

@@ -14,6 +14,7 @@ document into one attachment part of a ``multipart/mixed; boundary="MIX"`` messa
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -79,6 +80,18 @@ def _quoted_printable(cte: str) -> Callable[[str, bytes], str]:
     return part
 
 
+def _uuencoded(name: str, data: bytes) -> str:
+    """The document uuencoded in a plain-text body part (Outlook and Thunderbird show it as
+    an attachment)."""
+    lines = [binascii.b2a_uu(data[i : i + 45]).decode("ascii") for i in range(0, len(data), 45)]
+    return (
+        "--MIX\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nKinh gui, van ban kem theo:\r\n"
+        f"begin 644 {name}\r\n"
+        + "".join(line.rstrip("\n") + "\r\n" for line in lines)
+        + "`\r\nend\r\n"
+    )
+
+
 SEEN: tuple[Case, ...] = (
     Case("encoding in capitals", _with_encoding("BASE64")),
     Case("encoding in mixed case, spaces around", _with_encoding(" Base64 ")),
@@ -90,6 +103,7 @@ SEEN: tuple[Case, ...] = (
     Case("encoding folded onto the next line", _with_encoding("\r\n base64")),
     Case("quoted-printable in capitals", _quoted_printable("Quoted-Printable")),
     Case("quoted-printable with a comment", _quoted_printable("quoted-printable (qp)")),
+    Case("uuencoded in a text part", _uuencoded),
 )
 
 
