@@ -410,6 +410,8 @@ def uuencoded_files(text: bytes) -> list[tuple[str, bytes]]:
     text: each block ends at the first ``end`` line after its ``begin``, and a ``begin``
     with no ``end`` after it ends the search."""
     found: list[tuple[str, bytes]] = []
+    if b"begin" not in text:  # most text: a substring search, not a regular expression
+        return found
     position = 0
     while len(found) < _UU_FILES and (begin := _UU_BEGIN.search(text, position)):
         end = _UU_END.search(text, begin.end())
