@@ -196,6 +196,17 @@ def _zip_type(data: bytes) -> str:
     return "application/zip"
 
 
+def _zip_directory_at_end(data: bytes) -> bool:
+    """A zip's end-of-central-directory record at the end of ``data``: archive tools open
+    such a file as a zip whatever comes before it (a self-extractor's program, a picture)."""
+    if b"PK\x05\x06" not in data[-66000:]:  # the record, within its maximum comment length
+        return False
+    try:
+        return zipfile.is_zipfile(io.BytesIO(data))
+    except (OSError, ValueError):  # pragma: no cover - is_zipfile catches its own errors
+        return False
+
+
 def _looks_like_pdf(data: bytes) -> bool:
     """A header in the first KiB (as Acrobat accepts), or one anywhere with a PDF trailer at
     the end (as repairing readers such as pdf.js and MuPDF open it)."""
@@ -229,10 +240,14 @@ def detect_type(data: bytes, declared: str) -> str:
     # Magic numbers of containers win: a zip holding a PDF is a zip, inspected as such.
     if data[:4] == b"PK\x03\x04":
         return _zip_type(data)
+    if data[257:262] == b"ustar":  # a tar holding a PDF: the PDF starts in its first KiB
+        return "application/x-tar"
     if _looks_like_pdf(data):
         return "application/pdf"
     if office := _office_xml(data):
         return office
+    if _zip_directory_at_end(data):  # a zip with a stub before it (self-extractor style)
+        return _zip_type(data)
     kind = filetype.guess_mime(data)
     if kind:
         return str(kind)

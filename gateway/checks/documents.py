@@ -2,11 +2,12 @@
 
 Which attachments are documents is policy: their type as detected from the content (a PDF
 named ``.sig`` is still a PDF), an exempt file type (so the exemption is recorded), or a
-container the gateway cannot open (TNEF, RAR, 7z: judged unreadable). Zip archives are opened
-one level and their documents judged like any other. For each document the applicable checks
-are gathered: a PDF's own signatures, a detached CMS signature (``.p7s``/``.sig``, recognised
-by its content) sent beside it, and an S/MIME signature, which covers exactly the documents
-found inside the bytes it signs (``multipart/signed``, or opaque ``application/pkcs7-mime``).
+container the gateway cannot open (TNEF, RAR, 7z: judged unreadable). Zip, tar, gzip and
+tar.gz archives are opened one level and their documents judged like any other. For each
+document the applicable checks are gathered: a PDF's own signatures, a detached CMS signature
+(``.p7s``/``.sig``, recognised by its content) sent beside it, and an S/MIME signature, which
+covers exactly the documents found inside the bytes it signs (``multipart/signed``, or opaque
+``application/pkcs7-mime``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -136,20 +139,7 @@ def _zip_members(part: FilePart) -> tuple[list[FilePart], str]:
                 total += info.file_size
                 if total > _ZIP_BYTES:
                     return [], "archive expands beyond the size limit"
-                data = archive.read(info)
-                kind = detect_type(data, "application/octet-stream")
-                members.append(
-                    FilePart(
-                        Attachment(
-                            filename=f"{part.attachment.filename}/{info.filename}",
-                            declared_type="application/octet-stream",
-                            detected_type=kind,
-                            size=len(data),
-                            sha256=hashlib.sha256(data).hexdigest(),
-                        ),
-                        data,
-                    )
-                )
+                members.append(_member(part, info.filename, archive.read(info)))
     except (
         zipfile.BadZipFile,
         zlib.error,  # a damaged deflate stream
@@ -163,19 +153,90 @@ def _zip_members(part: FilePart) -> tuple[list[FilePart], str]:
     return members, ""
 
 
+def _member(part: FilePart, name: str, data: bytes) -> FilePart:
+    return FilePart(
+        Attachment(
+            filename=f"{part.attachment.filename}/{name}",
+            declared_type="application/octet-stream",
+            detected_type=detect_type(data, "application/octet-stream"),
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+        ),
+        data,
+    )
+
+
+def _gunzip(data: bytes) -> bytes:
+    """The content of a gzip file, never more than the archive size limit (a bomb is an
+    error, not memory); ValueError if it is damaged or too large."""
+    inflater = zlib.decompressobj(wbits=31)  # gzip framing
+    try:
+        content = inflater.decompress(data, _ZIP_BYTES + 1)
+    except zlib.error as exc:
+        raise ValueError(f"damaged gzip stream: {exc}") from None
+    if len(content) > _ZIP_BYTES:
+        raise ValueError("archive expands beyond the size limit")
+    return content
+
+
+def _tar_members(part: FilePart, data: bytes) -> tuple[list[FilePart], str]:
+    """The regular files of a tar archive (one level), or why it cannot be read."""
+    members: list[FilePart] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+            infos = [i for i in archive.getmembers() if i.isfile()]
+            if len(infos) > _ZIP_MEMBERS:
+                return [], f"archive has {len(infos)} files (limit {_ZIP_MEMBERS})"
+            for info in infos:
+                extracted = archive.extractfile(info)
+                if extracted is None:  # pragma: no cover - a regular file always has content
+                    continue
+                members.append(_member(part, info.name, extracted.read()))
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        return [], f"archive cannot be read: {exc}"
+    return members, ""
+
+
+def _gzip_members(part: FilePart) -> tuple[list[FilePart], str]:
+    """A gzip file's content: a tar archive's files (.tar.gz), or the one file it holds."""
+    try:
+        content = _gunzip(part.data)
+    except ValueError as exc:
+        return [], str(exc)
+    if detect_type(content, "application/octet-stream") == "application/x-tar":
+        return _tar_members(part, content)
+    name = part.attachment.filename.rsplit("/", 1)[-1]
+    return [_member(part, name.removesuffix(".gz").removesuffix(".GZ") or "content", content)], ""
+
+
+# The archives a click opens (Windows, and the archive managers of desktop Linux): their
+# files are judged as if attached; an archive inside one is not opened (judged unreadable).
+def _tar_file_members(part: FilePart) -> tuple[list[FilePart], str]:
+    return _tar_members(part, part.data)
+
+
+_ARCHIVES: dict[str, Callable[[FilePart], tuple[list[FilePart], str]]] = {
+    "application/zip": _zip_members,
+    "application/gzip": _gzip_members,
+    "application/x-tar": _tar_file_members,
+}
+
+
 def _expand(files: list[FilePart], policy: Policy) -> list[_Found]:
-    """Every file to consider, zip members included; archives that cannot be read are judged."""
+    """Every file to consider, archive members included; archives that cannot be read are
+    judged."""
     found: list[_Found] = []
     for part in files:
-        if part.attachment.detected_type != "application/zip":
+        open_archive = _ARCHIVES.get(part.attachment.detected_type)
+        if open_archive is None:
             found.append(_Found(part))
             continue
-        members, problem = _zip_members(part)
+        members, problem = open_archive(part)
         if problem:
             found.append(_Found(part, _unreadable("pdf", problem)))
             continue
         for member in members:
-            if member.attachment.detected_type == "application/zip":
+            if member.attachment.detected_type in _ARCHIVES:
                 found.append(_Found(member, _unreadable("pdf", "archive inside an archive")))
             else:
                 found.append(_Found(member))
