@@ -130,8 +130,27 @@ CLOCK_SKEW = timedelta(minutes=5)  # tolerance for signer and CRL clocks
 _log = logging.getLogger("congvu.signatures")
 
 # digitalSignature OR nonRepudiation: VGCA personal certificates often assert only the latter.
+# An extended key usage, where the certificate has one, must name a purpose that signs
+# documents (RFC 5280 4.2.1.12 binds the key to the purposes listed, critical or not):
+# e-mail protection (what S/MIME and most personal signing certificates carry), document
+# signing (RFC 9336), Microsoft's and Adobe's document-signing purposes, or any purpose. A
+# certificate for TLS servers or clients, or for code, does not sign official documents.
+# Checked by congvu itself (in _Judge._chain), not handed to pyHanko: pyHanko rebuilds the
+# constraints it is given without explicit_extd_key_usage_required, and then refuses every
+# certificate without the extension.
 _SIGNER_KEY_USAGE = KeyUsageConstraints(
     key_usage={"digital_signature", "non_repudiation"}, match_all_key_usages=False
+)
+_SIGNER_PURPOSES = KeyUsageConstraints(
+    extd_key_usage={
+        "email_protection",
+        "1.3.6.1.5.5.7.3.36",  # id-kp-documentSigning, RFC 9336
+        "document_signing",
+        "microsoft_document_signing",
+        "adobe_authentic_documents_trust",
+        "any_extended_key_usage",
+    },
+    explicit_extd_key_usage_required=False,  # no extension at all: any purpose
 )
 _WEAK_DIGESTS = frozenset({"md2", "md5", "sha1"})
 _TS_WEAK_DIGESTS = frozenset({"md2", "md5"})  # timestamp tokens may still use SHA-1
@@ -780,6 +799,14 @@ class _Judge:
                 cert, ctx.path_builder.async_build_paths_lazy(cert), validation_context=ctx
             )
             _SIGNER_KEY_USAGE.validate(cert)
+            _SIGNER_PURPOSES.validate(cert)
+            if _is_ca(cert):
+                return _Outcome(
+                    "fail",
+                    "untrusted",
+                    "the signer's certificate is a CA certificate: only end-entity "
+                    "certificates sign documents",
+                )
         except PathBuildingError:
             return _Outcome("fail", "untrusted", "no chain to a root in the trust store")
         except (ExpiredError, NotYetValidError) as exc:

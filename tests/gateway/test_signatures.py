@@ -194,6 +194,55 @@ def test_wrong_key_usage_is_untrusted(pki: TestPKI, pdf: bytes, now: datetime) -
     assert_check(check, "pdf", "fail", "untrusted")
 
 
+_DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")  # RFC 9336
+_EKU = x509.oid.ExtendedKeyUsageOID
+
+
+@pytest.mark.parametrize(
+    ("purposes", "result"),
+    [
+        ((_EKU.SERVER_AUTH,), "fail"),
+        ((_EKU.CLIENT_AUTH,), "fail"),
+        ((_EKU.CODE_SIGNING,), "fail"),
+        ((_EKU.TIME_STAMPING,), "fail"),
+        ((_EKU.EMAIL_PROTECTION,), "pass"),
+        ((_EKU.CLIENT_AUTH, _EKU.EMAIL_PROTECTION), "pass"),
+        ((_DOCUMENT_SIGNING,), "pass"),
+        ((_EKU.ANY_EXTENDED_KEY_USAGE,), "pass"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "+".join(o._name for o in v),
+)
+def test_extended_key_usage_must_name_a_signing_purpose(
+    pki: TestPKI,
+    pdf: bytes,
+    now: datetime,
+    purposes: tuple[x509.ObjectIdentifier, ...],
+    result: str,
+) -> None:
+    """A certificate whose extended key usage names only TLS, code or timestamp purposes may
+    not sign documents (RFC 5280 binds the key to the purposes listed); e-mail protection,
+    document signing and any purpose may. Without the extension (the person's certificate
+    above), any purpose. The same for a PDF and a detached signature."""
+    signer = issue(pki.issuing, "Chung thu thu nghiem", now=pki.now, eku=purposes)
+    for check in (
+        validate_pdf(sign_pdf(pdf, signer), pki.store(), now),
+        validate_detached(pdf, detached_cms(pdf, signer), pki.store(), now),
+    ):
+        assert_check(check, check.method, result, "" if result == "pass" else "untrusted")
+
+
+def test_a_ca_certificate_does_not_sign_documents(pki: TestPKI, pdf: bytes, now: datetime) -> None:
+    """A CA certificate with the signing key usages too (as some CAs issue them) chains to the
+    root, but only end-entity certificates sign: ``untrusted``, the reason in the detail."""
+    ca = issue(pki.issuing, "CA cap duoi", now=pki.now, digital_signature=True, ca=True)
+    for check in (
+        validate_pdf(sign_pdf(pdf, ca), pki.store(), now),
+        validate_detached(pdf, detached_cms(pdf, ca), pki.store(), now),
+    ):
+        assert_check(check, check.method, "fail", "untrusted")
+        assert "CA certificate" in check.detail
+
+
 def test_corrupt_pdf_is_unreadable(pki: TestPKI, signed: bytes, now: datetime) -> None:
     """A truncated PDF and non-PDF bytes are ``permerror``/``unreadable``."""
     for data in (signed[: len(signed) // 2], b"%PDF-1.7\n garbage", b"", b"\x00" * 100):

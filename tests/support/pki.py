@@ -228,8 +228,10 @@ def issue(
     crl: str | None = f"{CRL_BASE}/issuing.crl",
     eku: tuple[x509.ObjectIdentifier, ...] = (),
     sha1: bool = False,
+    ca: bool = False,
 ) -> Identity:
-    """An end-entity certificate issued by ``issuer`` (a signer, unless ``eku`` says otherwise)."""
+    """An end-entity certificate issued by ``issuer`` (a signer, unless ``eku`` says otherwise);
+    with ``ca``, a CA certificate (keyCertSign) that has the signer's key usages too."""
     key = key or _key("ec")
     builder = (
         x509.CertificateBuilder()
@@ -239,7 +241,7 @@ def issue(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before or now - timedelta(days=30))
         .not_valid_after(not_after or now + timedelta(days=730))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=digital_signature,
@@ -247,8 +249,8 @@ def issue(
                 key_encipherment=key_encipherment,
                 data_encipherment=False,
                 key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
                 encipher_only=False,
                 decipher_only=False,
             ),
