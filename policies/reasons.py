@@ -123,10 +123,14 @@ REASONS: dict[str, Reason] = {
         _document(
             "document.signer_expired",
             "5.7.1",
-            "Chung thu so cua nguoi ky da het han khi ky",
-            "The signer's certificate had expired at signing time",
-            "Chứng thư số của người ký đã hết hạn (hoặc chưa có hiệu lực) tại thời điểm ký.",
-            "The signing certificate was expired (or not yet valid) when the document was signed.",
+            "Chung thu so cua nguoi ky het han (khong co dau thoi gian chung minh ngay ky)",
+            "The signer's certificate is expired (no timestamp proves an earlier signing)",
+            "Chứng thư số của người ký đã hết hạn (hoặc chưa có hiệu lực) tại thời điểm ký. "
+            "Thời điểm ký chỉ được tin khi có dấu thời gian (timestamp) tin cậy; không có dấu "
+            "thời gian thì chứng thư số phải còn hiệu lực khi thư được gửi.",
+            "The signing certificate was expired (or not yet valid) at the time of signing. "
+            "Only a trusted timestamp proves that time; without one, the certificate must be "
+            "valid when the mail is sent.",
         ),
         _document(
             "document.signer_revoked",

@@ -18,9 +18,12 @@ How a signature is judged, in order (the first failure is reported):
    signingTime attribute, else the PDF's /M), never later than ``now``. With neither, ``now``.
 3. *Chain* (pyhanko-certvalidator, no fetching): a path from the signer's certificate to a root
    in the store, built from the store's intermediates and the certificates in the signature,
-   every certificate valid *at the time of signing* → else ``untrusted`` or ``expired``; the
-   signer's key usage must include digitalSignature or nonRepudiation (VGCA signing
-   certificates often carry only nonRepudiation).
+   every certificate valid at the time of signing *proven by a trusted timestamp*, else
+   *now* (a claimed time proves nothing: an expired certificate is not rescued by the signer
+   saying it signed earlier) → else ``untrusted`` or ``expired``; the signer's key usage must
+   include digitalSignature or nonRepudiation (VGCA signing certificates often carry only
+   nonRepudiation), its extended key usage, if any, a signing purpose, and it must not be
+   a CA certificate.
 4. *Revocation*, by the store's mode (see :class:`gateway.checks.trust.TrustStore`), from the
    store's CRLs only. A certificate on a CRL is ``revoked`` when revoked before a *proven*
    signing time; without a timestamp any revocation counts, because a claimed time is the
@@ -748,7 +751,11 @@ class _Judge:
         extra = extra_problem(status)
         if extra is not None:
             return outcome(extra)
-        path = await self._chain(cert, signing_time)
+        # Only a trusted timestamp proves when the signature was made. A time the signer
+        # claims (signingTime, the PDF's /M) is its own word: a certificate that has expired
+        # is not rescued by a claim that it signed before, so without a timestamp the chain
+        # must be valid now.
+        path = await self._chain(cert, signing_time if timestamped else self.now, timestamped)
         if isinstance(path, _Outcome):
             return outcome(path)
         revocation = await self._revocation(path, signing_time, timestamped)
@@ -791,7 +798,7 @@ class _Judge:
         return min(_utc(claimed), self.now), False, note.rstrip("; ")
 
     async def _chain(
-        self, cert: asn1_x509.Certificate, moment: datetime
+        self, cert: asn1_x509.Certificate, moment: datetime, proven: bool = True
     ) -> ValidationPath | _Outcome:
         ctx = self._context(moment, self.policy, NO_REVOCATION)
         try:
@@ -810,11 +817,13 @@ class _Judge:
         except PathBuildingError:
             return _Outcome("fail", "untrusted", "no chain to a root in the trust store")
         except (ExpiredError, NotYetValidError) as exc:
-            return _Outcome(
-                "fail",
-                "expired",
-                f"not valid at the time of signing ({_iso(moment)}): {exc.failure_msg}",
+            when = (
+                f"at the time of signing ({_iso(moment)}), proven by a trusted timestamp"
+                if proven
+                else f"now ({_iso(moment)}), and no trusted timestamp proves an earlier "
+                "signing time (the time a signer claims is not proof)"
             )
+            return _Outcome("fail", "expired", f"not valid {when}: {exc.failure_msg}")
         except DisallowedAlgorithmError as exc:
             named = _MECHANISM.search(exc.failure_msg)
             which = named.group(1) if named else "a disallowed algorithm"

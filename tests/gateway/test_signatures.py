@@ -154,6 +154,27 @@ def test_expired_signer_is_expired(pki: TestPKI, pdf: bytes, now: datetime) -> N
     assert_signer(check, pki.expired)
 
 
+def test_a_claimed_signing_time_does_not_rescue_an_expired_certificate(
+    pki: TestPKI, pdf: bytes
+) -> None:
+    """Signed while the certificate was valid, judged after it expired: the signing time the
+    signer claims is its own word, so without a trusted timestamp the certificate must be
+    valid now (``expired``); a trusted timestamp from its validity proves the signature
+    older than the expiry (``pass``). For a PDF and a detached signature alike."""
+    short = issue(
+        pki.issuing, "Het han sau mot ngay", now=pki.now, not_after=pki.now + timedelta(days=1)
+    )
+    later = datetime.now(UTC) + timedelta(days=10)
+    for check in (
+        validate_pdf(sign_pdf(pdf, short), pki.store(), later),
+        validate_detached(pdf, detached_cms(pdf, short), pki.store(), later),
+    ):
+        assert_check(check, check.method, "fail", "expired")
+        assert "no trusted timestamp" in check.detail
+    stamped = sign_pdf(pdf, short, timestamp=pki.tsa)
+    assert_check(validate_pdf(stamped, pki.store(), later), "pdf", "pass", "")
+
+
 def test_revoked_signer_is_revoked(pki: TestPKI, pdf: bytes, now: datetime) -> None:
     """A certificate on the issuing CA's CRL is ``revoked``, under soft-fail and hard-fail."""
     document = sign_pdf(pdf, pki.revoked)
