@@ -33,6 +33,7 @@ __all__ = [
     "decode_words",
     "domain_in",
     "domain_matches",
+    "imitated_domain",
     "organisational_domain",
     "parse_addr_spec",
     "parse_mailbox_list",
@@ -367,3 +368,49 @@ def parse_addr_spec(value: str) -> Mailbox:
     if extra is not None:
         raise AddressError(f"unexpected {extra.text!r} after the address")
     return Mailbox("", local, domain)
+
+
+@functools.lru_cache(maxsize=4096)
+def _skeleton(name: str) -> str:
+    """``name`` (Unicode) with each character that looks like a Latin letter or digit
+    replaced by it (Unicode's confusables, as ``confusable_homoglyphs`` packs them): the
+    Cyrillic о of ``lamdоng`` becomes o. Other characters stay (đ is not d)."""
+    # Loaded on the first non-ASCII domain: its table costs start-up time every command
+    # would pay otherwise.
+    from confusable_homoglyphs import confusables  # noqa: PLC0415
+
+    out = []
+    for char in name:
+        if char.isascii():
+            out.append(char)
+            continue
+        found = confusables.is_confusable(char, preferred_aliases=["latin"], greedy=True) or []
+        latin = [
+            h["c"]
+            for entry in found
+            for h in entry["homoglyphs"]
+            if len(h["c"]) == 1 and h["c"].isascii() and h["c"].isalnum()
+        ]
+        out.append(latin[0].lower() if latin else char)
+    return "".join(out)
+
+
+def imitated_domain(domain: str, official: Iterable[str]) -> str:
+    """The official domain that ``domain`` (canonical, A-labels) imitates with look-alike
+    characters (``lamdоng.gov.vn`` with a Cyrillic о, written in Unicode or as its A-label
+    ``xn--...``), or "" when it imitates none. The official domains and their subdomains
+    themselves imitate nothing; ASCII names are never look-alikes here (a typo domain is
+    another matter)."""
+    if domain.isascii() and "xn--" not in domain:
+        return ""
+    try:
+        unicode_name = domain.encode("ascii").decode("idna")
+    except UnicodeError:
+        return ""  # not a valid IDN: refused for its syntax elsewhere
+    shown = _skeleton(unicodedata.normalize("NFC", unicode_name))
+    for name in official:
+        if domain_in(domain, (name,)):
+            continue  # really in that official domain (gov.vn holds xn--...gov.vn too)
+        if shown == name or shown.endswith("." + name):
+            return name
+    return ""

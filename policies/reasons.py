@@ -307,6 +307,48 @@ REASONS: dict[str, Reason] = {
             directive="RFC 5322 mục 3.6.2 (trường From xác định tác giả thư). " + _PHU_MY_1,
         ),
         Reason(
+            code="sender.lookalike_domain",
+            action=Action.REJECT,
+            smtp_code=550,
+            enhanced="5.7.1",
+            reply_vi="Dia chi nguoi gui gia mao ten mien cong vu bang ky tu giong nhau",
+            reply_en="Sender address imitates an official domain with look-alike letters",
+            explain_vi=(
+                "Tên miền của địa chỉ người gửi được viết bằng chữ cái của bảng chữ khác trông "
+                "giống hệt chữ Latinh (ví dụ chữ о tiếng Nga trong lamdоng.gov.vn), để người "
+                "đọc tưởng là tên miền công vụ."
+            ),
+            explain_en=(
+                "The sender's domain is written with letters from another alphabet that look "
+                "like Latin ones (a Cyrillic о in lamdоng.gov.vn, say), so that a reader takes "
+                "it for an official domain."
+            ),
+            fix_vi="Gửi lại từ hộp thư công vụ thật của cơ quan.",
+            fix_en="Send it again from the unit's real official mailbox.",
+            directive="Unicode TR 39 (ký tự dễ nhầm lẫn). " + _PHU_MY_1,
+        ),
+        Reason(
+            code="sender.address_in_local_part",
+            action=Action.REJECT,
+            smtp_code=550,
+            enhanced="5.7.1",
+            reply_vi="Dia chi nguoi gui chua mot dia chi khac trong phan ten",
+            reply_en="Sender address holds another address in its local part",
+            explain_vi=(
+                "Phần tên (trước @) của địa chỉ người gửi là một địa chỉ khác đặt trong dấu "
+                'ngoặc kép ("vanthu@lamdong.gov.vn"@...): một số phần mềm thư chỉ hiển thị '
+                "địa chỉ đó, che tên miền thật."
+            ),
+            explain_en=(
+                "The local part (before the @) of the sender's address is another address in "
+                'quotes ("vanthu@lamdong.gov.vn"@...): some mail programs show only that '
+                "address and hide the real domain."
+            ),
+            fix_vi="Gửi lại từ hộp thư công vụ của anh/chị với địa chỉ thông thường.",
+            fix_en="Send it again from your official mailbox with an ordinary address.",
+            directive="RFC 5322 mục 3.4.1. " + _PHU_MY_1,
+        ),
+        Reason(
             code="message.malformed_headers",
             action=Action.REJECT,
             smtp_code=550,

@@ -10,6 +10,7 @@ from policies.addresses import (
     canonical_domain,
     comments_of,
     domain_matches,
+    imitated_domain,
     parse_addr_spec,
     shown_text,
 )
@@ -163,6 +164,43 @@ def sender_malformed_identity(facts: MessageFacts, ctx: RuleContext) -> Verdict 
     if problems:
         return Verdict(reason, "; ".join(problems))
     return None
+
+
+@rule("sender-lookalike-identity")
+def sender_lookalike_identity(facts: MessageFacts, ctx: RuleContext) -> Verdict | None:
+    """An address must not imitate an official one: a From, Sender, Reply-To or envelope
+    sender whose domain is an official domain written with look-alike letters, or whose
+    quoted local part holds another address, is refused.
+
+    A domain such as ``lamdоng.gov.vn`` with a Cyrillic о, in Unicode or as its ``xn--``
+    A-label, is ``sender.lookalike_domain``; ``"vanthu@lamdong.gov.vn"@example.com``, which
+    some clients show as that address, is ``sender.address_in_local_part``.
+    """
+    official = ctx.policy.official_domains
+    found: list[tuple[str, str]] = []
+    addresses = [(f.name, mb.address) for f in _address_fields(facts) for mb in f.mailboxes]
+    if facts.mail_from:
+        addresses.append(("envelope sender", facts.mail_from))
+    for where, address in addresses:
+        local, _, domain = address.rpartition("@")
+        try:
+            imitated = imitated_domain(canonical_domain(domain), official)
+        except AddressError:
+            imitated = ""  # not a domain at all: another rule's business
+        if imitated:
+            found.append(("sender.lookalike_domain", f"{where} {address}: looks like {imitated}"))
+        elif "@" in local:
+            found.append(
+                ("sender.address_in_local_part", f"{where} {address}: an address in the local part")
+            )
+    if not found:
+        return None
+    reason = found[0][0]
+    return Verdict(reason, "; ".join(detail for _, detail in found))
+
+
+def _address_fields(facts: MessageFacts) -> list[AddressField]:
+    return [*facts.from_fields, *facts.sender_fields, *facts.reply_to_fields]
 
 
 @rule("sender-official-unauthenticated")

@@ -39,6 +39,7 @@ def test_check_json_contract_for_a_reject(eml: Path, capsys: pytest.CaptureFixtu
     assert [r["address"] for r in result["envelope"]["recipients"]] == [CLERK]  # from To
     assert {f["id"]: f["outcome"] for f in result["findings"]} == {
         "sender-malformed-identity": "pass",
+        "sender-lookalike-identity": "pass",
         "sender-personal-domain": "reject",
         "sender-official-unauthenticated": "pass",
         "advisory-public-service-registration": "pass",
@@ -113,7 +114,8 @@ def test_policy_check_and_explain(tmp_path: Path, capsys: pytest.CaptureFixture[
     status, out, _ = run(["policy", "explain"], capsys)
     assert status == 0
     assert "1. sender-malformed-identity [enforce]" in out
-    assert "2. sender-personal-domain [enforce]" in out
+    assert "2. sender-lookalike-identity [enforce]" in out
+    assert "3. sender-personal-domain [enforce]" in out
     assert "Official mail must be sent from an official mailbox" in out
     bad = tmp_path / "p.toml"
     bad.write_text(

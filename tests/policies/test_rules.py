@@ -135,6 +135,59 @@ def test_malformed_identity_truth_table(case: MessageFacts, detail: str | None) 
         assert detail in decision.findings[0].detail
 
 
+LOOKALIKE = '[[rules]]\nid = "sender-lookalike-identity"\n'
+LAMDONG = 'official = ["lamdong.gov.vn"]'
+
+
+@pytest.mark.parametrize(
+    ("case", "reason", "detail"),
+    [
+        (facts(mail_from="a@lamdong.gov.vn", from_=["a@lamdong.gov.vn"]), None, None),
+        (facts(mail_from="", from_=["a@dilinh.lamdong.gov.vn"]), None, None),
+        (facts(mail_from="", from_=["a@example.com"]), None, None),
+        (facts(mail_from="", from_=["a@lamđong.gov.vn"]), None, None),  # đ is no d
+        (facts(mail_from="", from_=["a@đàlạt.vn"]), None, None),  # Vietnamese, imitates none
+        # A Cyrillic о, in Unicode and as the A-label a mail program sends
+        (facts(mail_from="", from_=["a@lamdоng.gov.vn"]), "lookalike_domain", "lamdong.gov.vn"),
+        (
+            facts(mail_from="", from_=["a@xn--lamdng-zqf.gov.vn"]),
+            "lookalike_domain",
+            "From a@xn--lamdng-zqf.gov.vn: looks like lamdong.gov.vn",
+        ),
+        # Whole-name (Cyrillic а and о), a subdomain, Greek ο; Sender, Reply-To, envelope
+        (facts(mail_from="", from_=["a@lаmdоng.gov.vn"]), "lookalike_domain", "From"),
+        (facts(mail_from="", from_=["a@dilinh.lamdοng.gov.vn"]), "lookalike_domain", "From"),
+        (facts(mail_from="", sender=["a@lamdоng.gov.vn"]), "lookalike_domain", "Sender"),
+        (facts(mail_from="", reply_to=["a@lamdоng.gov.vn"]), "lookalike_domain", "Reply-To"),
+        (facts(mail_from="a@lamdоng.gov.vn"), "lookalike_domain", "envelope sender"),
+        # An address hidden in a quoted local part
+        (
+            facts(mail_from="", from_=['"vanthu@lamdong.gov.vn"@example.com']),
+            "address_in_local_part",
+            "an address in the local part",
+        ),
+        (
+            facts(mail_from='"x@lamdong.gov.vn"@example.com', from_=["a@example.com"]),
+            "address_in_local_part",
+            "envelope sender",
+        ),
+    ],
+)
+def test_lookalike_identity_truth_table(
+    case: MessageFacts, reason: str | None, detail: str | None
+) -> None:
+    """An official domain written with look-alike letters, or an address hidden in a quoted
+    local part, is refused with its own reason; the district's own names and other
+    Vietnamese names are not."""
+    district = parse_policy(f"[domains]\n{LAMDONG}\n{LOOKALIKE}", "test.toml")
+    decision = evaluate(case, district, NOW)
+    if reason is None:
+        assert decision.action is Action.ACCEPT, decision.findings
+    else:
+        assert decision.reasons == (f"sender.{reason}",)
+        assert detail is not None and detail in decision.findings[0].detail
+
+
 def test_every_rule_runs_and_reject_reason_order_follows_policy() -> None:
     """Both violations are found; the first in policy order gives the reply."""
     case = facts(mail_from="a@gmail.com", from_=['"a@gmail.com" <b@x.gov.vn>'])

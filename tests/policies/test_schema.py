@@ -120,6 +120,7 @@ def test_default_policy_is_valid_and_ships_a_real_provider_list() -> None:
     assert policy.personal_providers == providers
     assert [(r.id, r.mode.value) for r in policy.rules] == [
         ("sender-malformed-identity", "enforce"),
+        ("sender-lookalike-identity", "enforce"),  # forgery, never a mistake
         ("sender-personal-domain", "enforce"),
         ("sender-official-unauthenticated", "monitor"),  # the issue: start in monitor
         ("advisory-public-service-registration", "enforce"),  # counted, never refused
