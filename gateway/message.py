@@ -16,7 +16,7 @@ import io
 import quopri
 import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from email.errors import CharsetError, HeaderParseError, MissingHeaderBodySeparatorDefect
@@ -511,17 +511,37 @@ class SmimeParts:
 
 
 def smime_parts(parsed: ParsedMessage) -> SmimeParts | None:
-    """The signed content and CMS signature of a top-level S/MIME multipart/signed message.
+    """The signed content and CMS signature of the message's S/MIME ``multipart/signed``
+    part: the message itself, or the first one inside its multipart structure (a server that
+    adds a disclaimer wraps the signed message in a ``multipart/mixed``). A signed message
+    forwarded as an attachment (``message/rfc822``) is not the sender's and is not looked at.
 
     The signature covers the first part exactly as sent (RFC 8551 3.5), so it is cut from the
     raw bytes between the boundaries, not re-serialised from a parsed tree.
     """
-    ctype = parsed.first("Content-Type")
-    if not ctype.lower().lstrip().startswith("multipart/signed"):
-        return None
     message = mime_tree(parsed.raw)
     if message is None:
         return None
+    signed = next(_signed_parts(message), None)
+    if signed is None:
+        return None
+    return _signed_region(parsed.raw[parsed.body_offset :], signed)
+
+
+def _signed_parts(part: Message) -> Iterator[Message]:
+    """``multipart/signed`` parts, through multiparts only (not into forwarded messages)."""
+    if part.get_content_type() == "multipart/signed":
+        yield part
+        return
+    if part.get_content_maintype() == "multipart" and part.is_multipart():
+        for sub in part.get_payload():
+            if isinstance(sub, Message):
+                yield from _signed_parts(sub)
+
+
+def _signed_region(body: bytes, message: Message) -> SmimeParts | None:
+    """The bytes between the first and the next delimiter of ``message``'s boundary in
+    ``body``, and its signature part."""
     boundary = _param(message.get_boundary, None)
     param = _param(lambda: message.get_param("protocol"), None)
     protocol = param.lower() if isinstance(param, str) else ""
@@ -530,7 +550,6 @@ def smime_parts(parsed: ParsedMessage) -> SmimeParts | None:
         "application/x-pkcs7-signature",
     ):
         return None
-    body = parsed.raw[parsed.body_offset :]
     delimiter = re.escape(b"--" + boundary.encode("ascii", "replace"))
     # Delimiters only count at the start of a line and followed by white space to the end of
     # it, exactly as a MIME parser reads them: a "--boundary" inside a line is content.

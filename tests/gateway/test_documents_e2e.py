@@ -247,6 +247,45 @@ def test_smime_signed_message_covers_its_documents(gateway, pki: TestPKI) -> Non
     assert code == 550 and b"[message.smime_invalid]" in text
 
 
+def _wrapped(signed_message: bytes, *outside: tuple[str, bytes]) -> bytes:
+    """``signed_message`` as a server that adds a disclaimer sends it: its header kept, its
+    multipart/signed body the first part of a multipart/mixed, the disclaimer (and
+    ``outside`` files) after it."""
+    head, _, body = signed_message.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    signed_type = next(line for line in lines if line.startswith(b"Content-Type:"))
+    kept = [line for line in lines if not line.startswith(b"Content-Type:")]
+    wrapper = b"\r\n".join(kept) + b'\r\nContent-Type: multipart/mixed; boundary="WRAP"\r\n\r\n'
+    disclaimer = b"--WRAP\r\nContent-Type: text/plain\r\n\r\nThu gui tu may chu cong vu.\r\n"
+    files = "".join(attach(n, d).replace("--MIX", "--WRAP", 1) for n, d in outside).encode()
+    return (
+        wrapper
+        + b"--WRAP\r\n"
+        + signed_type
+        + b"\r\n\r\n"
+        + body
+        + b"\r\n"
+        + disclaimer
+        + files
+        + b"--WRAP--\r\n"
+    )
+
+
+def test_a_signed_message_wrapped_with_a_disclaimer_still_covers_its_documents(
+    gateway, pki: TestPKI
+) -> None:
+    """A server that adds a disclaimer wraps the S/MIME message in a multipart/mixed: the
+    signature still covers the documents inside the signed part (it was not looked at, and
+    the documents were refused as unsigned); a document outside it is unsigned."""
+    good = smime_message(inner_entity(("to-trinh.docx", docx())), pki.person)
+    _, (code, text) = gateway.send(_wrapped(good), OFFICIAL, [CLERK])
+    assert code == 250, text
+    assert gateway.records()[-1]["smime"]["result"] == "pass"
+    outside = _wrapped(good, ("phu-luc.docx", docx() + b"\0"))
+    _, (code, text) = gateway.send(outside, OFFICIAL, [CLERK])
+    assert code == 550 and b"[document.unsigned]" in text, text
+
+
 @pytest.mark.parametrize(
     ("files", "extra"),
     [
