@@ -282,7 +282,9 @@ def test_a_message_handed_over_when_the_gateway_is_killed_has_a_record(
     downstream.handler.reply_delay = 0
     restarted = subprocess.Popen([CONGVU, "serve", "--config", str(config)])
     try:
-        wait_for(lambda: listening(port))
+        # Started (the journal read, SIGTERM handled), not only listening: the port is bound
+        # before the rest, and a SIGTERM then ends the process as the default action does.
+        wait_for(lambda: started_workers(tmp_path / "gateway.log") == 2, timeout=30)
     finally:
         restarted.send_signal(signal.SIGTERM)
         assert restarted.wait(30) == 0
