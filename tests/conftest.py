@@ -4,6 +4,7 @@ pki.py, dns.py, postfix.py, postgres.py, records.py).
 - ``downstream``: a real aiosmtpd server that records what it received (and can refuse a
   recipient or a message, or drop the connection mid-DATA, for failure injection).
 - ``start_gateway``: the real gateway (``gateway.server.Gateway``) on a free port.
+- ``pki``: the test PKI (tests/support/pki.py), made once per module.
 Clients are Python's smtplib: a real SMTP client over TCP.
 """
 
@@ -23,6 +24,7 @@ from gateway.server import Gateway
 from gateway.store import DecisionStore, SqliteStore
 from policies import Policy, load_policy, parse_policy
 from tests.support.gateway import RunningGateway, assert_records_read_back, make_config
+from tests.support.pki import TestPKI, build_pki
 from tests.support.postgres import fresh_schema
 from tests.support.smtp import Downstream, LoopThread, RecordingHandler
 
@@ -32,6 +34,12 @@ def _reset_logging() -> Iterator[None]:
     """`congvu` commands configure structlog globally; each test starts from the defaults."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(scope="module")
+def pki() -> TestPKI:
+    """Keys, certificates and CRLs of the test PKI, made once for the module."""
+    return build_pki()
 
 
 @pytest.fixture

@@ -10,13 +10,8 @@ from test_documents_e2e import documents_gateway, with_files
 
 from tests.support.containers import NEVER_PASS, OPENED, Container
 from tests.support.gateway import CLERK, OFFICIAL
-from tests.support.pki import TestPKI, build_pki, make_pdf, sign_pdf
+from tests.support.pki import TestPKI, make_pdf, sign_pdf
 from tests.support.smtp import Downstream
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestPKI:
-    return build_pki()
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from tests.support.gateway import CLERK, OFFICIAL, make_config, policy_text
 from tests.support.pki import (
     TestPKI,
     add_content_after_signing,
-    build_pki,
     countersign,
     detached_cms,
     make_pdf,
@@ -38,11 +37,6 @@ DOCUMENT_RULES = (
     '[[rules]]\nid = "document-exemption"\n'
     '[[rules]]\nid = "document-signature-required"\n'
 )
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestPKI:
-    return build_pki()
 
 
 @pytest.fixture

@@ -11,13 +11,8 @@ from test_documents_e2e import attach, documents_gateway
 
 from tests.support.gateway import CLERK, OFFICIAL
 from tests.support.mime_attacks import SEEN, TWO_READINGS, Case, message
-from tests.support.pki import TestPKI, build_pki, detached_cms, make_pdf, sign_pdf
+from tests.support.pki import TestPKI, detached_cms, make_pdf, sign_pdf
 from tests.support.smtp import Downstream
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestPKI:
-    return build_pki()
 
 
 @pytest.fixture

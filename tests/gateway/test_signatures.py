@@ -22,7 +22,6 @@ from tests.support.pki import (
     Identity,
     TestPKI,
     add_content_after_signing,
-    build_pki,
     countersign,
     detached_cms,
     encrypt_pdf,
@@ -37,12 +36,6 @@ from tests.support.pki import (
 )
 
 FROM = "a.nguyen@dilinh.lamdong.gov.vn"
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestPKI:
-    """Keys and certificates, made once for the module."""
-    return build_pki()
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from gateway.checks.trust import (
     load_trust_store,
     shipped_certs,
 )
-from tests.support.pki import TestPKI, build_pki
+from tests.support.pki import TestPKI
 
 CERTS = Path(__file__).resolve().parents[2] / "certs"
 
@@ -55,12 +55,6 @@ def der_of(relative: str) -> bytes:
     """The DER of one shipped PEM."""
     _, _, der = asn1_pem.unarmor((CERTS / relative).read_bytes())
     return der
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestPKI:
-    """A test PKI, for certificates that must not be trust anchors."""
-    return build_pki()
 
 
 # --- the shipped certificates -----------------------------------------------------------------
