@@ -243,10 +243,7 @@ class Layouts:
     def milter(self) -> Chain:
         """docs/admin/milter.md: the page's main.cf and congvu.toml, ``congvu milter``."""
         public, milter = free_port(), free_port()
-        settings = self.postfix.main_cf(self.postfix.shown(MILTER_PAGE, "milter-e2e: main.cf"))
-        settings["smtpd_milters"] = self.postfix.replace_once(
-            settings["smtpd_milters"], r"127\.0\.0\.1:8891$", f"127.0.0.1:{milter}"
-        )
+        settings = self._milter_main_cf(milter)
         etc = self.folder / "milter-congvu"
         etc.mkdir()
         text = self.postfix.shown(MILTER_PAGE, "milter-e2e: congvu.toml")
@@ -276,10 +273,7 @@ class Layouts:
         that negotiates as congvu does and lets everything through at once. The floor of
         any milter chain here: Postfix's own cost of the protocol."""
         public, port = free_port(), free_port()
-        settings = self.postfix.main_cf(self.postfix.shown(MILTER_PAGE, "milter-e2e: main.cf"))
-        settings["smtpd_milters"] = self.postfix.replace_once(
-            settings["smtpd_milters"], r"127\.0\.0\.1:8891$", f"127.0.0.1:{port}"
-        )
+        settings = self._milter_main_cf(port)
         base = self.folder / "null-milter"
         base.mkdir()
         command = [sys.executable, str(ROOT / "bench" / "null_milter.py"), str(port)]
@@ -287,6 +281,14 @@ class Layouts:
         wait_listening(port, timeout=60)
         mta = self._start_postfix("null-milter", public, settings)
         return Chain("Postfix + null milter", mta, public, process.pid, refuses=False)
+
+    def _milter_main_cf(self, port: int) -> dict[str, str]:
+        """docs/admin/milter.md's main.cf lines, its milter on ``port``."""
+        settings = self.postfix.main_cf(self.postfix.shown(MILTER_PAGE, "milter-e2e: main.cf"))
+        settings["smtpd_milters"] = self.postfix.replace_once(
+            settings["smtpd_milters"], r"127\.0\.0\.1:8891$", f"127.0.0.1:{port}"
+        )
+        return settings
 
     def _with_workers(self, text: str) -> str:
         if self.workers == "page":
