@@ -336,7 +336,10 @@ def transfer_encoding(part: Message) -> str:
     case, without comments, quotes, folding or a stray ``;`` (``" Base64 (x)"`` is base64).
     The standard library compares the raw value, so it left such a part encoded, and a PDF in
     it was not seen as a document at all."""
-    value = str(part.get("Content-Transfer-Encoding") or "")
+    return _mechanism(str(part.get("Content-Transfer-Encoding") or ""))
+
+
+def _mechanism(value: str) -> str:
     while (stripped := _COMMENT.sub(" ", value)) != value:  # nested comments, inside out
         value = stripped
     tokens = value.replace('"', " ").replace(";", " ").split()
@@ -345,8 +348,9 @@ def transfer_encoding(part: Message) -> str:
 
 def decoded_payload(part: Message) -> bytes:
     """A leaf part's content, decoded by :func:`transfer_encoding`."""
-    mechanism = transfer_encoding(part)
-    if mechanism == str(part.get("Content-Transfer-Encoding") or "").lower():
+    written = str(part.get("Content-Transfer-Encoding") or "")
+    mechanism = _mechanism(written)
+    if mechanism == written.lower():
         payload = part.get_payload(decode=True)
         return payload if isinstance(payload, bytes) else b""
     # The payload as parsed (get_payload() would read the charset parameter, which can
@@ -403,6 +407,7 @@ def mime_defects(raw: bytes) -> tuple[str, ...]:
 # it as an attachment, so it is one.
 _UU_BEGIN = re.compile(rb"^begin[ \t]+[0-7]{3,4}[ \t]+([^\r\n]+?)[ \t]*\r?$", re.M)
 _UU_END = re.compile(rb"^end[ \t]*\r?$", re.M)
+_UU_FILES = 20  # uuencoded files read from one text part
 
 
 def _uudecode(block: bytes) -> bytes:
@@ -436,9 +441,6 @@ def uuencoded_files(text: bytes) -> list[tuple[str, bytes]]:
         found.append((begin.group(1).decode("utf-8", "replace"), _uudecode(block)))
         position = end.end()
     return found
-
-
-_UU_FILES = 20
 
 
 def file_parts(raw: bytes) -> list[FilePart]:

@@ -209,12 +209,12 @@ def _gzip_members(part: FilePart) -> tuple[list[FilePart], str]:
     return [_member(part, name.removesuffix(".gz").removesuffix(".GZ") or "content", content)], ""
 
 
-# The archives a click opens (Windows, and the archive managers of desktop Linux): their
-# files are judged as if attached; an archive inside one is not opened (judged unreadable).
 def _tar_file_members(part: FilePart) -> tuple[list[FilePart], str]:
     return _tar_members(part, part.data)
 
 
+# The archives a click opens (Windows, and the archive managers of desktop Linux): their
+# files are judged as if attached; an archive inside one is not opened (judged unreadable).
 _ARCHIVES: dict[str, Callable[[FilePart], tuple[list[FilePart], str]]] = {
     "application/zip": _zip_members,
     "application/gzip": _gzip_members,

@@ -798,7 +798,7 @@ class _Judge:
         return min(_utc(claimed), self.now), False, note.rstrip("; ")
 
     async def _chain(
-        self, cert: asn1_x509.Certificate, moment: datetime, proven: bool = True
+        self, cert: asn1_x509.Certificate, moment: datetime, proven: bool
     ) -> ValidationPath | _Outcome:
         ctx = self._context(moment, self.policy, NO_REVOCATION)
         try:

@@ -83,6 +83,11 @@ def _envelope_domain(address: str) -> str:
     return address.rpartition("@")[2]
 
 
+def _address_fields(facts: MessageFacts) -> list[AddressField]:
+    """From, Sender and Reply-To, in that order."""
+    return [*facts.from_fields, *facts.sender_fields, *facts.reply_to_fields]
+
+
 @rule("sender-personal-domain", options=_personal_domain_options)
 def sender_personal_domain(facts: MessageFacts, ctx: RuleContext) -> Verdict | None:
     """Official mail must be sent from an official mailbox: mail to a protected recipient
@@ -106,7 +111,7 @@ def sender_personal_domain(facts: MessageFacts, ctx: RuleContext) -> Verdict | N
     hits: list[str] = []
     if facts.mail_from and ctx.policy.is_personal(_envelope_domain(facts.mail_from)):
         hits.append(f"envelope sender {facts.mail_from}")
-    for field in (*facts.from_fields, *facts.sender_fields, *facts.reply_to_fields):
+    for field in _address_fields(facts):
         hits.extend(
             f"{field.name} {mb.address}"
             for mb in field.mailboxes
@@ -197,10 +202,6 @@ def sender_lookalike_identity(facts: MessageFacts, ctx: RuleContext) -> Verdict 
         return None
     reason = found[0][0]
     return Verdict(reason, "; ".join(detail for _, detail in found))
-
-
-def _address_fields(facts: MessageFacts) -> list[AddressField]:
-    return [*facts.from_fields, *facts.sender_fields, *facts.reply_to_fields]
 
 
 @rule("sender-official-unauthenticated")
