@@ -42,7 +42,9 @@ Maildir and congvu's store:
   has no record in the store (must be 0): every copy is explained by a record;
 - **refusals without a record**: a 550 from congvu whose message has no refusal record
   (must be 0);
-- **records**: how many records the messages of the run have, and their verdicts.
+- **records**: the records congvu wrote during the run (transactions that ended before the
+  message, a 4xx at MAIL FROM, included), by verdict, with the reasons of the tempfails;
+  **attempts**: the sessions the client opened (the messages and the retries).
 """
 
 from __future__ import annotations
