@@ -2,8 +2,9 @@
 
 Which attachments are documents is policy: their type as detected from the content (a PDF
 named ``.sig`` is still a PDF), an exempt file type (so the exemption is recorded), or a
-container the gateway cannot open (TNEF, RAR, 7z: judged unreadable). Zip, tar, gzip and
-tar.gz archives are opened one level and their documents judged like any other. For each
+container the gateway cannot open (TNEF, RAR, 7z: judged unreadable). Zip and tar archives
+and gzip, bzip2 and xz files (a tar inside one too) are opened one level and their documents
+judged like any other. For each
 document the applicable checks are gathered: a PDF's own signatures, a detached CMS signature
 (``.p7s``/``.sig``, recognised by its content) sent beside it, and an S/MIME signature, which
 covers exactly the documents found inside the bytes it signs (``multipart/signed``, or opaque
@@ -13,14 +14,17 @@ covers exactly the documents found inside the bytes it signs (``multipart/signed
 from __future__ import annotations
 
 import asyncio
+import bz2
 import hashlib
 import io
+import lzma
 import tarfile
 import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Protocol
 
 from asn1crypto import cms, pem
 
@@ -166,14 +170,26 @@ def _member(part: FilePart, name: str, data: bytes) -> FilePart:
     )
 
 
-def _gunzip(data: bytes) -> bytes:
-    """The content of a gzip file, never more than the archive size limit (a bomb is an
-    error, not memory); ValueError if it is damaged or too large."""
-    inflater = zlib.decompressobj(wbits=31)  # gzip framing
+class _Inflater(Protocol):
+    def decompress(self, data: bytes, max_length: int = ..., /) -> bytes: ...
+
+
+# A compressed file's decompressor, and the suffixes its name ends in (dropped for the file's
+# own name): gzip, bzip2 and xz, each also around a tar.
+_COMPRESSED: dict[str, tuple[Callable[[], _Inflater], tuple[str, ...]]] = {
+    "application/gzip": (lambda: zlib.decompressobj(wbits=31), (".gz", ".gzip")),
+    "application/x-bzip2": (bz2.BZ2Decompressor, (".bz2",)),
+    "application/x-xz": (lzma.LZMADecompressor, (".xz",)),
+}
+
+
+def _inflate(inflater: _Inflater, data: bytes) -> bytes:
+    """The content of a compressed file, never more than the archive size limit (a bomb is
+    an error, not memory); ValueError if it is damaged or too large."""
     try:
         content = inflater.decompress(data, _ZIP_BYTES + 1)
-    except zlib.error as exc:
-        raise ValueError(f"damaged gzip stream: {exc}") from None
+    except (zlib.error, OSError, lzma.LZMAError, EOFError) as exc:
+        raise ValueError(f"damaged compressed stream: {exc}") from None
     if len(content) > _ZIP_BYTES:
         raise ValueError("archive expands beyond the size limit")
     return content
@@ -197,16 +213,21 @@ def _tar_members(part: FilePart, data: bytes) -> tuple[list[FilePart], str]:
     return members, ""
 
 
-def _gzip_members(part: FilePart) -> tuple[list[FilePart], str]:
-    """A gzip file's content: a tar archive's files (.tar.gz), or the one file it holds."""
+def _compressed_members(part: FilePart) -> tuple[list[FilePart], str]:
+    """A compressed file's content: a tar archive's files (.tar.gz, .tar.xz...), or the one
+    file it holds."""
+    make_inflater, suffixes = _COMPRESSED[part.attachment.detected_type]
     try:
-        content = _gunzip(part.data)
+        content = _inflate(make_inflater(), part.data)
     except ValueError as exc:
         return [], str(exc)
     if detect_type(content, "application/octet-stream") == "application/x-tar":
         return _tar_members(part, content)
     name = part.attachment.filename.rsplit("/", 1)[-1]
-    return [_member(part, name.removesuffix(".gz").removesuffix(".GZ") or "content", content)], ""
+    for suffix in suffixes:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return [_member(part, name or "content", content)], ""
 
 
 def _tar_file_members(part: FilePart) -> tuple[list[FilePart], str]:
@@ -217,8 +238,8 @@ def _tar_file_members(part: FilePart) -> tuple[list[FilePart], str]:
 # files are judged as if attached; an archive inside one is not opened (judged unreadable).
 _ARCHIVES: dict[str, Callable[[FilePart], tuple[list[FilePart], str]]] = {
     "application/zip": _zip_members,
-    "application/gzip": _gzip_members,
     "application/x-tar": _tar_file_members,
+    **dict.fromkeys(_COMPRESSED, _compressed_members),
 }
 
 

@@ -10,9 +10,14 @@ How a signature is judged, in order (the first failure is reported):
 1. *Integrity* (pyHanko): the CMS parses, its message digest matches the signed bytes and the
    signature verifies under the signer's certificate, with SHA-2 digests → else ``invalid``.
    For a PDF, the signature's byte range must cover its whole revision, and the changes made
-   after it (pyHanko's difference analysis) may only be further signatures and form filling —
-   for the *last* signature, only DSS/validation data and document timestamps → else
-   ``modified``.
+   after it (pyHanko's difference analysis) may only be further signatures, each filling its
+   own field — for the *last* signature, only DSS/validation data and document timestamps →
+   else ``modified``. pyHanko's form-filling level allows more than that; the gateway also
+   refuses another field filled in (its value or appearance differs from the signed
+   revision's), a form set to redraw fields from their values (``NeedAppearances``), bytes
+   after the last signature that are not whole parsed revisions (objects with no xref, a
+   ``startxref`` that leads back: repairing readers show them), an update that breaks the
+   file after a signed revision, and a later catalog without the signatures.
 2. *Time of signing*: a signature timestamp token that verifies and whose TSA chains to the
    trust store proves it (``timestamped``); otherwise the time the signer claims (the CMS
    signingTime attribute, else the PDF's /M), never later than ``now``. With neither, ``now``.
@@ -344,6 +349,16 @@ def _validate_pdf(
             )
         )
     except _PDF_ERRORS as exc:
+        if _signed_prefix(data):
+            return SignatureCheck(
+                "pdf",
+                "fail",
+                "modified",
+                _short(
+                    "data that is not a readable revision was added after signing "
+                    f"(readers that repair the file show it): {exc}"
+                ),
+            )
         return SignatureCheck(
             "pdf", "permerror", "unreadable", _short(f"not a readable PDF: {exc}")
         )
@@ -381,19 +396,181 @@ def _validate_pdf(
             )
 
     if not regular and not broken:
+        if _signed_before(data, reader):
+            return SignatureCheck(
+                "pdf",
+                "fail",
+                "modified",
+                "a later revision replaced the signed document (its signatures are no longer "
+                "in the catalog the reader shows)",
+            )
         return SignatureCheck("pdf", "none", "unsigned", "the PDF has no signature")
     regular.sort(key=lambda item: item[1].signed_revision)
+    signature_fields = frozenset(name for name, _, _ in fields)
     outcomes = broken + [
-        (label, _check_pdf_signature(emb, trust, now, last=(i == len(regular) - 1)))
+        (
+            label,
+            _check_pdf_signature(emb, trust, now, signature_fields, last=(i == len(regular) - 1)),
+        )
         for i, (label, emb) in enumerate(regular)
     ]
     if len(outcomes) == 1:
         outcomes = [("", outcomes[0][1])]
+    if regular and not any(outcome.problem for _, outcome in outcomes):
+        # Only for signatures that hold: a forged byte range says nothing about the tail.
+        appended = _unexplained_tail(data, reader, regular[-1][1])
+        if appended is not None:
+            outcomes.append(("after the last revision", appended))
     return _combine("pdf", outcomes)
 
 
+# The end of a revision: its startxref, the offset and %%EOF; then only line ends or padding.
+_REVISION_END = re.compile(rb"startxref\s+\d+\s*%%EOF[\s\x00]*\Z")
+_MAX_PREFIXES = 8  # how many earlier %%EOF markers an unreadable file is cut at
+_MAX_REVISIONS_SEARCHED = 100
+
+
+def _unexplained_tail(
+    data: bytes, reader: PdfFileReader, last: EmbeddedPdfSignature
+) -> _Outcome | None:
+    """Bytes after the last signature that are not whole revisions the reader parsed.
+
+    The difference analysis sees only what the cross-reference sections name. Objects appended
+    after ``%%EOF`` with no xref, or a revision whose ``startxref`` leads back to an earlier
+    xref, are invisible to it, while a reader that repairs the file (most do, silently) shows
+    them. So every byte after the last signature's byte range must belong to one of the
+    revisions parsed after it: each ends in ``%%EOF``, and the file ends with the last one.
+    """
+    try:
+        _, _, start2, len2 = (int(n) for n in last.byte_range)
+    except (TypeError, ValueError):
+        return None  # not a standard byte range: the signature itself fails
+    tail = data[start2 + len2 :]
+    later = reader.xrefs.total_revisions - 1 - last.signed_revision
+    if later <= 0 and not tail.strip(b" \t\r\n\x00\x0c"):
+        return None
+    if later > 0 and tail.count(b"%%EOF") == later and _REVISION_END.search(tail[-256:]):
+        return None
+    return _Outcome(
+        "fail",
+        "modified",
+        f"{len(tail)} bytes after the signed revisions that no cross-reference section names "
+        "(readers that repair the file show them)",
+    )
+
+
+def _signed_prefix(data: bytes) -> bool:
+    """Whether the file, cut at one of its last ``%%EOF`` markers, is a signed PDF: an update
+    that breaks the file (a wrong ``startxref``, objects with no xref) was appended to it."""
+    ends = [m.end() for m in re.finditer(rb"%%EOF", data)][-_MAX_PREFIXES:]
+    for end in reversed(ends):
+        if end >= len(data.rstrip()):
+            continue  # the file itself, which did not read
+        try:
+            reader = PdfFileReader(BytesIO(data[:end]))
+            if next(enumerate_sig_fields(reader, filled_status=True), None) is not None:
+                return True
+        except _PDF_ERRORS:
+            continue
+    return False
+
+
+def _signed_before(data: bytes, reader: PdfFileReader) -> bool:
+    """Whether an earlier revision of this unsigned-looking PDF had a filled signature field:
+    a later one switched the trailer's /Root (or dropped the fields) to hide them."""
+    if b"/ByteRange" not in data:
+        return False
+    newest = reader.xrefs.total_revisions - 1
+    for revision in range(newest - 1, max(newest - 1 - _MAX_REVISIONS_SEARCHED, -1), -1):
+        try:
+            past = reader.get_historical_resolver(revision)
+            if next(enumerate_sig_fields(past, filled_status=True), None) is not None:
+                return True
+        except _PDF_ERRORS:
+            continue
+    return False
+
+
+def _unseen_change(emb: EmbeddedPdfSignature, candidates: set[str] | frozenset[str]) -> str:
+    """A change after the signature that pyHanko's form-filling level allows and the gateway
+    does not, or "": another field filled in (a further signature fills its own field and
+    nothing else), or the form told to redraw its fields from their values."""
+    filled = _filled_after(emb, candidates)
+    if filled:
+        return f"form field {filled[0]!r} was filled in"
+    try:
+        before = _redraws_fields(emb.reader.get_historical_resolver(emb.signed_revision))
+        after = _redraws_fields(emb.reader)
+    except _PDF_ERRORS:
+        return "the form could not be compared with the signed revision"
+    if after and not before:
+        return "the form was set to redraw its fields from their values (NeedAppearances)"
+    return ""
+
+
+def _redraws_fields(handler: Any) -> bool:
+    """Whether the form asks readers to draw fields anew from their values: what they then
+    show is no longer the appearance that was signed."""
+    form = handler.root.get("/AcroForm")
+    return form is not None and form.get_object().get("/NeedAppearances") == True  # noqa: E712 -- a BooleanObject
+
+
+def _filled_after(emb: EmbeddedPdfSignature, candidates: set[str] | frozenset[str]) -> list[str]:
+    """The fields among ``candidates`` (pyHanko's changed form fields, which also names fields
+    whose widget's page was rewritten) whose value or appearance differs between the signed
+    revision and the document as delivered, or that one of them lacks."""
+    if not candidates:
+        return []
+    try:
+        before = _field_states(emb.reader.get_historical_resolver(emb.signed_revision))
+        after = _field_states(emb.reader)
+    except _PDF_ERRORS:
+        return sorted(candidates)  # what cannot be compared is not assumed unchanged
+    return sorted(name for name in candidates if before.get(name) != after.get(name))
+
+
+_MAX_FIELDS = 1000  # form fields compared between two revisions
+
+
+def _field_states(handler: Any) -> dict[str, tuple[object, ...]]:
+    """Each form field's fully qualified name -> what it shows: its value, and the state and
+    normal appearance (the stream's bytes) of each of its widgets."""
+    states: dict[str, tuple[object, ...]] = {}
+    try:
+        pending = [("", f) for f in handler.root["/AcroForm"]["/Fields"]]
+    except KeyError:
+        return states
+    while pending and len(states) < _MAX_FIELDS:
+        parent, ref = pending.pop()
+        field = ref.get_object()
+        title = field.get("/T")
+        name = f"{parent}.{title}" if parent and title is not None else str(title or parent)
+        kids = [k for k in field.get("/Kids", ()) if "/T" in k.get_object()]
+        pending.extend((name, kid) for kid in kids)
+        widgets = [field, *(k.get_object() for k in field.get("/Kids", ()))]
+        # [] resolves an indirect value (get() would not): its object may be what changed.
+        value = field["/V"] if "/V" in field else None  # noqa: SIM401
+        states[name] = (repr(value), *(_appearance(w) for w in widgets))
+    return states
+
+
+def _appearance(widget: Any) -> tuple[object, ...]:
+    appearances = widget.get("/AP")
+    normal = appearances.get_object().get("/N") if appearances is not None else None
+    if normal is None:
+        return (repr(widget.get("/AS")),)
+    normal = normal.get_object()
+    streams = normal.items() if not hasattr(normal, "data") else [("", normal)]
+    return (repr(widget.get("/AS")), *sorted((str(k), v.get_object().data) for k, v in streams))
+
+
 def _check_pdf_signature(
-    emb: EmbeddedPdfSignature, trust: TrustStore, now: datetime, *, last: bool
+    emb: EmbeddedPdfSignature,
+    trust: TrustStore,
+    now: datetime,
+    signature_fields: frozenset[str],
+    *,
+    last: bool,
 ) -> _Outcome:
     try:
         judge = _Judge(trust, now, emb.signed_data)
@@ -413,16 +590,23 @@ def _check_pdf_signature(
             return _Outcome(
                 "fail", "modified", f"content was changed or added after signing ({why})"
             )
+        # After the last signature: validation data and document timestamps (LTA) only.
+        # After an earlier one: those, and further signatures, each in a signature field;
+        # no other field filled in (pyHanko's form-filling level allows any), whatever the
+        # certification permits: a countersignature does not bless what the first signer
+        # never saw.
         level = diff.modification_level
         allowed = ModificationLevel.LTA_UPDATES if last else ModificationLevel.FORM_FILLING
-        if level <= allowed and status.docmdp_ok is not False:
-            return None
         if level > ModificationLevel.FORM_FILLING:
             what = "content was changed or added"
         elif status.docmdp_ok is False:
             what = "changes the certifying signature forbids were made"
-        else:
+        elif level > allowed:
             what = "form fields or signatures were added"
+        else:
+            what = _unseen_change(emb, diff.changed_form_fields - signature_fields)
+        if not what:
+            return None
         return _Outcome("fail", "modified", f"{what} after {'it' if last else 'signing'}")
 
     async def validate() -> Any:

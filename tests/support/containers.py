@@ -8,8 +8,10 @@ case wraps a document as the file to attach: (file name, bytes).
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import tarfile
 import zipfile
 from collections.abc import Callable
@@ -52,6 +54,10 @@ OPENED: tuple[Container, ...] = (
     Container("gzip of the file", lambda n, d: (f"{n}.gz", gzip.compress(d))),
     Container("zip behind a stub", lambda n, d: ("van-ban.exe", _self_extractor(n, d))),
     Container("zip", lambda n, d: ("van-ban.zip", _zip(n, d))),
+    Container("bzip2 of the file", lambda n, d: (f"{n}.bz2", bz2.compress(d))),
+    Container("xz of the file", lambda n, d: (f"{n}.xz", lzma.compress(d))),
+    Container("tar.bz2", lambda n, d: ("van-ban.tar.bz2", bz2.compress(_tar(n, d)))),
+    Container("tar.xz", lambda n, d: ("van-ban.tar.xz", lzma.compress(_tar(n, d)))),
 )
 
 
@@ -61,6 +67,14 @@ NEVER_PASS: tuple[Container, ...] = (
     ),
     Container("tar inside a zip", lambda n, d: ("a.zip", _zip("b.tar", _tar(n, d)))),
     Container("gzip inside a gzip", lambda n, d: ("a.gz.gz", gzip.compress(gzip.compress(d)))),
+    Container(
+        "xz inside a tar.bz2",
+        lambda n, d: ("a.tar.bz2", bz2.compress(_tar("b.xz", lzma.compress(d)))),
+    ),
+    Container(
+        "an xz bomb (60 MB of zeros)",
+        lambda n, d: ("bom.xz", lzma.compress(d + b"\0" * (60 * 1024 * 1024))),
+    ),
     Container(
         "a gzip bomb (60 MB of zeros)",
         lambda n, d: ("bom.tar.gz", gzip.compress(_tar(n, d) + b"\0" * (60 * 1024 * 1024), 9)),

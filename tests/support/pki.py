@@ -44,7 +44,8 @@ from gateway.checks.trust import TrustStore
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "DSA is deprecated", CryptographyDeprecationWarning)
     from pyhanko.sign import signers
-    from pyhanko.sign.fields import SigSeedSubFilter
+    from pyhanko.sign.fields import MDPPerm, SigFieldSpec, SigSeedSubFilter
+    from pyhanko.sign.signers.pdf_signer import PdfTimeStamper
     from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -407,9 +408,12 @@ def build_pki(now: datetime | None = None) -> TestPKI:
 # --- documents ------------------------------------------------------------------------------
 
 
-def make_pdf(text: str = "Cong van so 123/UBND-VP", *, pages: int = 1) -> bytes:
-    """A minimal valid PDF with ``text`` on each page (Helvetica, ASCII)."""
-    writer = PdfFileWriter(stream_xrefs=False)
+def make_pdf(
+    text: str = "Cong van so 123/UBND-VP", *, pages: int = 1, stream_xrefs: bool = False
+) -> bytes:
+    """A minimal valid PDF with ``text`` on each page (Helvetica, ASCII); its cross-reference
+    section a table, or with ``stream_xrefs`` a stream (PDF 1.5, as most writers now do)."""
+    writer = PdfFileWriter(stream_xrefs=stream_xrefs)
     font = generic.DictionaryObject(
         {
             generic.pdf_name("/Type"): generic.pdf_name("/Font"),
@@ -468,25 +472,24 @@ def _append_page(
 
 def sign_pdf(
     pdf: bytes,
-    signer: Identity,
+    signer: Identity | None,
     *,
     timestamp: Identity | None = None,
     timestamp_at: datetime | None = None,
     field_name: str | None = None,
     certify: bool = False,
+    docmdp: int = 2,
+    visible: bool = False,
 ) -> bytes:
     """Sign ``pdf`` in an incremental update (PAdES), optionally with a signature timestamp.
 
     ``timestamp`` is the TSA identity (pyHanko's DummyTimeStamper signs the token offline);
-    ``timestamp_at`` fixes the time it asserts (default: now).
+    ``timestamp_at`` fixes the time it asserts (default: now). With ``certify`` the signature
+    certifies the document with the DocMDP permission level ``docmdp`` (1: no changes, 2: form
+    filling and signatures). ``visible`` gives the signature a field with a box on page 1.
+    Without a ``signer``, the update is a document timestamp by ``timestamp`` (PAdES LTA).
     """
     writer = IncrementalPdfFileWriter(BytesIO(pdf), strict=False)  # lenient: hybrid PDFs too
-    meta = signers.PdfSignatureMetadata(
-        field_name=field_name or f"Sig{_count_signatures(pdf) + 1}",
-        md_algorithm="sha256",
-        subfilter=SigSeedSubFilter.PADES,
-        certify=certify,
-    )
     timestamper = None
     if timestamp is not None:
         key_der = timestamp.key.private_bytes(
@@ -505,7 +508,27 @@ def sign_pdf(
             ),
             fixed_dt=timestamp_at,
         )
-    out = signers.sign_pdf(writer, meta, signer=signer.pyhanko_signer(), timestamper=timestamper)
+    name = field_name or f"Sig{_count_signatures(pdf) + 1}"
+    if signer is None:
+        assert timestamper is not None, "a document timestamp needs a TSA"
+        out = BytesIO()
+        PdfTimeStamper(timestamper, field_name=name).timestamp_pdf(writer, "sha256", output=out)
+        return out.getvalue()
+    meta = signers.PdfSignatureMetadata(
+        field_name=name,
+        md_algorithm="sha256",
+        subfilter=SigSeedSubFilter.PADES,
+        certify=certify,
+        docmdp_permissions=MDPPerm(docmdp),
+    )
+    spec = SigFieldSpec(name, on_page=0, box=(300, 60, 500, 120)) if visible else None
+    out = signers.sign_pdf(
+        writer,
+        meta,
+        signer=signer.pyhanko_signer(),
+        timestamper=timestamper,
+        new_field_spec=spec,
+    )
     return out.getvalue()
 
 
