@@ -368,19 +368,29 @@ def decoded_payload(part: Message) -> bytes:
     return data  # 7bit, 8bit, binary, or a name no client decodes
 
 
-def mime_defects(raw: bytes) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class MimeDefects:
+    """What in the MIME structure the gateway refuses rather than guess at."""
+
+    ambiguities: tuple[str, ...] = ()  # parts that read two ways
+    fragments: tuple[str, ...] = ()  # message/partial parts: their documents cannot be seen
+
+
+def mime_defects(raw: bytes) -> MimeDefects:
     """What gives the MIME structure two readings, so that a client may open what the gateway
     did not see: a line in a part's header that is not a field (``Content-Type : ...``, with
     a space before the colon, is a field to a lenient client and the start of the body to
     us), two Content-Type, Content-Transfer-Encoding or Content-Disposition fields in one
-    part, ``message/partial`` (a fragment: its documents cannot be checked), and a forwarded
-    message (``message/*``) with a transfer encoding such as base64, which RFC 2046 forbids
-    and a client may decode and open. The message's own header is checked by
-    :func:`split_headers`."""
+    part, a parameter given twice in one field (two ``boundary`` or ``filename`` values:
+    parsers differ on which one counts), and a forwarded message (``message/*``) with a
+    transfer encoding such as base64, which RFC 2046 forbids and a client may decode and
+    open. Apart: ``message/partial`` fragments, whose documents cannot be checked. The
+    message's own header is checked by :func:`split_headers`."""
     tree = mime_tree(raw)
     if tree is None:
-        return ()
+        return MimeDefects()
     found: list[str] = []
+    fragments: list[str] = []
     for index, part in enumerate(tree.walk()):
         where = "the message" if index == 0 else f"MIME part {index}"
         if index and any(isinstance(d, MissingHeaderBodySeparatorDefect) for d in part.defects):
@@ -389,8 +399,13 @@ def mime_defects(raw: bytes) -> tuple[str, ...]:
             count = len(part.get_all(name) or ())
             if count > 1:
                 found.append(f"{where}: {count} {name} fields")
+        for name in ("Content-Type", "Content-Disposition"):
+            if repeated := _repeated_parameters(part, name):
+                found.append(f"{where}: {name} parameter {repeated[0]!r} given more than once")
         if part.get_content_type() == "message/partial":
-            found.append(f"{where}: message/partial, a fragment whose documents cannot be checked")
+            fragments.append(
+                f"{where}: message/partial, a fragment whose documents cannot be checked"
+            )
         elif part.get_content_maintype() == "message" and transfer_encoding(part) not in (
             "",
             "7bit",
@@ -400,7 +415,14 @@ def mime_defects(raw: bytes) -> tuple[str, ...]:
             # RFC 2046 5.2.1 forbids it: a client may decode and open the forwarded message
             # (and its documents) where the parser reads the encoded text as one.
             found.append(f"{where}: a forwarded message with a transfer encoding")
-    return tuple(found[:10])
+    return MimeDefects(tuple(found[:10]), tuple(fragments[:10]))
+
+
+def _repeated_parameters(part: Message, field: str) -> list[str]:
+    """The parameters that ``field`` names more than once (case aside), sorted."""
+    params: list[tuple[str, str]] = _param(lambda: part.get_params(header=field) or [], [])
+    keys = [str(key).lower() for key, _ in params[1:]]
+    return sorted({key for key in keys if keys.count(key) > 1})
 
 
 # A uuencoded file in a text part ("begin 644 name" ... "end"): Outlook and Thunderbird show
@@ -457,13 +479,36 @@ def file_parts(raw: bytes) -> list[FilePart]:
         filename = _filename(part)
         body_like = part.get_content_maintype() in ("text", "message")
         if not filename and disposition != "attachment" and body_like:
-            # A body part, not a file, but it may carry uuencoded ones.
+            # A body part, not a file. But a document written into one is a document: a
+            # PDF in a text part, or in place of a forwarded message (the parser reads it as
+            # a message with no header, whose body is a text part), is opened by a client
+            # that sniffs the content or saves the part. A text part may also carry
+            # uuencoded files.
             if part.get_content_maintype() == "text":
-                for name, data in uuencoded_files(decoded_payload(part)):
+                content = decoded_payload(part)
+                if detect_type(content, "text/plain").startswith(_DISGUISED_DOCUMENTS):
+                    found.append(_file_part("", declared, content))
+                    continue
+                for name, data in uuencoded_files(content):
                     found.append(_file_part(name, "application/octet-stream", data))
             continue
         found.append(_file_part(_decoded_header(filename), declared, decoded_payload(part)))
     return found
+
+
+# Detected types that make a text part a document in disguise: documents and containers,
+# which a client opens as files (text, images and media it shows as they are).
+_DISGUISED_DOCUMENTS = (
+    "application/pdf",
+    "application/msword",
+    "application/vnd.",  # Office, OpenDocument, RAR, TNEF
+    "application/zip",
+    "application/x-tar",
+    "application/gzip",
+    "application/x-bzip2",
+    "application/x-xz",
+    "application/x-7z-compressed",
+)
 
 
 def _file_part(filename: str, declared: str, data: bytes) -> FilePart:
@@ -595,6 +640,7 @@ def build_facts(
             fields[header.lname].append(
                 AddressField.parse(_ADDRESS_HEADERS[header.lname], header.value)
             )
+    mime = mime_defects(parsed.raw)
     return MessageFacts(
         mail_from=mail_from,
         recipients=recipients,
@@ -607,8 +653,9 @@ def build_facts(
         sender_fields=tuple(fields["sender"]),
         reply_to_fields=tuple(fields["reply-to"]),
         header_defects=parsed.defects
-        + (() if mime_tree(parsed.raw) is not None else ("MIME parameters cannot be parsed",))
-        + mime_defects(parsed.raw),
+        + (() if mime_tree(parsed.raw) is not None else ("MIME parameters cannot be parsed",)),
+        mime_ambiguities=mime.ambiguities,
+        fragments=mime.fragments,
         auto_submitted=parsed.first("Auto-Submitted").split(";", 1)[0].strip().lower(),
         precedence=parsed.first("Precedence").strip().lower(),
         list_id=parsed.first("List-Id").strip(),

@@ -36,7 +36,9 @@ def explain(policy: Policy) -> str:
         "  - recipients outside the local domains only from trusted networks (no open relay);",
         "  - non-ASCII addresses only with SMTPUTF8; size and line-length limits;",
         "  - a header section with lines that are not header fields is refused",
-        "    (message.malformed_headers): readers could disagree on who sent it.",
+        "    (message.malformed_headers): readers could disagree on who sent it;",
+        "  - a MIME part that reads two ways (message.ambiguous_structure) and a message/partial",
+        "    fragment (message.partial) are refused: readers could open what was not checked.",
         "",
         "Rules, in order (every rule runs; the most severe verdict wins):",
     ]

@@ -202,6 +202,8 @@ class MessageFacts:
     size: int = 0
     attachments: tuple[Attachment, ...] = ()
     header_defects: tuple[str, ...] = ()  # header lines that are not fields (see gateway)
+    mime_ambiguities: tuple[str, ...] = ()  # MIME parts that read two ways, each named
+    fragments: tuple[str, ...] = ()  # message/partial parts, each named
     document_class: str = ""  # the sender's declared exemption (X-Document-Class), lower case
     documents: tuple[DocumentEvidence, ...] = ()
     smime: SignatureCheck | None = None  # the message's own S/MIME signature, if any

@@ -18,9 +18,20 @@ from policies.reasons import REASONS, reply_for
 from policies.rules import RULES, RuleContext
 from policies.schema import Policy
 
-__all__ = ["HEADER_SYNTAX", "check_recipient", "evaluate", "refusal"]
+__all__ = ["BUILT_IN_CHECKS", "HEADER_SYNTAX", "check_recipient", "evaluate", "refusal"]
 
-HEADER_SYNTAX = "message-header-syntax"  # the built-in check's id in findings
+HEADER_SYNTAX = "message-header-syntax"  # the built-in checks' ids in findings
+MIME_STRUCTURE = "message-mime-structure"
+MIME_FRAGMENT = "message-fragment"
+
+# Built in, like the relay check, ahead of the rules: a message that readers can disagree
+# about could hide the very From, Reply-To or document the rules judge, and a fragment hides
+# its documents. Not a policy choice. (finding id, the facts it reads, reason code)
+BUILT_IN_CHECKS: tuple[tuple[str, str, str], ...] = (
+    (HEADER_SYNTAX, "header_defects", "message.malformed_headers"),
+    (MIME_STRUCTURE, "mime_ambiguities", "message.ambiguous_structure"),
+    (MIME_FRAGMENT, "fragments", "message.partial"),
+)
 
 
 def check_recipient(
@@ -52,14 +63,12 @@ def evaluate(facts: MessageFacts, policy: Policy, now: datetime) -> Decision:
     enforced: list[tuple[Action, str]] = []
     monitored: list[str] = []
     errors: list[str] = []
-    if facts.header_defects:
-        # Built in, like the relay check: a header section that readers can disagree about
-        # could hide the very From or Reply-To the rules judge. Not a policy choice.
-        detail = "; ".join(facts.header_defects[:5])
-        findings.append(
-            Finding(HEADER_SYNTAX, Mode.ENFORCE, "reject", "message.malformed_headers", detail)
-        )
-        enforced.append((Action.REJECT, "message.malformed_headers"))
+    for check, attribute, reason in BUILT_IN_CHECKS:
+        defects: tuple[str, ...] = getattr(facts, attribute)
+        if defects:
+            detail = "; ".join(defects[:5])
+            findings.append(Finding(check, Mode.ENFORCE, "reject", reason, detail))
+            enforced.append((Action.REJECT, reason))
     for config in policy.rules:
         mode = config.effective_mode(now)
         if mode is Mode.OFF:

@@ -357,22 +357,63 @@ REASONS: dict[str, Reason] = {
             reply_en="Malformed header section",
             explain_vi=(
                 "Phần tiêu đề thư có dòng không phải trường tiêu đề hợp lệ (thiếu dấu hai chấm, "
-                "tên trường có ký tự lạ, ký tự NUL…), hoặc một phần đính kèm có cấu trúc đọc "
-                "được theo hai cách (khoảng trắng trước dấu hai chấm, hai trường Content-Type "
-                "hay Content-Transfer-Encoding), hoặc là một mảnh thư (message/partial). Các "
-                "phần mềm thư có thể hiểu khác nhau về người gửi hay về tệp đính kèm của thư "
-                "như vậy."
+                "tên trường có ký tự lạ, ký tự NUL…). Các phần mềm thư có thể hiểu khác nhau "
+                "về người gửi của thư như vậy."
             ),
             explain_en=(
                 "The header section has a line that is not a valid header field (no colon, odd "
-                "characters in the name, a NUL...), or an attachment's part reads two ways (a "
-                "space before a colon, two Content-Type or Content-Transfer-Encoding fields), "
-                "or it is a fragment (message/partial). Mail programs may disagree on who sent "
-                "it or on what it carries."
+                "characters in the name, a NUL...). Mail programs may disagree on who sent "
+                "such a message."
             ),
             fix_vi="Gửi lại bằng phần mềm thư thông thường.",
             fix_en="Send it again with an ordinary mail program.",
             directive="RFC 5322 mục 2.2 và 3.6 (cú pháp trường tiêu đề).",
+        ),
+        Reason(
+            code="message.ambiguous_structure",
+            action=Action.REJECT,
+            smtp_code=550,
+            enhanced="5.6.0",
+            reply_vi="Cau truc thu doc duoc theo hai cach",
+            reply_en="A part of the message reads two ways",
+            explain_vi=(
+                "Một phần của thư (thường là tệp đính kèm) được viết sao cho các phần mềm thư "
+                "có thể đọc theo hai cách khác nhau: khoảng trắng trước dấu hai chấm của một "
+                "trường, hai trường Content-Type, Content-Transfer-Encoding hay "
+                "Content-Disposition, một tham số (tên tệp, boundary) khai báo hai lần, hoặc "
+                "thư chuyển tiếp (message/rfc822) bị mã hóa base64. Cổng thư không đoán phần "
+                "mềm của người nhận sẽ mở gì, nên trả lại thư."
+            ),
+            explain_en=(
+                "A part of the message (usually an attachment) is written so that mail programs "
+                "can read it two ways: a space before a field's colon, two Content-Type, "
+                "Content-Transfer-Encoding or Content-Disposition fields, a parameter (file "
+                "name, boundary) given twice, or a forwarded message (message/rfc822) in "
+                "base64. The gateway does not guess what the recipient's program would open, "
+                "so it returns the message."
+            ),
+            fix_vi="Gửi lại bằng phần mềm thư thông thường, đính kèm tệp theo cách thông thường.",
+            fix_en="Send it again with an ordinary mail program, attaching the files as usual.",
+            directive="RFC 2045 mục 3 và 6, RFC 2046 mục 5.2.1, RFC 2183.",
+        ),
+        Reason(
+            code="message.partial",
+            action=Action.REJECT,
+            smtp_code=550,
+            enhanced="5.6.1",
+            reply_vi="Thu bi chia manh (message/partial) khong kiem tra duoc",
+            reply_en="Message fragments (message/partial) cannot be checked",
+            explain_vi=(
+                "Thư là một mảnh của một thư lớn hơn (message/partial). Cổng thư không thấy "
+                "được văn bản trong các mảnh, nên không kiểm tra được chữ ký số của chúng."
+            ),
+            explain_en=(
+                "The message is a fragment of a larger one (message/partial). The gateway cannot "
+                "see the documents split over fragments, so it cannot check their signatures."
+            ),
+            fix_vi="Gửi lại thư nguyên vẹn, không chia nhỏ (tắt tùy chọn chia thư lớn).",
+            fix_en="Send it again whole, not split (turn off the option that splits large mail).",
+            directive="RFC 2046 mục 5.2.2.",
         ),
         Reason(
             code="address.syntax",

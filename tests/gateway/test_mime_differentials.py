@@ -10,7 +10,7 @@ import pytest
 from test_documents_e2e import attach, documents_gateway
 
 from tests.support.gateway import CLERK, OFFICIAL
-from tests.support.mime_attacks import SEEN, TWO_READINGS, Case, message
+from tests.support.mime_attacks import FRAGMENTS, SEEN, TWO_READINGS, Case, message
 from tests.support.pki import TestPKI, detached_cms, make_pdf, sign_pdf
 from tests.support.smtp import Downstream
 
@@ -33,17 +33,22 @@ def test_a_document_a_client_opens_is_judged(gateway: Any, pki: TestPKI, case: C
     assert code == 250, text
 
 
-@pytest.mark.parametrize("case", TWO_READINGS, ids=lambda c: c.name)
-def test_a_structure_with_two_readings_is_refused(gateway: Any, pki: TestPKI, case: Case) -> None:
-    """Refused with the part named, even when the document in it is signed: which reading a
-    client takes is not the gateway's to guess."""
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [(c, "message.ambiguous_structure") for c in TWO_READINGS]
+    + [(c, "message.partial") for c in FRAGMENTS],
+    ids=lambda c: getattr(c, "name", ""),
+)
+def test_a_structure_with_two_readings_is_refused(
+    gateway: Any, pki: TestPKI, case: Case, reason: str
+) -> None:
+    """Refused with its own code and the part named, even when the document in it is signed:
+    which reading a client takes is not the gateway's to guess."""
     signed_pdf = sign_pdf(make_pdf("Cong van da ky"), pki.clerk)
     data = message(case.part("cong-van.pdf", signed_pdf), sender=OFFICIAL, to=CLERK)
     _, (code, text) = gateway.send(data, OFFICIAL, [CLERK])
-    assert code == 550 and b"[message.malformed_headers]" in text, text
-    finding = next(
-        f for f in gateway.records()[0]["findings"] if f["reason"] == "message.malformed_headers"
-    )
+    assert code == 550 and f"[{reason}]".encode() in text, text
+    finding = next(f for f in gateway.records()[0]["findings"] if f["reason"] == reason)
     assert "MIME part 2" in finding["detail"]
 
 

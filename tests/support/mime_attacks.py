@@ -6,9 +6,11 @@ document into one attachment part of a ``multipart/mixed; boundary="MIX"`` messa
 - :data:`SEEN`: forms a client decodes and opens. The gateway must see the document in
   them and judge it as in a plain base64 part (unsigned: refused; signed: accepted).
 - :data:`TWO_READINGS`: structures that read two ways; the gateway refuses them
-  (``message.malformed_headers``, the detail naming the part) rather than guess. A
+  (``message.ambiguous_structure``, the detail naming the part) rather than guess. A
   forwarded message with a transfer encoding is among them: RFC 2046 forbids it, and
   clients differ on whether to decode it.
+- :data:`FRAGMENTS`: ``message/partial``, whose documents cannot be checked
+  (``message.partial``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["SEEN", "TWO_READINGS", "Case", "message"]
+__all__ = ["FRAGMENTS", "SEEN", "TWO_READINGS", "Case", "message"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,18 @@ def _uuencoded(name: str, data: bytes) -> str:
     )
 
 
+def _disguised(content_type: str) -> Callable[[str, bytes], str]:
+    """The document in base64 in a body part with no file name: ``content_type`` (a text
+    type, or none at all, which means text/plain). A client that sniffs the content or saves
+    the part opens a PDF."""
+
+    def part(name: str, data: bytes) -> str:
+        field = f"Content-Type: {content_type}\r\n" if content_type else ""
+        return f"--MIX\r\n{field}Content-Transfer-Encoding: base64\r\n\r\n{_b64(data)}"
+
+    return part
+
+
 SEEN: tuple[Case, ...] = (
     Case("encoding in capitals", _with_encoding("BASE64")),
     Case("encoding in mixed case, spaces around", _with_encoding(" Base64 ")),
@@ -104,6 +118,9 @@ SEEN: tuple[Case, ...] = (
     Case("quoted-printable in capitals", _quoted_printable("Quoted-Printable")),
     Case("quoted-printable with a comment", _quoted_printable("quoted-printable (qp)")),
     Case("uuencoded in a text part", _uuencoded),
+    Case("in a text part with no file name", _disguised("text/plain; charset=utf-8")),
+    Case("in an HTML part with no file name", _disguised("text/html")),
+    Case("in a part with no Content-Type", _disguised("")),
 )
 
 
@@ -168,15 +185,40 @@ def _encoded_forward(cte: str) -> Callable[[str, bytes], str]:
     return part
 
 
+def _two_params(field: str) -> Callable[[str, bytes], str]:
+    """The part with ``field`` (a Content-Type or Content-Disposition line) that names a
+    parameter twice: a harmless name first, the file's real name second."""
+
+    def part(name: str, data: bytes) -> str:
+        return (
+            f"--MIX\r\n{field.format(name=name)}\r\n"
+            f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(data)}"
+        )
+
+    return part
+
+
 TWO_READINGS: tuple[Case, ...] = (
     Case("a space before the colon of the part's fields", _space_before_colon),
     Case("two Content-Type fields", _two_types),
     Case("two Content-Transfer-Encoding fields", _two_encodings),
     Case("two Content-Disposition fields", _two_dispositions),
-    Case("message/partial", _partial),
+    Case(
+        "a file name given twice",
+        _two_params(
+            "Content-Type: application/pdf\r\nContent-Disposition: attachment; "
+            'filename="ban-do.dwg"; filename="{name}"'
+        ),
+    ),
+    Case(
+        "a type parameter given twice, in other case",
+        _two_params('Content-Type: application/pdf; name="ban-do.dwg"; NAME="{name}"'),
+    ),
     Case("a forwarded message in base64", _encoded_forward("base64")),
     Case("a forwarded message in quoted-printable", _encoded_forward("quoted-printable")),
 )
+
+FRAGMENTS: tuple[Case, ...] = (Case("message/partial", _partial),)
 
 
 def message(part: str, *, sender: str, to: str) -> bytes:
