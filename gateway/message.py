@@ -419,10 +419,34 @@ def mime_defects(raw: bytes) -> MimeDefects:
 
 
 def _repeated_parameters(part: Message, field: str) -> list[str]:
-    """The parameters that ``field`` names more than once (case aside), sorted."""
-    params: list[tuple[str, str]] = _param(lambda: part.get_params(header=field) or [], [])
-    keys = [str(key).lower() for key, _ in params[1:]]
-    return sorted({key for key in keys if keys.count(key) > 1})
+    """The parameter names that ``field`` gives more than once, case aside, as written:
+    ``filename`` and ``filename*`` (RFC 2231), which clients write side by side for a
+    non-ASCII name, are two names; two ``filename`` are one name twice."""
+    names = [
+        segment.split("=", 1)[0].strip().lower()
+        for segment in _parameter_segments(str(part.get(field) or ""))[1:]
+        if "=" in segment
+    ]
+    return sorted({name for name in names if names.count(name) > 1})
+
+
+def _parameter_segments(value: str) -> list[str]:
+    """``value`` split at the semicolons outside quoted strings."""
+    segments, current, quoted, escaped = [], [], False, False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            segments.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    segments.append("".join(current))
+    return segments
 
 
 # A uuencoded file in a text part ("begin 644 name" ... "end"): Outlook and Thunderbird show

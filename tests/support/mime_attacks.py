@@ -121,6 +121,14 @@ SEEN: tuple[Case, ...] = (
     Case("in a text part with no file name", _disguised("text/plain; charset=utf-8")),
     Case("in an HTML part with no file name", _disguised("text/html")),
     Case("in a part with no Content-Type", _disguised("")),
+    Case(
+        "its name written plain and in RFC 2231 form, as clients do for a non-ASCII name",
+        lambda name, data: (
+            "--MIX\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; "
+            f"filename=\"{name}\"; filename*=utf-8''C%C3%B4ng%20v%C4%83n.pdf\r\n"
+            f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(data)}"
+        ),
+    ),
 )
 
 
