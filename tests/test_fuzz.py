@@ -11,7 +11,7 @@ import asyncio
 from bench.fuzz.dialogue_run import run_dialogues
 from bench.fuzz.dialogues import generate_dialogue
 from bench.fuzz.message_run import run_messages
-from bench.fuzz.messages import generate_message
+from bench.fuzz.messages import count_draws, generate_message
 from bench.fuzz.replies import reply_problem
 
 
@@ -27,6 +27,70 @@ def test_generation_is_deterministic() -> None:
     assert generate_message(7, 3) == generate_message(7, 3)
     assert generate_message(7, 3) != generate_message(8, 3)
     assert generate_dialogue(7, 3) == generate_dialogue(7, 3)
+
+
+# The hostile structures of issue 15 the generators name (bench/fuzz/pdfs.py, containers.py,
+# mime.py, parts.py, headers.py): each must occur in a sample, or its code path goes unfuzzed.
+_NAMED_DRAWS = {
+    *(
+        f"pdf.update.{kind}"
+        for kind in (
+            "redefine",
+            "repoint",
+            "free",
+            "no-xref",
+            "startxref",
+            "root",
+            "many-revisions",
+            "many-eof",
+            "prev",
+        )
+    ),
+    *(f"pdf.forge.{kind}" for kind in ("contents", "byte-range", "type", "subfilter")),
+    *(
+        f"container.{kind}"
+        for kind in (
+            "gzip",
+            "gzip-truncated",
+            "gzip-lying",
+            "gzip-odd",
+            "tar",
+            "tar.gz",
+            "tar-huge-size",
+            "nested",
+            "stub-zip",
+            "bz2-xz",
+        )
+    ),
+    *(
+        f"mime.{kind}"
+        for kind in (
+            "encoding-odd",
+            "two-fields",
+            "space-before-colon",
+            "partial",
+            "forward-encoded.base64",
+            "forward-encoded.quoted-printable",
+            "uuencoded",
+            "uuencoded.many",
+            "uuencoded.no-end",
+            "uuencoded.only-begins",
+            "word-xml",
+            "signed-in-mixed",
+            "signed-in-mixed.disclaimer",
+        )
+    ),
+    *(f"header.{kind}" for kind in ("lookalike-domain", "quoted-local-part", "encoded-address")),
+}
+
+
+def test_the_hostile_structures_are_drawn() -> None:
+    """A sample of generated messages holds every named structure (PDF updates and forged
+    signature dictionaries, containers, MIME with two readings, disguised addresses)."""
+    draws, messages = count_draws(20261122, 1500)
+    assert sorted(_NAMED_DRAWS - set(draws)) == []
+    assert sorted(set(draws) - _NAMED_DRAWS) == []  # a new name belongs in the list above
+    assert all(0 < messages[name] <= draws[name] for name in draws)
 
 
 def test_reply_check_catches_leaks() -> None:

@@ -4,6 +4,7 @@ is refused. The part cases are tests/support/mime_attacks.py's corpus."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -74,4 +75,32 @@ def test_a_word_2003_xml_document_is_a_document(gateway: Any, pki: TestPKI, enco
         "bao-cao.xml.p7s", detached_cms(doc, pki.clerk)
     )
     _, (code, text) = gateway.send(message(part, sender=OFFICIAL, to=CLERK), OFFICIAL, [CLERK])
+    assert code == 250, text
+
+
+def base64_lines(data: bytes) -> str:
+    return base64.encodebytes(data).decode().replace("\n", "\r\n")
+
+
+def _forwarded(name: str, data: bytes) -> str:
+    """The document attached to a message that is forwarded as an attachment (message/rfc822,
+    as clients forward, without a transfer encoding of its own)."""
+    inner = (
+        "From: <vanthu@lamdong.gov.vn>\r\nSubject: Cong van goc\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="IN"\r\n\r\n'
+        f'--IN\r\nContent-Type: application/pdf; name="{name}"\r\n'
+        f"Content-Transfer-Encoding: base64\r\n\r\n{base64_lines(data)}--IN--\r\n"
+    )
+    return f"--MIX\r\nContent-Type: message/rfc822\r\n\r\n{inner}"
+
+
+def test_a_document_in_a_forwarded_message_is_judged(gateway: Any, pki: TestPKI) -> None:
+    """A forwarded message's documents are the forwarder's to sign-check like any other:
+    unsigned refused, signed accepted."""
+    unsigned = message(_forwarded("cong-van.pdf", make_pdf()), sender=OFFICIAL, to=CLERK)
+    _, (code, text) = gateway.send(unsigned, OFFICIAL, [CLERK])
+    assert code == 550 and b"[document.unsigned]" in text, text
+    signed_pdf = sign_pdf(make_pdf("Cong van da ky"), pki.person)
+    signed = message(_forwarded("cong-van.pdf", signed_pdf), sender=OFFICIAL, to=CLERK)
+    _, (code, text) = gateway.send(signed, OFFICIAL, [CLERK])
     assert code == 250, text

@@ -506,6 +506,16 @@ def test_detached_cms_over_right_content_passes(pki: TestPKI, now: datetime) -> 
         assert_signer(check, pki.clerk)
 
 
+def test_rsa_pss_signatures_pass(pki: TestPKI, now: datetime) -> None:
+    """RSASSA-PSS (newer Outlook, smart cards) passes like PKCS#1 v1.5, and a PSS signature
+    over other bytes is still ``invalid``."""
+    content = b"Noi dung van ban\r\n"
+    signature = detached_cms(content, pki.clerk, pss=True)
+    assert_check(validate_detached(content, signature, pki.store(), now), "cms", "pass", "")
+    changed = validate_detached(content + b".", signature, pki.store(), now)
+    assert_check(changed, "cms", "fail", "invalid")
+
+
 def test_detached_cms_over_other_content_is_invalid(pki: TestPKI, now: datetime) -> None:
     """The same .p7s over different bytes is ``invalid``."""
     content = make_pdf("Quyet dinh so 45/QD-UBND")

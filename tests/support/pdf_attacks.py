@@ -19,14 +19,20 @@ cross-reference entry points to (bytes an attacker planted before the signing).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 
+from asn1crypto import x509 as asn1_x509
+from asn1crypto.crl import CertificateList
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign import signers
+from pyhanko.sign.fields import enumerate_sig_fields
+from pyhanko.sign.validation import EmbeddedPdfSignature, async_add_validation_info
+from pyhanko_certvalidator import ValidationContext
 
 from tests.support.pki import TestPKI, make_pdf, sign_pdf
 
@@ -260,6 +266,23 @@ def _sign_regardless(pdf: bytes, pki: TestPKI) -> bytes:
     return Careless(meta, signer=pki.clerk.pyhanko_signer()).sign_pdf(writer).getvalue()
 
 
+def _with_validation_data(pdf: bytes, pki: TestPKI) -> bytes:
+    """``pdf`` with the validation data of its last signature (certificates and CRLs in a
+    DSS) added in an update, as a PAdES-LTV signing tool does."""
+    context = ValidationContext(
+        trust_roots=[asn1_x509.Certificate.load(pki.root.der)],
+        other_certs=[asn1_x509.Certificate.load(pki.issuing.der)],
+        crls=[CertificateList.load(pki.root_crl), CertificateList.load(pki.issuing_crl)],
+        allow_fetching=False,
+    )
+    reader = PdfFileReader(BytesIO(pdf))
+    name, _, field = list(enumerate_sig_fields(reader, filled_status=True))[-1]
+    out = BytesIO()
+    signature = EmbeddedPdfSignature(reader, field, name)
+    asyncio.run(async_add_validation_info(signature, context, output=out))
+    return out.getvalue()
+
+
 def _trailing(data: bytes) -> Callable[[bytes], bytes]:
     return lambda pdf: pdf + data
 
@@ -444,6 +467,14 @@ CONTROLS: tuple[Attack, ...] = (
     Attack(
         "cross-reference streams, signed and countersigned",
         lambda pki: sign_pdf(sign_pdf(make_pdf(stream_xrefs=True), pki.person), pki.clerk),
+    ),
+    Attack(
+        "LTV: a timestamped signature, its validation data, then a document timestamp",
+        lambda pki: sign_pdf(
+            _with_validation_data(sign_pdf(letter(), pki.person, timestamp=pki.tsa), pki),
+            None,
+            timestamp=pki.tsa,
+        ),
     ),
     Attack(
         "signed with a timestamp, then a document timestamp",

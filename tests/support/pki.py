@@ -584,10 +584,14 @@ def encrypt_pdf(text: str = "Tai lieu mat", password: str = "matkhau") -> bytes:
     return out.getvalue()
 
 
-def detached_cms(content: bytes, signer: Identity, *, pem: bool = False) -> bytes:
-    """A detached CMS SignedData (``.p7s``/``.sig``) over exactly ``content``."""
+def detached_cms(
+    content: bytes, signer: Identity, *, pem: bool = False, pss: bool = False
+) -> bytes:
+    """A detached CMS SignedData (``.p7s``/``.sig``) over exactly ``content``; with ``pss``
+    (an RSA signer) the signature is RSASSA-PSS, as newer Outlook and smart cards make it."""
     builder = pkcs7.PKCS7SignatureBuilder().set_data(content)
-    builder = builder.add_signer(signer.cert, signer.key, hashes.SHA256())
+    pad = padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH) if pss else None
+    builder = builder.add_signer(signer.cert, signer.key, hashes.SHA256(), rsa_padding=pad)
     for cert in signer.chain:
         builder = builder.add_certificate(cert)
     encoding = serialization.Encoding.PEM if pem else serialization.Encoding.DER
