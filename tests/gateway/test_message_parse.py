@@ -4,15 +4,18 @@ judged on something other than what the recipient's client shows."""
 
 from __future__ import annotations
 
+import base64
 import email.parser
 import email.policy
+import gzip
 from email.message import Message
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.message import _single_part, mime_tree
+from gateway.message import _single_part, file_parts, mime_tree
 
 HEADERS = st.sampled_from(
     [
@@ -81,3 +84,52 @@ def test_the_shortcut_is_taken_for_plain_mail_and_not_for_multipart() -> None:
     multipart = b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\n\r\nx\r\n--B--\r\n'
     assert _single_part(multipart) is None
     assert mime_tree(multipart) is not None and mime_tree(multipart).is_multipart()  # type: ignore[union-attr]
+
+
+def _text_part_message(content: bytes, content_type: str = "text/plain") -> bytes:
+    body = base64.encodebytes(content).replace(b"\n", b"\r\n")
+    return (
+        b"From: <a@x.gov.vn>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\n'
+        + f"Content-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n\r\n".encode()
+        + body
+        + b"--B--\r\n"
+    )
+
+
+_WORD_XML = (
+    '<?xml version="1.0"?>\r\n<?mso-application progid="Word.Document"?>\r\n'
+    '<w:wordDocument xmlns:w="http://schemas.microsoft.com/office/word/2003/wordml"/>\r\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "detected"),
+    [
+        (b"%PDF-1.7\n1 0 obj << >> endobj\n%%EOF\n", "application/pdf"),
+        (gzip.compress(b"%PDF-1.7\n"), "application/gzip"),
+        (_WORD_XML.encode("utf-16"), "application/msword"),
+        (b"\xfe\xff" + _WORD_XML.encode("utf-16-be"), "application/msword"),
+        (b"\xef\xbb\xbf" + _WORD_XML.encode(), "application/msword"),
+    ],
+)
+def test_a_document_written_into_a_text_part_is_a_document(content: bytes, detected: str) -> None:
+    """A document in a text part with no file name is a file, as a client that sniffs or
+    saves the part opens it; its type is detected from the content."""
+    [part] = file_parts(_text_part_message(content))
+    assert part.attachment.detected_type == detected
+    assert part.data == content
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Kính gửi Văn phòng UBND huyện",
+        "MZ là tên viết tắt",
+        "PK của dự án",
+        "<?xml version='1.0'?><a/>",
+    ],
+)
+def test_text_is_not_a_document(text: str) -> None:
+    """Text, even text that starts like a program or an archive, stays the message's text."""
+    assert file_parts(_text_part_message(text.encode())) == []
