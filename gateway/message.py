@@ -432,7 +432,9 @@ def _repeated_parameters(part: Message, field: str) -> list[str]:
 
 def _parameter_segments(value: str) -> list[str]:
     """``value`` split at the semicolons outside quoted strings."""
-    segments, current, quoted, escaped = [], [], False, False
+    segments: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in value:
         if escaped:
             escaped = False

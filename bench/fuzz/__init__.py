@@ -8,7 +8,19 @@ real gateway. Zero unhandled exceptions is the expected result.
 Messages are mutations of realistic official mail (random, duplicate, folded and encoded-word
 headers; broken MIME boundaries; deep nesting; random types, transfer encodings and charsets;
 NULs, 8-bit bytes, bare CR/LF; huge parameter lists; attachments such as signed, truncated or
-damaged PDFs, Office files, zips, CMS signatures; forged and odd From/Sender/Reply-To). Each is
+damaged PDFs, Office files, zips, CMS signatures; forged and odd From/Sender/Reply-To), and the
+attacks the gateway defends against (issue 15): signed PDFs with incremental updates written by
+hand after the signature (objects redefined, re-pointed or freed; objects with no xref; a wrong
+startxref; another /Root; hundreds of revisions; many %%EOF; looping /Prev) or with forged
+signature dictionaries (/Contents and /ByteRange rewritten in place, /DocTimeStamp, another
+/SubFilter); PDFs in gzip, tar, tar.gz, bz2, xz, nested archives and zips behind a stub,
+truncated or lying about their size, with "../" member names or a huge declared size; MIME that
+reads two ways (odd Content-Transfer-Encoding values, two Content-Type, -Transfer-Encoding or
+-Disposition fields or parameters, a space before the colon), message/partial, forwarded
+messages in base64 or quoted-printable, uuencoded files in text parts, Word 2003 XML documents
+in UTF-8 or UTF-16, documents in body parts with no file name, multipart/signed inside a
+multipart/mixed with a disclaimer; official domains in look-alike letters (Unicode or
+A-labels), quoted local parts holding an address, addresses hidden in encoded words. Each is
 judged as ``congvu check`` judges it (the same transaction, the default policy, signature
 validation in threads, a DNS stub that answers at once and never uses the network), then
 recorded, given trace headers and, where due, a refusal notice as ``congvu serve`` would. A
@@ -31,8 +43,10 @@ exception in the event loop; a broken decision chain.
 Generation is deterministic given --seed: message N is the same bytes in every run.
 
 Where things are. Messages: ``corpus`` (the seed data) and ``draw`` (random draws) feed
-``headers``, ``parts`` (text parts and attachments) and ``mime`` (the structure above them),
-which ``messages`` puts together; ``runner`` checks one message (``CheckRunner``) and
+``headers``, ``parts`` (text parts and attachments, with ``pdfs``, the updates and forgeries of
+signed PDFs, and ``containers``, the archives) and ``mime`` (the structure above them), which
+``messages`` puts together (``count_draws`` there counts the named hostile structures drawn:
+``_drew`` in ``draw``); ``runner`` checks one message (``CheckRunner``) and
 ``message_run`` many. Dialogues: ``dialogues`` generates them, ``harness`` holds the gateways
 and the downstream, ``client`` plays one, ``dialogue_run`` many. Shared: ``config`` (what the
 gateways are given), ``replies`` (the reply check), ``report`` (what a run found). ``cli`` is

@@ -1,11 +1,15 @@
 """Random draws shared by every generator: a chance, a pick, garbage bytes, printable junk,
 a few lines of body text, and damage to a byte string. Each takes the generator of one
-message or dialogue, so that a run stays deterministic."""
+message or dialogue, so that a run stays deterministic. Also the tally of named draws
+(``_drew``), which counts how often the hostile structures are generated and never changes
+what is."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TypeVar
 
 from bench.fuzz.corpus import _BODY_LINES
@@ -44,3 +48,23 @@ def _damage(rng: random.Random, data: bytes, alphabet: bytes) -> bytes:
     if _chance(rng, 0.3):
         del out[rng.randrange(len(out) + 1) :]
     return bytes(out)
+
+
+_TALLY: Counter[str] | None = None  # counting only inside _counting_draws()
+
+
+def _drew(label: str) -> None:
+    """Note that the structure ``label`` (``"pdf.update.repoint"``, ...) was generated."""
+    if _TALLY is not None:
+        _TALLY[label] += 1
+
+
+@contextmanager
+def _counting_draws() -> Iterator[Counter[str]]:
+    """The labels passed to ``_drew`` while inside, counted (generation is unchanged)."""
+    global _TALLY  # noqa: PLW0603 - one tally per process, read by its caller
+    previous, _TALLY = _TALLY, Counter()
+    try:
+        yield _TALLY
+    finally:
+        _TALLY = previous

@@ -1,8 +1,10 @@
 """Header fields of the generated messages: encoded words, mailbox addresses (official,
-personal, malformed) and address fields around them, folding, parameter lists (quoted, RFC
-2231, duplicated, thousands), Content-Type values, DKIM-Signature values, the mutations of a
-whole header list (duplicated, dropped, junk and 8-bit fields), and the serialization of a
-header list to bytes."""
+personal, malformed; official domains written with look-alike letters, in Unicode or as
+A-labels; quoted local parts holding an official address) and address fields around them
+(some hiding an address in encoded words), folding, parameter lists (quoted, RFC 2231,
+duplicated, thousands), Content-Type values, DKIM-Signature values, the mutations of a whole
+header list (duplicated, dropped, junk and 8-bit fields), and the serialization of a header
+list to bytes."""
 
 from __future__ import annotations
 
@@ -19,7 +21,32 @@ from bench.fuzz.corpus import (
     _PERSONAL,
     _SUBJECTS,
 )
-from bench.fuzz.draw import _chance, _garbage, _pick, _printable
+from bench.fuzz.draw import _chance, _drew, _garbage, _pick, _printable
+
+# Letters that look like the Latin letters of official domains: Cyrillic, Greek, Latin
+# variants and fullwidth forms (which IDNA maps back to ASCII); and dots that IDNA reads as
+# dots.
+_LOOKALIKE_LETTERS = {
+    "a": ("\u0430", "\u0251", "\uff41"),  # Cyrillic a, Latin alpha, fullwidth a
+    "o": ("\u043e", "\u03bf", "\uff4f", "\u0585"),  # Cyrillic o, Greek omicron, fullwidth
+    "e": ("\u0435", "\uff45"),  # Cyrillic ie, fullwidth e
+    "p": ("\u0440", "\u03c1"),  # Cyrillic er, Greek rho
+    "c": ("\u0441", "\uff43"),  # Cyrillic es, fullwidth c
+    "i": ("\u0456", "\u0131", "\uff49"),  # Cyrillic i, dotless i, fullwidth i
+    "l": ("\u04cf", "\uff4c", "\u0399"),  # Cyrillic palochka, fullwidth l, Greek Iota
+    "n": ("\u0578", "\uff4e"),  # Armenian vo, fullwidth n
+    "d": ("\u0501", "\uff44"),  # Cyrillic komi de, fullwidth d
+    "h": ("\u04bb", "\uff48"),  # Cyrillic shha, fullwidth h
+    "g": ("\u0261", "\uff47"),  # Latin script g, fullwidth g
+    "v": ("\u03bd", "\u0475", "\uff56"),  # Greek nu, Cyrillic izhitsa, fullwidth v
+    "m": ("\uff4d",),
+    "t": ("\uff54",),
+    "b": ("\u042c", "\uff42"),  # Cyrillic soft sign, fullwidth b
+    "u": ("\u03c5", "\uff55"),  # Greek upsilon, fullwidth u
+    "s": ("\u0455",),  # Cyrillic dze
+}
+_LOOKALIKE_DOTS = ("\u3002", "\uff0e", "\uff61")  # ideographic, fullwidth, halfwidth stops
+_OFFICIAL_ASCII = tuple(a.lower() for a in _OFFICIAL if a.isascii() and "xn--" not in a)
 
 
 def _encoded_word(rng: random.Random, text: str) -> str:
@@ -53,7 +80,105 @@ def _maybe_encoded(rng: random.Random, text: str) -> str:
     return text
 
 
+def _a_label(domain: str) -> str:
+    """``domain`` as IDNA A-labels (fullwidth letters become ASCII), or as it is if IDNA
+    refuses it."""
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
+
+
+def _lookalike_domain(rng: random.Random, domain: str) -> str:
+    """``domain`` with one to four letters (and sometimes a dot) swapped for look-alikes,
+    in Unicode, as A-labels, or each label either way. Often one in "gov.vn": the official
+    domain of the default policy, whose subdomains are all official."""
+    chars = list(domain)
+    spots = [i for i, c in enumerate(chars) if c in _LOOKALIKE_LETTERS]
+    chosen = set(rng.sample(spots, min(len(spots), rng.randrange(1, 4))))
+    suffix = [i for i in spots if i >= len(domain) - len("gov.vn")]
+    if suffix and _chance(rng, 0.6):
+        chosen.add(_pick(rng, suffix))
+    for i in sorted(chosen):
+        chars[i] = _pick(rng, _LOOKALIKE_LETTERS[chars[i]])
+    dots = [i for i, c in enumerate(chars) if c == "."]
+    if dots and _chance(rng, 0.1):
+        chars[_pick(rng, dots)] = _pick(rng, _LOOKALIKE_DOTS)
+    fake = "".join(chars)
+    if _chance(rng, 0.05):
+        fake = fake.upper()
+    roll = rng.random()
+    if roll < 0.5:
+        return fake
+    if roll < 0.9:
+        return _a_label(fake)
+    return ".".join(_a_label(label) if _chance(rng, 0.5) else label for label in fake.split("."))
+
+
+def _disguised_address(rng: random.Random) -> str:
+    """An address made to pass for an official one: the domain in look-alike letters, or a
+    quoted local part (or a %-hack) that holds the official address."""
+    official = _pick(rng, _OFFICIAL_ASCII)
+    local, _, domain = official.rpartition("@")
+    if _chance(rng, 0.55):
+        _drew("header.lookalike-domain")
+        return f"{local}@{_lookalike_domain(rng, domain)}"
+    _drew("header.quoted-local-part")
+    other = _pick(rng, (*_PERSONAL, *_OTHER)).rpartition("@")[2]
+    return _pick(
+        rng,
+        (
+            f'"{official}"@{other}',
+            f'"{official}"@{other}',
+            f'"{official} "@{other}',
+            f'"<{official}>"@{other}',
+            f'"{local}\\@{domain}"@{other}',
+            f'"{official}@"@{other}',
+            f'"{official}"@{domain}',
+            f'"Van thu {official}"@{other}',
+            f'"{official}"@{_lookalike_domain(rng, domain)}',
+            f"{local}%{domain}@{other}",
+            f'"{local}"@{domain}',
+        ),
+    )
+
+
+def _hidden_address_field(rng: random.Random, address: str) -> str:
+    """An address field around ``address`` with an official address hidden in encoded words
+    (as a display name, a whole mailbox, a local part, or split across two words)."""
+    _drew("header.encoded-address")
+    official = _pick(rng, _OFFICIAL)
+    local, _, domain = official.rpartition("@")
+    b_encoding = _chance(rng, 0.5)
+
+    def word(text: str) -> str:
+        data = text.encode("utf-8")
+        if b_encoding:
+            return f"=?utf-8?B?{base64.b64encode(data).decode()}?="
+        return f"=?utf-8?Q?{quopri.encodestring(data, header=True).decode()}?=".replace("\n", "")
+
+    cut = rng.randrange(1, len(official))
+    return _pick(
+        rng,
+        (
+            f"{word(official)} <{address}>",
+            f"{word(f'Văn thư <{official}>')} <{address}>",
+            f'"{word(official)}" <{address}>',
+            f"{word(official[:cut])} {word(official[cut:])} <{address}>",
+            f"{word(official[:cut])}{word(official[cut:])}",
+            word(f"<{official}>"),
+            word(official),
+            f"<{word(official)}>",
+            f"{word(local)}@{domain}",
+            f"<{word(official)}@{address.rpartition('@')[2]}>",
+            f"{word(official)}, <{address}>",
+        ),
+    )
+
+
 def _mailbox_address(rng: random.Random) -> str:
+    if _chance(rng, 0.05):
+        return _disguised_address(rng)
     roll = rng.random()
     if roll < 0.4:
         return _pick(rng, _OFFICIAL)
@@ -87,6 +212,8 @@ def _mailbox_address(rng: random.Random) -> str:
 
 def _address_field(rng: random.Random, address: str) -> str:
     """An address header value around ``address``: display names, comments, groups, tricks."""
+    if _chance(rng, 0.04):
+        return _hidden_address_field(rng, address)
     name = _maybe_encoded(rng, _pick(rng, _NAMES))
     roll = rng.random()
     if roll < 0.3:

@@ -1,16 +1,18 @@
 """A whole generated message and its envelope: the top-level header fields, the body from
 mime.py, byte-level damage to the result (bare CR or LF, NULs, cuts, long lines), and the
 envelope (sender, recipients, client address, HELO, TLS). ``generate_message(seed, index)``
-is message ``index`` of run ``seed``, the same bytes in every run."""
+is message ``index`` of run ``seed``, the same bytes in every run; ``count_draws`` says how
+often the named hostile structures occur in a range of them."""
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 
 from bench.fuzz.config import HOSTNAME
 from bench.fuzz.corpus import _DOCUMENT_CLASSES, _EXTERNAL_RCPTS, _LOCAL_RCPTS, _SUBJECTS
-from bench.fuzz.draw import _chance, _garbage, _pick
+from bench.fuzz.draw import _chance, _counting_draws, _garbage, _pick
 from bench.fuzz.headers import (
     _address_field,
     _dkim_signature,
@@ -186,3 +188,17 @@ def message_rng(seed: int, index: int) -> random.Random:
 def generate_message(seed: int, index: int) -> FuzzMessage:
     """Message ``index`` of run ``seed``: the same bytes in every run."""
     return build_message(message_rng(seed, index))
+
+
+def count_draws(seed: int, count: int, start: int = 0) -> tuple[Counter[str], Counter[str]]:
+    """How often each named hostile structure (``"pdf.update.repoint"``, ``"mime.partial"``,
+    ...) is drawn in messages ``start`` .. ``start + count - 1`` of run ``seed``: the number
+    of draws, and the number of messages with at least one."""
+    draws: Counter[str] = Counter()
+    messages: Counter[str] = Counter()
+    for index in range(start, start + count):
+        with _counting_draws() as tally:
+            generate_message(seed, index)
+        draws.update(tally)
+        messages.update(tally.keys())
+    return draws, messages

@@ -1,22 +1,24 @@
 """The leaves of a generated message's MIME tree: text parts, and attachments (signed,
-truncated and damaged PDFs; Office files; zip archives; CMS signatures; files known by their
-first bytes; now and then a whole message), with the transfer encodings they are sent in,
-sometimes wrongly encoded."""
+truncated and damaged PDFs, PDFs updated or forged after their signature; Office files and
+Word 2003 XML documents; zip archives and the other containers of containers.py; CMS
+signatures; files known by their first bytes; now and then a whole message), with the
+transfer encodings they are sent in, sometimes wrongly encoded; and text parts carrying
+uuencoded files."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import quopri
 import random
 import re
-import zipfile
 from collections.abc import Callable
 
+from bench.fuzz.containers import _container, _zip
 from bench.fuzz.corpus import _CHARSETS, _MAIN_TYPES, _corpus
-from bench.fuzz.draw import _chance, _damage, _garbage, _pick, _text
+from bench.fuzz.draw import _chance, _damage, _drew, _garbage, _pick, _text
 from bench.fuzz.headers import _content_type, _params
+from bench.fuzz.pdfs import _pdf_attack
 
 NestedMessage = Callable[[random.Random, int], bytes]
 """Builds a whole message (its bytes) at a nesting depth. A part may be a message, and
@@ -51,17 +53,6 @@ def _transfer_encode(rng: random.Random, data: bytes, text: bool) -> tuple[str, 
     return _pick(rng, ("x-bogus", "base-64", "quoted_printable", "7bit; x=y")), data
 
 
-def _zip(rng: random.Random, members: list[tuple[str, bytes]]) -> bytes:
-    """A zip archive with fixed timestamps (so the bytes are deterministic)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members:
-            info = zipfile.ZipInfo(name, date_time=(2026, 11, 22, 10, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED if _chance(rng, 0.7) else zipfile.ZIP_STORED
-            archive.writestr(info, data)
-    return buffer.getvalue()
-
-
 def _office(rng: random.Random, kind: str) -> bytes:
     if kind == "odt":
         return _zip(
@@ -83,7 +74,105 @@ def _office(rng: random.Random, kind: str) -> bytes:
     return _zip(rng, members)
 
 
+def _word_xml(rng: random.Random) -> bytes:
+    """A Word (or Excel) 2003 XML document: one XML file that Office opens with a click,
+    whatever its name; in UTF-8, with a BOM, or in UTF-16; its processing instruction
+    sometimes written otherwise, or too far in to be seen."""
+    progid = _pick(rng, ("Word.Document", "Word.Document", "Excel.Sheet", "word.document", "W"))
+    quote = _pick(rng, ('"', '"', "'"))
+    spacing = _pick(rng, ("", "", " ", "\r\n"))
+    instruction = f"<?mso-application progid{spacing}={spacing}{quote}{progid}{quote}?>"
+    declaration = _pick(
+        rng,
+        (
+            '<?xml version="1.0"?>',
+            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>',
+            '<?xml version="1.0" encoding="UTF-16"?>',
+            "",
+        ),
+    )
+    between = _pick(rng, ("", "\r\n", "\n  "))
+    if _chance(rng, 0.05):  # the instruction beyond the first 4 KiB
+        between += "<!--" + "x" * rng.randrange(4000, 9000) + "-->"
+    text = _text(rng, rng.randrange(1, 4)).replace("\r\n", " ").replace("<", "&lt;")
+    document = (
+        f"{declaration}{between}{instruction}\r\n"
+        '<w:wordDocument xmlns:w="http://schemas.microsoft.com/office/word/2003/wordml">'
+        f"<w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body></w:wordDocument>\r\n"
+    )
+    if _chance(rng, 0.1):
+        document = _pick(rng, (" ", "\r\n", "\t")) + document
+    encoding = rng.random()
+    if encoding < 0.45:
+        return document.encode("utf-8")
+    if encoding < 0.65:
+        return b"\xef\xbb\xbf" + document.encode("utf-8")
+    if encoding < 0.85:
+        return document.encode("utf-16")  # with its byte order mark
+    if encoding < 0.95:
+        return b"\xfe\xff" + document.encode("utf-16-be")
+    return document.encode("utf-16-le")  # no byte order mark
+
+
+def _uuencode(name: str, data: bytes) -> bytes:
+    lines = [b"begin 644 %s\r\n" % name.encode("utf-8")]
+    for i in range(0, len(data), 45):
+        lines.append(binascii.b2a_uu(data[i : i + 45]).replace(b"\n", b"\r\n"))
+    return b"".join([*lines, b"`\r\nend\r\n"])
+
+
+def _uuencoded_part(rng: random.Random) -> tuple[list[tuple[str, str]], bytes]:
+    """A text/plain part with a file uuencoded in its text ("begin 644 name" ... "end"),
+    which mail clients show as an attachment; sometimes with no "end", or many "begin"
+    lines."""
+    corpus = _corpus()
+    out = bytearray(_text(rng, rng.randrange(1, 4)).encode("utf-8"))
+    files = 1 if _chance(rng, 0.8) else rng.randrange(2, 40)
+    if files > 1:
+        _drew("mime.uuencoded.many")
+    for _ in range(files):
+        kind = rng.random()
+        if kind < 0.3:
+            data = corpus.signed_pdf
+        elif kind < 0.5:
+            data = corpus.plain_pdf
+        elif kind < 0.65:
+            data = _mutated_pdf(rng, _pick(rng, (corpus.signed_pdf, corpus.plain_pdf)))
+        elif kind < 0.8:
+            data = _word_xml(rng)
+        else:
+            data = _garbage(rng, rng.randrange(0, 300))
+        name = _pick(rng, ("van-ban.pdf", "bao cao.pdf", "cv.doc", "../x.pdf", "a" * 300, "tờ.pdf"))
+        block = _uuencode(name, data)
+        roll = rng.random()
+        if roll < 0.15:  # no "end"
+            _drew("mime.uuencoded.no-end")
+            block = block[: block.rindex(b"end")]
+        elif roll < 0.25:
+            mode = _pick(rng, (b"0644", b"755", b"666", b"64", b"1777"))
+            block = block.replace(b"begin 644", b"begin " + mode, 1)
+        elif roll < 0.3:
+            block = block.replace(b"\r\n", b"\n")
+        elif roll < 0.35:  # a line of the block damaged
+            block = _damage(rng, block, b"` !M\r\n")
+        out += block + _text(rng, 1).encode("utf-8")
+    if _chance(rng, 0.1):
+        _drew("mime.uuencoded.only-begins")
+        out += b"begin 644 only-a-begin.pdf\r\n" * rng.randrange(1, 50)
+    data = bytes(out)
+    headers = [("Content-Type", _content_type(rng, "text/plain", [("charset", "utf-8")]))]
+    if _chance(rng, 0.6):
+        cte = _pick(rng, ("7bit", "8bit", ""))
+    else:
+        cte, data = _transfer_encode(rng, data, text=True)
+    if cte:
+        headers.append(("Content-Transfer-Encoding", cte))
+    return headers, data
+
+
 def _mutated_pdf(rng: random.Random, pdf: bytes) -> bytes:
+    if _chance(rng, 0.25):  # updated or forged after the signature (pdfs.py)
+        return _pdf_attack(rng, pdf)
     roll = rng.random()
     if roll < 0.35:
         return pdf[: rng.randrange(len(pdf) + 1)]
@@ -109,8 +198,18 @@ def _attachment(
 ) -> tuple[list[tuple[str, str]], bytes]:
     """Headers and body of an attachment."""
     corpus = _corpus()
-    roll = rng.random()
-    if roll < 0.12:
+    novel, roll = rng.random(), rng.random()
+    if novel < 0.04:  # a PDF in a container (containers.py)
+        document = _pick(rng, (corpus.signed_pdf, corpus.plain_pdf, corpus.signed_pdf))
+        if _chance(rng, 0.2):
+            document = _mutated_pdf(rng, document)
+        data, ctype, name = _container(rng, document, "congvan-123.pdf")
+    elif novel < 0.06:  # a Word 2003 XML document, as text or as a file
+        _drew("mime.word-xml")
+        data = _word_xml(rng)
+        ctype = _pick(rng, ("text/plain", "application/octet-stream", "text/xml", "text/plain"))
+        name = _pick(rng, ("du-thao.xml", "du-thao.doc", "ghi-chu.txt", "du-thao", ""))
+    elif roll < 0.12:
         data, ctype, name = corpus.signed_pdf, "application/pdf", "congvan-123.pdf"
     elif roll < 0.27:
         base = corpus.signed_pdf if _chance(rng, 0.5) else corpus.plain_pdf

@@ -208,7 +208,8 @@ def _tar_members(part: FilePart, data: bytes) -> tuple[list[FilePart], str]:
                 if extracted is None:  # pragma: no cover - a regular file always has content
                     continue
                 members.append(_member(part, info.name, extracted.read()))
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError, OverflowError) as exc:
+        # OverflowError: a header declaring a size beyond 2**63 (found by the fuzzer)
         return [], f"archive cannot be read: {exc}"
     return members, ""
 

@@ -480,8 +480,12 @@ def _signed_before(data: bytes, reader: PdfFileReader) -> bool:
     a later one switched the trailer's /Root (or dropped the fields) to hide them."""
     if b"/ByteRange" not in data:
         return False
-    newest = reader.xrefs.total_revisions - 1
-    for revision in range(newest - 1, max(newest - 1 - _MAX_REVISIONS_SEARCHED, -1), -1):
+    count = reader.xrefs.total_revisions - 1  # the revisions before the newest
+    half = _MAX_REVISIONS_SEARCHED // 2
+    # Past the limit: the first revisions, where signatures are, and the last, which an
+    # attacker could otherwise pad with updates by the hundred.
+    earlier = [*range(min(count, half)), *range(max(half, count - half), count)]
+    for revision in earlier:
         try:
             past = reader.get_historical_resolver(revision)
             if next(enumerate_sig_fields(past, filled_status=True), None) is not None:

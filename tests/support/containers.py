@@ -42,6 +42,16 @@ def _tar(name: str, data: bytes) -> bytes:
     return buffer.getvalue()
 
 
+def _huge_tar(name: str, data: bytes) -> bytes:
+    """A tar whose member's header declares a size beyond 2**63 (base-256), checksum fixed:
+    tarfile overflows on it (found by the fuzzer)."""
+    header = bytearray(_tar(name, data))
+    header[124:136] = b"\x80" + (2**80).to_bytes(11, "big")
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\x00 " % sum(header[:512])
+    return bytes(header)
+
+
 def _self_extractor(name: str, data: bytes) -> bytes:
     """A zip behind a program stub, as self-extracting archives are made; the offsets in the
     zip are left as they are, which archive tools accept."""
@@ -71,6 +81,7 @@ NEVER_PASS: tuple[Container, ...] = (
         "xz inside a tar.bz2",
         lambda n, d: ("a.tar.bz2", bz2.compress(_tar("b.xz", lzma.compress(d)))),
     ),
+    Container("a tar declaring a member of 2**80 bytes", lambda n, d: ("a.tar", _huge_tar(n, d))),
     Container(
         "an xz bomb (60 MB of zeros)",
         lambda n, d: ("bom.xz", lzma.compress(d + b"\0" * (60 * 1024 * 1024))),

@@ -156,7 +156,7 @@ def append_revision(
         out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
     if not xref:
         return bytes(out)
-    size = max(int(trailer["/Size"]), max(offsets) + 1)
+    size = max(int(trailer["/Size"]), max(offsets, default=0) + 1)
     xref_at = len(out)
     out += b"xref\n0 1\n0000000000 65535 f \n"
     for number in sorted(offsets):
@@ -283,6 +283,12 @@ def _with_validation_data(pdf: bytes, pki: TestPKI) -> bytes:
     return out.getvalue()
 
 
+def _empty_updates(pdf: bytes, count: int) -> bytes:
+    for _ in range(count):
+        pdf = append_revision(pdf, {})
+    return pdf
+
+
 def _trailing(data: bytes) -> Callable[[bytes], bytes]:
     return lambda pdf: pdf + data
 
@@ -329,6 +335,10 @@ MODIFIED: tuple[Attack, ...] = (
         _after(lambda pdf: append_revision(pdf, {}, repoint={CONTENT: shadow_offset(pdf)})),
     ),
     Attack("trailer switches /Root", _after(_new_root)),
+    Attack(
+        "trailer switches /Root, then 150 empty updates",
+        _after(lambda pdf: _empty_updates(_new_root(pdf), 150)),
+    ),
     Attack("object appended with no xref", _after(_trailing(_APPENDED_OBJECT))),
     Attack(
         "object appended with an xref, trailer and %%EOF but a wrong startxref",
