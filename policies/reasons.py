@@ -106,9 +106,10 @@ REASONS: dict[str, Reason] = {
             "5.7.7",
             "Van ban da bi sua sau khi ky so",
             "The document was modified after it was signed",
-            "Chữ ký không hợp lệ: tài liệu đã bị sửa sau khi ký (thêm nội dung hoặc thay trang).",
-            "Invalid signature: the document was changed after signing (content added or "
-            "pages changed).",
+            "Chữ ký không hợp lệ: tài liệu đã bị sửa sau khi ký (thêm nội dung, thay trang, "
+            "thêm ghi chú, hoặc điền biểu mẫu giữa hai lần ký).",
+            "Invalid signature: the document was changed after signing (content added, pages "
+            "changed, a note added, or a form filled in between two signatures).",
         ),
         _document(
             "document.signer_untrusted",
