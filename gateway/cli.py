@@ -209,6 +209,35 @@ congvu config check /etc/congvu/congvu.toml
         help="CSV with a header row: address, full_name, unit, role, issued[, personal_addresses]",
     )
 
+    activity = commands.add(
+        "activity", "mailbox activity from the mail server's logs", config=False
+    )
+    activities = _Parsers(activity, "action")
+    aimport = activities.add(
+        "import",
+        "record the logins in mail server logs (Dovecot, Postfix, Zimbra; .gz too)",
+        """
+congvu activity import /var/log/mail.log /var/log/mail.log.1 mail.log.2.gz
+congvu activity import /opt/zimbra/log/audit.log --timezone Asia/Ho_Chi_Minh
+""",
+    )
+    aimport.add_argument("files", type=Path, nargs="+", help="log files, in any order")
+    afollow = activities.add(
+        "follow",
+        "record the logins of a live log as they are written (across rotation)",
+        "congvu activity follow /var/log/mail.log",
+    )
+    afollow.add_argument("files", type=Path, nargs=1, metavar="file", help="the live log file")
+    afollow.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between reads (default 5)"
+    )
+    for sub in (aimport, afollow):
+        sub.add_argument(
+            "--timezone",
+            help="zone of log times written without one (default: this machine's), "
+            "e.g. Asia/Ho_Chi_Minh",
+        )
+
     report = commands.add(
         "report",
         "score units' use of official mail",
@@ -355,6 +384,36 @@ def _utc_bound(day: date) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _activity(args: argparse.Namespace, config: GatewayConfig) -> int:
+    """Import (or follow) mail server logs into the store's mailbox activity."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from gateway.activity import follow, import_files
+    from gateway.store import open_store
+
+    try:
+        local = ZoneInfo(args.timezone) if args.timezone else datetime.now().astimezone().tzinfo
+    except (ZoneInfoNotFoundError, ValueError):
+        print(f"congvu activity: unknown time zone {args.timezone!r}", file=sys.stderr)
+        return EXIT_USAGE
+    assert local is not None
+    for path in args.files:
+        if not path.is_file():
+            print(f"congvu activity: no such file: {path}", file=sys.stderr)
+            return EXIT_USAGE
+    with closing(open_store(config)) as store:
+        if args.action == "follow":
+            return follow(store, args.files[0], local=local, interval=args.interval)
+        for path, summary in import_files(store, args.files, local=local):
+            line = f"{path}: {summary.lines} lines, {summary.logins} logins"
+            if summary.unreadable:
+                line += f", {summary.unreadable} login lines without a readable time"
+            print(line)
+            for example in summary.examples:
+                print(f"  unreadable: {example}")
+    return EXIT_OK
+
+
 def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
     from gateway.record import Record
     from gateway.report import build_report, idle_report, render, render_html, write_xlsx
@@ -372,6 +431,7 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
                 now=datetime.now(UTC),
                 days=args.days,
                 is_official=policy.is_official,
+                activity=store.activity_between("", "9999"),
             )
             if args.format == "json":
                 print(json.dumps(dataclasses.asdict(idle), ensure_ascii=False, indent=2))
@@ -393,8 +453,9 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
         if end < start:
             print("congvu report: --to is before --from", file=sys.stderr)
             return EXIT_USAGE
-        stored = store.records_between(_utc_bound(start), _utc_bound(end + timedelta(days=1)))
-        records = [Record.from_dict(r) for r in stored]
+        period = (_utc_bound(start), _utc_bound(end + timedelta(days=1)))
+        records = [Record.from_dict(r) for r in store.records_between(*period)]
+        activity = store.activity_between(*period)
 
     def progress(count: int) -> None:
         print(f"\r{count}/{len(records)} decisions read", end="", file=sys.stderr, flush=True)
@@ -410,6 +471,7 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
             else load_policy(config.policy_file).min_usage_rate
         ),
         progress=progress if sys.stderr.isatty() else None,
+        activity=activity,
     )
     title = f"Tình hình sử dụng thư công vụ từ {start:%d/%m/%Y} đến {end:%d/%m/%Y}"
     if args.format in ("xlsx", "html"):
@@ -511,6 +573,9 @@ def _main(argv: list[str] | None) -> int:
             units = len({a.unit for a in accounts})
             print(f"{args.file}: {len(accounts)} accounts in {units} units imported")
             return EXIT_OK
+        if args.command == "activity":
+            configure_logging("error", "-")
+            return _activity(args, config)
         if args.command == "report":
             configure_logging("error", "-")
             return _report(args, config)

@@ -8,13 +8,16 @@ cd "$(dirname "$0")/.."
 
 # Debian packages some tests need: postfix (a real MTA downstream), chromium (the HTML report
 # must open in a browser), swaks (the docs show it as the stock SMTP client), dovecot-core
-# (SASL logins on the submission port, for the milter). Installed when missing and running as
-# root.
+# (SASL logins on the submission port, for the milter), dovecot-imapd and dovecot-pop3d (real
+# IMAP and POP3 logins, whose log lines congvu activity reads). Installed when missing and
+# running as root.
 missing=""
 command -v postfix >/dev/null 2>&1 || missing="$missing postfix"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v swaks >/dev/null 2>&1 || missing="$missing swaks"
 command -v dovecot >/dev/null 2>&1 || missing="$missing dovecot-core"
+[ -x /usr/lib/dovecot/imap-login ] || missing="$missing dovecot-imapd"
+[ -x /usr/lib/dovecot/pop3-login ] || missing="$missing dovecot-pop3d"
 if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing Debian packages:$missing"
   apt-get update -qq

@@ -56,6 +56,8 @@ HEADINGS = {
     "advisories": "Cảnh báo (đăng ký dịch vụ, ghi thư cá nhân)",
     "non_compliant": "Không hoàn thành nhiệm vụ",
     "evidence": "Mã quyết định (bằng chứng)",
+    "active_by_mail": "Sử dụng: gửi thư",
+    "active_by_login_only": "Sử dụng: chỉ đăng nhập",
 }
 
 

@@ -28,6 +28,8 @@ __all__ = ["COUNTS", "IdleReport", "UnitScore", "attribute", "build_report", "id
 COUNTS = (
     "accounts_issued",
     "accounts_active",
+    "active_by_mail",
+    "active_by_login_only",
     "messages_sent",
     "accepted",
     "refused",
@@ -53,7 +55,7 @@ class UnitScore:
 
     unit: str
     accounts_issued: int = 0
-    accounts_active: int = 0
+    accounts_active: int = 0  # by mail through the gateway, or by a login the server logged
     usage_rate: str = "0.00"
     messages_sent: int = 0
     accepted: int = 0
@@ -66,6 +68,9 @@ class UnitScore:
     advisories: int = 0  # counted signs of misuse (registrations, personal contact addresses)
     non_compliant: list[str] = field(default_factory=list)  # why, if the unit falls short
     evidence: list[str] = field(default_factory=list)  # decision ids behind the findings
+    # What made the accounts active (last, so that earlier columns keep their places):
+    active_by_mail: int = 0  # a counted record attributed to the account
+    active_by_login_only: int = 0  # no record, but a login the mail server logged
 
 
 def _candidates(record: Record) -> list[str]:
@@ -150,8 +155,13 @@ def build_report(
     min_rate: float = 0.0,
     progress: Callable[[int], None] | None = None,
     every: int = 10_000,
+    activity: Iterable[tuple[str, str, str]] = (),
 ) -> tuple[list[UnitScore], UnitScore]:
     """Per-unit scores (ranked: non-compliant first) and the district total.
+
+    An account is used when a counted record is attributed to it, or when ``activity``
+    (login, kind, last seen: the mail server's logins in the period) shows its holder
+    logged in; the two kinds of evidence are counted apart.
 
     ``progress`` is called with the count of records read every ``every`` records (a long
     run over a year of a province's mail should say it is alive).
@@ -202,8 +212,17 @@ def build_report(
         if personal or "sender.personal_domain" in record.reasons + record.monitor_reasons:
             score.from_personal_providers += 1
             score.evidence.append(record.id)
+    logged: dict[str, set[str]] = {}
+    for login, _kind, _last in activity:
+        holder = by_address.get(login) or local_parts.get(login)
+        if holder is not None and holder.issued <= period_end:
+            logged.setdefault(holder.unit, set()).add(holder.address)
+            units.setdefault(holder.unit, UnitScore(holder.unit))
     for name, score in units.items():
-        score.accounts_active = len(active.get(name, set()))
+        by_mail = active.get(name, set())
+        score.active_by_mail = len(by_mail)
+        score.active_by_login_only = len(logged.get(name, set()) - by_mail)
+        score.accounts_active = score.active_by_mail + score.active_by_login_only
         score.usage_rate = rate(score.accounts_active, score.accounts_issued)
         if returned_unsigned.get(name):
             score.non_compliant.append(
@@ -247,38 +266,55 @@ def idle_report(
     now: datetime,
     days: int,
     is_official: Any,
+    activity: Iterable[tuple[str, str, str]] = (),
 ) -> IdleReport:
-    """Accounts with no activity in the last ``days`` days, never seen, or unknown."""
+    """Accounts with no activity in the last ``days`` days, never seen, or unknown.
+
+    Activity is mail through the gateway (a record naming the address) or a login the mail
+    server logged (``activity``: login, kind, last seen); each row says which was last
+    (``seen_by``: ``mail``, or the login's kind).
+    """
     last_seen: dict[str, str] = {}
+    seen_by: dict[str, str] = {}
     by_address = {a.address: a for a in accounts}
     local_parts = by_local_part(accounts)
+
+    def seen(address: str, when: str, how: str) -> None:
+        if when > last_seen.get(address, ""):
+            last_seen[address] = when
+            seen_by[address] = how
+
     for record in records:
         if record.verdict not in ("accept", "reject"):
             continue
         holder = logged_in(record, by_address, local_parts)
         login = [holder.address] if holder is not None else []
         for address in [*_candidates(record), *login]:
-            if record.time > last_seen.get(address, ""):
-                last_seen[address] = record.time
+            seen(address, record.time, "mail")
+    for login_name, kind, when in activity:
+        holder = by_address.get(login_name) or local_parts.get(login_name)
+        if holder is not None:
+            seen(holder.address, when, kind)
     cutoff = (now - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     known = {a.address for a in accounts}
     idle, never = [], []
     for account in accounts:
-        seen = last_seen.get(account.address)
+        last = last_seen.get(account.address)
         row = {
             "address": account.address,
             "full_name": account.full_name,
             "unit": account.unit,
             "role": account.role,
-            "last_seen": seen or "",
+            "last_seen": last or "",
+            "seen_by": seen_by.get(account.address, ""),
         }
-        if seen is None:
+        if last is None:
             never.append(row)
-        elif seen < cutoff:
+        elif last < cutoff:
             idle.append(row)
     unknown = [
-        {"address": address, "last_seen": seen}
-        for address, seen in sorted(last_seen.items())
+        {"address": address, "last_seen": when}
+        for address, when in sorted(last_seen.items())
         if address not in known and is_official(address.rpartition("@")[2])
     ]
     return IdleReport(idle, never, unknown)

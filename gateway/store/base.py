@@ -14,9 +14,16 @@ if TYPE_CHECKING:
     from gateway.directory import Account
     from gateway.store.chain import ChainProblem
 
-__all__ = ["DecisionStore", "Record", "StoreError"]
+__all__ = ["ACTIVITY_QUERY", "DecisionStore", "Record", "StoreError"]
 
 Record = dict[str, Any]
+
+# Mailbox activity seen in a period [start, end): (login, kind, last seen), both stores'
+# query (parameters: end, start; "%s" placeholders, "?" for SQLite).
+ACTIVITY_QUERY = (
+    "SELECT login, kind, MAX(last_seen) FROM activity WHERE first_seen < %s AND last_seen >= %s"
+    " GROUP BY login, kind ORDER BY login, kind"
+)
 
 
 class StoreError(Exception):
@@ -51,6 +58,12 @@ class DecisionStore(Protocol):
 
     def replace_accounts(self, accounts: list[Account]) -> None:
         """Swap the whole account directory in one transaction."""
+
+    def record_activity(self, rows: list[tuple[str, str, str, str, str]]) -> None:
+        """Merge mailbox activity rows (login, day, kind, first seen, last seen)."""
+
+    def activity_between(self, start: str, end: str) -> list[tuple[str, str, str]]:
+        """(login, kind, last seen) of the activity seen in ``start <= time < end``."""
 
     def accounts(self) -> list[Account]:
         """The account directory, by address."""

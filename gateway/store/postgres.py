@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 
 from gateway.directory import Account, account_from_row, account_row
-from gateway.store.base import Record, StoreError
+from gateway.store.base import ACTIVITY_QUERY, Record, StoreError
 from gateway.store.chain import (
     GENESIS,
     INSERT_COLUMNS,
@@ -62,6 +62,20 @@ MIGRATIONS: list[tuple[int, str]] = [
             issued TEXT NOT NULL,
             personal TEXT NOT NULL
         );
+        """,
+    ),
+    (
+        2,
+        """
+        CREATE TABLE activity (
+            login TEXT NOT NULL,
+            day TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            PRIMARY KEY (login, day, kind)
+        );
+        CREATE INDEX activity_day ON activity (day);
         """,
     ),
 ]
@@ -245,6 +259,26 @@ class PostgresStore:
     def accounts(self) -> list[Account]:
         """The directory, by address."""
         return [account_from_row(r) for r in self._query("SELECT * FROM accounts ORDER BY address")]
+
+    def record_activity(self, rows: list[tuple[str, str, str, str, str]]) -> None:
+        """Add mailbox activity: (login, day, kind, first seen, last seen) rows, merged with
+        what is stored (the earliest first and the latest last seen win: idempotent)."""
+        conn = self._write_conn
+        try:
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO activity VALUES (%s, %s, %s, %s, %s) "
+                    "ON CONFLICT (login, day, kind) DO UPDATE SET "
+                    "first_seen = LEAST(activity.first_seen, EXCLUDED.first_seen), "
+                    "last_seen = GREATEST(activity.last_seen, EXCLUDED.last_seen)",
+                    rows,
+                )
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot record mailbox activity: {exc}") from exc
+
+    def activity_between(self, start: str, end: str) -> list[tuple[str, str, str]]:
+        """(login, kind, last seen) of the activity seen in ``start <= time < end``."""
+        return [tuple(r) for r in self._query(ACTIVITY_QUERY, (end, start))]
 
     def close(self) -> None:
         """Finish queued writes, then close."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway.directory import Account, account_from_row, account_row
 from gateway.record import SCHEMA_VERSION
-from gateway.store.base import Record, StoreError
+from gateway.store.base import ACTIVITY_QUERY, Record, StoreError
 from gateway.store.chain import (
     GENESIS,
     INSERT_COLUMNS,
@@ -48,6 +48,15 @@ CREATE TABLE IF NOT EXISTS accounts (
     issued TEXT NOT NULL,
     personal TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS activity (
+    login TEXT NOT NULL,
+    day TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    PRIMARY KEY (login, day, kind)
+);
+CREATE INDEX IF NOT EXISTS activity_day ON activity (day);
 """
 # Tamper evidence: each gateway instance's records form a hash chain (seq, prev_hash, hash).
 _CHAIN_COLUMNS = {
@@ -240,6 +249,27 @@ class SqliteStore:
         with self._lock:
             rows = self._db.execute("SELECT * FROM accounts ORDER BY address").fetchall()
         return [account_from_row(r) for r in rows]
+
+    def record_activity(self, rows: list[tuple[str, str, str, str, str]]) -> None:
+        """Add mailbox activity: (login, day, kind, first seen, last seen) rows, merged with
+        what is stored (the earliest first and the latest last seen win: idempotent)."""
+        try:
+            with self._lock, self._immediate():
+                self._db.executemany(
+                    "INSERT INTO activity VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (login, day, kind) DO UPDATE SET "
+                    "first_seen = min(first_seen, excluded.first_seen), "
+                    "last_seen = max(last_seen, excluded.last_seen)",
+                    rows,
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record mailbox activity: {exc}") from exc
+
+    def activity_between(self, start: str, end: str) -> list[tuple[str, str, str]]:
+        """(login, kind, last seen) of the activity seen in ``start <= time < end``."""
+        with self._lock:
+            rows = self._db.execute(ACTIVITY_QUERY.replace("%s", "?"), (end, start)).fetchall()
+        return [tuple(r) for r in rows]
 
     def records_between(self, start: str, end: str) -> list[Record]:
         """Records with ``start <= time < end`` (ISO 8601 UTC strings), oldest first."""

@@ -12,10 +12,12 @@ import dataclasses
 import smtplib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from gateway.activity import ImportSummary, read_activity
 from gateway.config import load_config
 from tests.gateway.test_postfix_e2e import postfix_dir, start_or_skip
 from tests.support.dovecot import DovecotAuth
@@ -124,6 +126,11 @@ def test_an_officers_message_is_judged_recorded_with_the_login_and_delivered(
     assert record["verdict"] == "accept"
     assert record["client"]["ip"] == CLIENT_IP
     assert record["client"]["login"] == "a.nguyen@dilinh.lamdong.gov.vn"
+    # Postfix's own log of that submission is mailbox activity for the login (congvu activity)
+    summary = ImportSummary()
+    lines = layout.postfix.log_path.read_text(errors="replace").splitlines()
+    seen = read_activity(lines, summary, local=UTC, now=datetime.now(UTC) + timedelta(days=1))
+    assert ("a.nguyen@dilinh.lamdong.gov.vn", "submission") in {(a.login, a.kind) for a in seen}
 
 
 def test_a_refusal_reaches_the_client_through_postfix(layout: MilterLayout) -> None:

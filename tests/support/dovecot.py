@@ -31,11 +31,44 @@ class DovecotUnavailable(Exception):
 class DovecotAuth:
     """Dovecot's auth service on ``127.0.0.1:port``, for the accounts given."""
 
-    def __init__(self, workdir: Path, port: int, accounts: dict[str, str]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        accounts: dict[str, str],
+        *,
+        imap_port: int = 0,
+        pop3_port: int = 0,
+    ) -> None:
         self.workdir = workdir.resolve()
         self.port = port
         self.accounts = dict(accounts)
+        self.imap_port = imap_port  # with a port: also an IMAP (POP3) server, for its logins
+        self.pop3_port = pop3_port
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        """Dovecot's own log file (``log_path``): logins, as a mail server writes them."""
+        return self.workdir / "dovecot.log"
+
+    def _mail_services(self) -> str:
+        """Configuration for the IMAP and POP3 servers asked for (none by default)."""
+        protocols = [p for p, port in (("imap", self.imap_port), ("pop3", self.pop3_port)) if port]
+        if not protocols:
+            return "protocols = none\n"
+        (self.workdir / "home").mkdir(exist_ok=True)
+        (self.workdir / "home").chmod(0o777)  # written by the mail processes, as nobody
+        text = f"protocols = {' '.join(protocols)}\nmail_location = maildir:~/Maildir\n"
+        for protocol in protocols:
+            port = self.imap_port if protocol == "imap" else self.pop3_port
+            text += (
+                f"service {protocol}-login {{\n  inet_listener {protocol} {{\n"
+                f"    address = 127.0.0.1\n    port = {port}\n  }}\n"
+                + (f"  inet_listener {protocol}s {{\n    port = 0\n  }}\n")
+                + "}\n"
+            )
+        return text
 
     def start(self, timeout: float = 15.0) -> None:
         """Write the configuration and start ``dovecot -F``; wait until the port answers."""
@@ -55,14 +88,15 @@ class DovecotAuth:
             f"base_dir = {self.workdir}/run\n"
             f"state_dir = {self.workdir}/state\n"
             f"log_path = {self.workdir}/dovecot.log\n"
-            "protocols = none\n"
-            "listen = 127.0.0.1\n"
+            + self._mail_services()
+            + "listen = 127.0.0.1\n"
             "ssl = no\n"
             "disable_plaintext_auth = no\n"
             "auth_mechanisms = plain login\n"
             "passdb {\n  driver = passwd-file\n"
             f"  args = scheme=PLAIN username_format=%u {users}\n}}\n"
-            "userdb {\n  driver = static\n  args = uid=nobody gid=nogroup home=/nonexistent\n}\n"
+            "userdb {\n  driver = static\n"
+            f"  args = uid=nobody gid=nogroup home={self.workdir}/home/%u\n}}\n"
             "service auth {\n  inet_listener {\n    address = 127.0.0.1\n"
             f"    port = {self.port}\n  }}\n}}\n"
         )

@@ -263,6 +263,36 @@ def test_the_directory_is_replaced_whole(backend: Backend) -> None:
     assert store.accounts() == second
 
 
+def test_mailbox_activity_is_merged_and_read_by_period(backend: Backend) -> None:
+    """Activity rows merge (earliest first seen, latest last seen per login, day and kind):
+    storing the same rows twice, or overlapping ones, changes nothing; a period reads the
+    logins seen in it, each kind with its last time."""
+    rows = [
+        ("a@x.gov.vn", "2026-11-02", "imap", "2026-11-02T01:00:00Z", "2026-11-02T09:00:00Z"),
+        ("a@x.gov.vn", "2026-12-01", "webmail", "2026-12-01T02:00:00Z", "2026-12-01T02:00:00Z"),
+        ("b", "2026-11-30", "submission", "2026-11-30T23:00:00Z", "2026-11-30T23:59:00Z"),
+    ]
+    store = backend.open()
+    store.record_activity(rows)
+    store.record_activity(rows)
+    store.record_activity(
+        [("a@x.gov.vn", "2026-11-02", "imap", "2026-11-02T05:00:00Z", "2026-11-02T12:00:00Z")]
+    )
+    november = backend.open("other").activity_between(
+        "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"
+    )
+    assert november == [
+        ("a@x.gov.vn", "imap", "2026-11-02T12:00:00Z"),
+        ("b", "submission", "2026-11-30T23:59:00Z"),
+    ]
+    assert store.activity_between("", "9999") == [
+        ("a@x.gov.vn", "imap", "2026-11-02T12:00:00Z"),
+        ("a@x.gov.vn", "webmail", "2026-12-01T02:00:00Z"),
+        ("b", "submission", "2026-11-30T23:59:00Z"),
+    ]
+    assert store.activity_between("2026-12-02T00:00:00Z", "9999") == []
+
+
 def _count_groups(store: Store) -> list[int]:
     """The size of each group the store's writer commits from now on."""
     groups: list[int] = []
