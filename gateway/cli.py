@@ -416,17 +416,23 @@ def _activity(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
     from gateway.record import Record
-    from gateway.report import build_report, idle_report, render, render_html, write_xlsx
+    from gateway.report import (
+        RefusalsByWeek,
+        build_report,
+        idle_report,
+        render,
+        render_html,
+        write_xlsx,
+    )
     from policies.schema import VIETNAM_TIME
 
     today = datetime.now(VIETNAM_TIME).date()
     with closing(_store(config)) as store:
         accounts = store.accounts()
         if args.kind == "idle":
-            records = [Record.from_dict(r) for r in store.records_between("", "9999")]
             policy = load_policy(config.policy_file)
             idle = idle_report(
-                records,
+                (Record.from_dict(r) for r in store.iter_records_between("", "9999")),
                 accounts,
                 now=datetime.now(UTC),
                 days=args.days,
@@ -454,25 +460,27 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
             print("congvu report: --to is before --from", file=sys.stderr)
             return EXIT_USAGE
         period = (_utc_bound(start), _utc_bound(end + timedelta(days=1)))
-        records = [Record.from_dict(r) for r in store.records_between(*period)]
         activity = store.activity_between(*period)
+        # One pass over the period's records, a page at a time: memory stays bounded.
+        refusals = RefusalsByWeek()
+        stream = refusals.count(Record.from_dict(r) for r in store.iter_records_between(*period))
 
-    def progress(count: int) -> None:
-        print(f"\r{count}/{len(records)} decisions read", end="", file=sys.stderr, flush=True)
+        def progress(count: int) -> None:
+            print(f"\r{count} decisions read", end="", file=sys.stderr, flush=True)
 
-    scores, total = build_report(
-        records,
-        accounts,
-        period_end=end,
-        unit=args.unit,
-        min_rate=(
-            args.min_rate
-            if args.min_rate is not None
-            else load_policy(config.policy_file).min_usage_rate
-        ),
-        progress=progress if sys.stderr.isatty() else None,
-        activity=activity,
-    )
+        scores, total = build_report(
+            stream,
+            accounts,
+            period_end=end,
+            unit=args.unit,
+            min_rate=(
+                args.min_rate
+                if args.min_rate is not None
+                else load_policy(config.policy_file).min_usage_rate
+            ),
+            progress=progress if sys.stderr.isatty() else None,
+            activity=activity,
+        )
     title = f"Tình hình sử dụng thư công vụ từ {start:%d/%m/%Y} đến {end:%d/%m/%Y}"
     if args.format in ("xlsx", "html"):
         if args.output is None:
@@ -482,9 +490,9 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
             write_xlsx(args.output, scores, total, title=title)
         else:
             args.output.write_text(
-                render_html(scores, total, records, title=title), encoding="utf-8"
+                render_html(scores, total, refusals, title=title), encoding="utf-8"
             )
-        print(f"{args.output}: {len(scores)} units, {len(records)} decisions")
+        print(f"{args.output}: {len(scores)} units, {refusals.records} decisions")
         return EXIT_OK
     print(render(scores, total, args.format), end="")
     return EXIT_OK

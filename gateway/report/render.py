@@ -10,6 +10,7 @@ import csv
 import html
 import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from datetime import date
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from gateway.record import Record
 from gateway.report.scoring import COUNTS, UnitScore
 
-__all__ = ["HEADINGS", "render", "render_html", "write_xlsx"]
+__all__ = ["HEADINGS", "RefusalsByWeek", "render", "render_html", "write_xlsx"]
 
 
 def _cell(value: Any) -> Any:
@@ -163,17 +164,29 @@ def _bar_chart(scores: list[UnitScore]) -> str:
     return "".join(parts)
 
 
-def _refusals_over_time(records: list[Record]) -> str:
+class RefusalsByWeek:
+    """Refusals by reason per ISO week, counted while the records go by on their way to the
+    scoring (one pass over the period, no list of records kept)."""
+
+    def __init__(self) -> None:
+        self.weeks: dict[str, dict[str, int]] = {}
+        self.records = 0  # records read
+
+    def count(self, records: Iterable[Record]) -> Iterator[Record]:
+        """``records``, unchanged, counted."""
+        for record in records:
+            self.records += 1
+            if record.verdict == "reject":
+                day = date.fromisoformat(record.time[:10])
+                year, week, _ = day.isocalendar()
+                bucket = self.weeks.setdefault(f"{year}-W{week:02d}", {})
+                for reason in record.reasons or ("(other)",):
+                    bucket[reason] = bucket.get(reason, 0) + 1
+            yield record
+
+
+def _refusals_over_time(weeks: dict[str, dict[str, int]]) -> str:
     """Refusals by reason per ISO week, as stacked bars with a legend (inline SVG)."""
-    weeks: dict[str, dict[str, int]] = {}
-    for record in records:
-        if record.verdict != "reject":
-            continue
-        day = date.fromisoformat(record.time[:10])
-        year, week, _ = day.isocalendar()
-        bucket = weeks.setdefault(f"{year}-W{week:02d}", {})
-        for reason in record.reasons or ("(other)",):
-            bucket[reason] = bucket.get(reason, 0) + 1
     if not weeks:
         return "<p>Không có thư bị trả về trong kỳ / no refusals in the period.</p>"
     reasons = sorted({r for bucket in weeks.values() for r in bucket})
@@ -211,7 +224,7 @@ def _refusals_over_time(records: list[Record]) -> str:
 
 
 def render_html(
-    scores: list[UnitScore], total: UnitScore, records: list[Record], *, title: str
+    scores: list[UnitScore], total: UnitScore, refusals: RefusalsByWeek, *, title: str
 ) -> str:
     """A self-contained HTML report: tables and charts, no script, nothing fetched."""
     rows = _rows(scores, total)
@@ -245,7 +258,7 @@ tr:last-child td {{ font-weight: bold }}
 <h2>Tỉ lệ sử dụng theo đơn vị / usage rate per unit</h2>
 {_bar_chart(scores)}
 <h2>Thư bị trả về theo lý do / refusals by reason</h2>
-{_refusals_over_time(records)}
+{_refusals_over_time(refusals.weeks)}
 <h2>Đơn vị không hoàn thành nhiệm vụ / units not fulfilling their duty</h2>
 <ol>{failing}</ol>
 <h2>Chi tiết / details</h2>

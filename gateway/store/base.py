@@ -8,15 +8,54 @@ reply. If the store cannot be written the caller must answer 4xx: never 250 with
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gateway.directory import Account
     from gateway.store.chain import ChainProblem
 
-__all__ = ["ACTIVITY_QUERY", "DecisionStore", "Record", "StoreError"]
+__all__ = [
+    "ACTIVITY_QUERY",
+    "PAGE_QUERY",
+    "PAGE_SIZE",
+    "DecisionStore",
+    "Record",
+    "StoreError",
+    "pages",
+]
 
 Record = dict[str, Any]
+
+# One page of records in [start, end), after the (time, id) key of the previous page's last
+# (parameters: time, end, time, id, limit; "%s" placeholders, "?" for SQLite). Written so
+# that the time index gives the range from the last time on: a page costs its own rows, not
+# a sort of the whole rest of the period (the OR of the plain form made SQLite sort it all,
+# each page: 300,000 records took 100 s instead of 38).
+PAGE_QUERY = (
+    "SELECT time, id, record FROM decisions WHERE time >= %s AND time < %s"
+    " AND (time > %s OR id > %s) ORDER BY time, id LIMIT %s"
+)
+PAGE_SIZE = 2000
+
+
+def pages(
+    read: Callable[[tuple[str, str, str, str, int]], list[tuple[str, str, str]]],
+    start: str,
+    end: str,
+) -> Iterator[Record]:
+    """The records in [start, end), oldest first, fetched by ``read`` (one page of
+    :data:`PAGE_QUERY`) a page at a time."""
+    time, last_id = start, ""  # the first page takes time == start too: every id is > ""
+    while True:
+        rows = read((time, end, time, last_id, PAGE_SIZE))
+        for row_time, row_id, text in rows:
+            yield json.loads(text)
+            time, last_id = row_time, row_id
+        if len(rows) < PAGE_SIZE:
+            return
+
 
 # Mailbox activity seen in a period [start, end): (login, kind, last seen), both stores'
 # query (parameters: end, start; "%s" placeholders, "?" for SQLite).
@@ -49,6 +88,10 @@ class DecisionStore(Protocol):
 
     def records_between(self, start: str, end: str) -> list[Record]:
         """Records with ``start <= time < end`` (ISO 8601 UTC strings), oldest first."""
+
+    def iter_records_between(self, start: str, end: str) -> Iterator[Record]:
+        """:meth:`records_between`, read a page at a time: memory stays bounded whatever the
+        period, and no read transaction stays open between pages."""
 
     def verify(self) -> list[ChainProblem]:
         """Every place where an instance's chain breaks (edits, deletions, insertions)."""

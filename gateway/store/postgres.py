@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 
 from gateway.directory import Account, account_from_row, account_row
-from gateway.store.base import ACTIVITY_QUERY, Record, StoreError
+from gateway.store.base import ACTIVITY_QUERY, PAGE_QUERY, Record, StoreError, pages
 from gateway.store.chain import (
     GENESIS,
     INSERT_COLUMNS,
@@ -199,6 +200,10 @@ class PostgresStore:
             (start, end),
         )
         return [json.loads(r[0]) for r in rows]
+
+    def iter_records_between(self, start: str, end: str) -> Iterator[Record]:
+        """:meth:`records_between` a page at a time (bounded memory, no long read)."""
+        return pages(lambda params: [tuple(r) for r in self._query(PAGE_QUERY, params)], start, end)
 
     def verify(self) -> list[ChainProblem]:
         """Check every instance's chain from its anchor."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway.directory import Account, account_from_row, account_row
 from gateway.record import SCHEMA_VERSION
-from gateway.store.base import ACTIVITY_QUERY, Record, StoreError
+from gateway.store.base import ACTIVITY_QUERY, PAGE_QUERY, Record, StoreError, pages
 from gateway.store.chain import (
     GENESIS,
     INSERT_COLUMNS,
@@ -279,6 +279,16 @@ class SqliteStore:
                 (start, end),
             ).fetchall()
         return [json.loads(r[0]) for r in rows]
+
+    def iter_records_between(self, start: str, end: str) -> Iterator[Record]:
+        """:meth:`records_between` a page at a time (bounded memory, no long read)."""
+
+        def read(params: tuple[str, str, str, str, int]) -> list[tuple[str, str, str]]:
+            with self._lock:
+                query = PAGE_QUERY.replace("%s", "?")
+                return [tuple(r) for r in self._db.execute(query, params).fetchall()]
+
+        return pages(read, start, end)
 
     def get(self, decision_id: str) -> Record | None:
         """One record by id (case-insensitive: ids are often read aloud or retyped)."""

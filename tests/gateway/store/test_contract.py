@@ -118,6 +118,24 @@ def test_each_write_is_durable_and_reads_back_exactly(backend: Backend) -> None:
     assert again.tail(2) == by_time[2:]
     start, end = "2026-11-22T10:00:02.000Z", "2026-11-22T10:00:03.000Z"
     assert again.records_between(start, end) == by_time[1:3]  # the end is not included
+    assert list(again.iter_records_between(start, end)) == by_time[1:3]
+
+
+def test_records_are_read_a_page_at_a_time_in_order(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paged reading (pages of 2 here) gives exactly the records of the range, oldest first,
+    ties on time by id, across page boundaries that fall inside a tie."""
+    monkeypatch.setattr("gateway.store.base.PAGE_SIZE", 2)
+    store = backend.open()
+    written = [record(n, second=n // 3) for n in range(1, 10)]  # three records per second
+    for r in written:
+        store.write(r)
+    everything = store.records_between("", "9999")
+    assert list(store.iter_records_between("", "9999")) == everything
+    assert len(everything) == 9
+    start, end = everything[2]["time"], everything[7]["time"]
+    assert list(store.iter_records_between(start, end)) == store.records_between(start, end)
 
 
 def test_a_decision_id_is_stored_once(backend: Backend) -> None:
