@@ -243,13 +243,24 @@ congvu activity import /opt/zimbra/log/audit.log --timezone Asia/Ho_Chi_Minh
         "score units' use of official mail",
         """
 congvu report                                   # this month so far, a table
-congvu report --from 2026-10-01 --to 2026-12-31 --format xlsx -o q4.xlsx
+congvu report --period 2026-Q4 --format xlsx -o q4.xlsx
+congvu report --from 2026-10-01 --to 2026-12-31 --unit "UBND xa Gia Hiep"
+congvu report --period 2026 --by month --unit "UBND xa Gia Hiep"   # over time
 congvu report idle --days 90                    # accounts unused for 90 days
 """,
     )
     report.add_argument("kind", nargs="?", choices=("units", "idle"), default="units")
     report.add_argument("--from", dest="start", type=date.fromisoformat, help="first day")
     report.add_argument("--to", dest="end", type=date.fromisoformat, help="last day")
+    report.add_argument(
+        "--period", help="a year, month or quarter instead of --from/--to: 2026, 2026-11, 2026-Q4"
+    )
+    report.add_argument(
+        "--by",
+        choices=("month", "quarter", "year"),  # gateway.report.periods.BY
+        help="the figures of each month, quarter or year of the period, one line each "
+        "(of --unit, else the total)",
+    )
     report.add_argument("--unit", help="one unit only")
     report.add_argument(
         "--format", choices=("table", "csv", "json", "xlsx", "html"), default="table"
@@ -422,8 +433,10 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
         idle_report,
         render,
         render_html,
+        render_trend,
         write_xlsx,
     )
+    from gateway.report.periods import parse_period, split
     from policies.schema import VIETNAM_TIME
 
     today = datetime.now(VIETNAM_TIME).date()
@@ -454,11 +467,43 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
                     for row in rows:
                         print("  " + "  ".join(str(v) for v in row.values()))
             return EXIT_OK
+        if args.period:
+            if args.start or args.end:
+                print("congvu report: --period or --from/--to, not both", file=sys.stderr)
+                return EXIT_USAGE
+            try:
+                args.start, args.end = parse_period(args.period)
+            except ValueError as exc:
+                print(f"congvu report: {exc}", file=sys.stderr)
+                return EXIT_USAGE
         start = args.start or today.replace(day=1)
         end = args.end or today
         if end < start:
             print("congvu report: --to is before --from", file=sys.stderr)
             return EXIT_USAGE
+        min_rate = (
+            args.min_rate
+            if args.min_rate is not None
+            else load_policy(config.policy_file).min_usage_rate
+        )
+        if args.by:
+            if args.format not in ("table", "csv", "json"):
+                print("congvu report: --by prints table, csv or json", file=sys.stderr)
+                return EXIT_USAGE
+            trend = []
+            for label, first, last in split(start, end, args.by):
+                bounds = (_utc_bound(first), _utc_bound(last + timedelta(days=1)))
+                scores, total = build_report(
+                    (Record.from_dict(r) for r in store.iter_records_between(*bounds)),
+                    accounts,
+                    period_end=last,
+                    unit=args.unit,
+                    min_rate=min_rate,
+                    activity=store.activity_between(*bounds),
+                )
+                trend.append((label, scores[0] if args.unit and scores else total))
+            print(render_trend(trend, args.format), end="")
+            return EXIT_OK
         period = (_utc_bound(start), _utc_bound(end + timedelta(days=1)))
         activity = store.activity_between(*period)
         # One pass over the period's records, a page at a time: memory stays bounded.
@@ -473,11 +518,7 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
             accounts,
             period_end=end,
             unit=args.unit,
-            min_rate=(
-                args.min_rate
-                if args.min_rate is not None
-                else load_policy(config.policy_file).min_usage_rate
-            ),
+            min_rate=min_rate,
             progress=progress if sys.stderr.isatty() else None,
             activity=activity,
         )

@@ -1,7 +1,13 @@
 """Scoring the units' use of official mail (:mod:`.scoring`) and rendering the office's
 report (:mod:`.render`), from the decision records and the account directory."""
 
-from gateway.report.render import RefusalsByWeek, render, render_html, write_xlsx
+from gateway.report.render import (
+    RefusalsByWeek,
+    render,
+    render_html,
+    render_trend,
+    write_xlsx,
+)
 from gateway.report.scoring import IdleReport, UnitScore, build_report, idle_report
 
 __all__ = [
@@ -12,5 +18,6 @@ __all__ = [
     "idle_report",
     "render",
     "render_html",
+    "render_trend",
     "write_xlsx",
 ]

@@ -18,7 +18,7 @@ from typing import Any
 from gateway.record import Record
 from gateway.report.scoring import COUNTS, UnitScore
 
-__all__ = ["HEADINGS", "RefusalsByWeek", "render", "render_html", "write_xlsx"]
+__all__ = ["HEADINGS", "RefusalsByWeek", "render", "render_html", "render_trend", "write_xlsx"]
 
 
 def _cell(value: Any) -> Any:
@@ -82,6 +82,31 @@ def render(scores: list[UnitScore], total: UnitScore, fmt: str) -> str:
             f"{r['unit'][:34]:<34} {r['accounts_issued']:>5} {r['accounts_active']:>5} "
             f"{r['usage_rate']:>8} {r['messages_sent']:>5} {r['accepted']:>5} {r['refused']:>5} "
             f"{r['documents_unsigned']:>8}  {r['non_compliant']}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_trend(rows: list[tuple[str, UnitScore]], fmt: str) -> str:
+    """One unit's (or the total's) figures per period, as ``table``, ``csv`` or ``json``."""
+    records = [{"period": period, **_rows([], score)[0]} for period, score in rows]
+    if fmt == "json":
+        return json.dumps(records, ensure_ascii=False, indent=2) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        fields = ["period", *HEADINGS]
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        writer.writerow({"period": "Kỳ", **HEADINGS})
+        writer.writerows(records)
+        return out.getvalue()
+    lines = [
+        f"{'Kỳ / period':<12} {'cấp':>5} {'dùng':>5} {'tỉ lệ %':>8} {'gửi':>6} {'nhận':>6} "
+        f"{'trả':>6} {'không ký':>8}"
+    ]
+    for r in records:
+        lines.append(
+            f"{r['period']:<12} {r['accounts_issued']:>5} {r['accounts_active']:>5} "
+            f"{r['usage_rate']:>8} {r['messages_sent']:>6} {r['accepted']:>6} "
+            f"{r['refused']:>6} {r['documents_unsigned']:>8}"
         )
     return "\n".join(lines) + "\n"
 
