@@ -247,9 +247,10 @@ congvu report --period 2026-Q4 --format xlsx -o q4.xlsx
 congvu report --from 2026-10-01 --to 2026-12-31 --unit "UBND xa Gia Hiep"
 congvu report --period 2026 --by month --unit "UBND xa Gia Hiep"   # over time
 congvu report idle --days 90                    # accounts unused for 90 days
+congvu report review --period 2026              # the emulation review, units ranked
 """,
     )
-    report.add_argument("kind", nargs="?", choices=("units", "idle"), default="units")
+    report.add_argument("kind", nargs="?", choices=("units", "idle", "review"), default="units")
     report.add_argument("--from", dest="start", type=date.fromisoformat, help="first day")
     report.add_argument("--to", dest="end", type=date.fromisoformat, help="last day")
     report.add_argument(
@@ -486,6 +487,11 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
             if args.min_rate is not None
             else load_policy(config.policy_file).min_usage_rate
         )
+        if args.kind == "review":
+            if args.format not in ("table", "csv", "json"):
+                print("congvu report: review prints table, csv or json", file=sys.stderr)
+                return EXIT_USAGE
+            return _review(args, store, accounts, start=start, end=end, min_rate=min_rate)
         if args.by:
             if args.format not in ("table", "csv", "json"):
                 print("congvu report: --by prints table, csv or json", file=sys.stderr)
@@ -536,6 +542,54 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
         print(f"{args.output}: {len(scores)} units, {refusals.records} decisions")
         return EXIT_OK
     print(render(scores, total, args.format), end="")
+    return EXIT_OK
+
+
+def _review(
+    args: argparse.Namespace,
+    store: DecisionStore,
+    accounts: list[Any],
+    *,
+    start: date,
+    end: date,
+    min_rate: float,
+) -> int:
+    """The emulation review of [start, end]: the period's scores and the accounts idle at its
+    end (no mail and no login in the ``--days`` before it; never-seen accounts issued before
+    then count too)."""
+    from gateway.record import Record
+    from gateway.report import build_report, idle_report, render_review, review
+    from policies.schema import VIETNAM_TIME
+
+    bounds = (_utc_bound(start), _utc_bound(end + timedelta(days=1)))
+    used: set[str] = set()
+    scores, _ = build_report(
+        (Record.from_dict(r) for r in store.iter_records_between(*bounds)),
+        accounts,
+        period_end=end,
+        unit=args.unit,
+        min_rate=min_rate,
+        activity=store.activity_between(*bounds),
+        used=used,
+    )
+    ending = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=VIETNAM_TIME)
+    idle = idle_report(
+        (Record.from_dict(r) for r in store.iter_records_between("", bounds[1])),
+        accounts,
+        now=ending.astimezone(UTC),
+        days=args.days,
+        is_official=lambda _: False,
+        activity=store.activity_between("", bounds[1]),
+    )
+    issued_before = (ending - timedelta(days=args.days)).date()
+    by_address = {a.address: a for a in accounts}
+    idle_addresses = {row["address"] for row in idle.idle} | {
+        row["address"]
+        for row in idle.never_seen
+        if by_address[row["address"]].issued < issued_before
+    }
+    rows = review(scores, accounts, used=used, idle=idle_addresses, min_rate=min_rate)
+    print(render_review(rows, args.format), end="")
     return EXIT_OK
 
 

@@ -5,19 +5,30 @@ from gateway.report.render import (
     RefusalsByWeek,
     render,
     render_html,
+    render_review,
     render_trend,
     write_xlsx,
 )
-from gateway.report.scoring import IdleReport, UnitScore, build_report, idle_report
+from gateway.report.scoring import (
+    IdleReport,
+    ReviewRow,
+    UnitScore,
+    build_report,
+    idle_report,
+    review,
+)
 
 __all__ = [
     "IdleReport",
     "RefusalsByWeek",
+    "ReviewRow",
     "UnitScore",
     "build_report",
     "idle_report",
     "render",
     "render_html",
+    "render_review",
     "render_trend",
+    "review",
     "write_xlsx",
 ]

@@ -16,9 +16,18 @@ from datetime import date
 from typing import Any
 
 from gateway.record import Record
-from gateway.report.scoring import COUNTS, UnitScore
+from gateway.report.scoring import COUNTS, ReviewRow, UnitScore
 
-__all__ = ["HEADINGS", "RefusalsByWeek", "render", "render_html", "render_trend", "write_xlsx"]
+__all__ = [
+    "HEADINGS",
+    "REVIEW_HEADINGS",
+    "RefusalsByWeek",
+    "render",
+    "render_html",
+    "render_review",
+    "render_trend",
+    "write_xlsx",
+]
 
 
 def _cell(value: Any) -> Any:
@@ -59,6 +68,7 @@ HEADINGS = {
     "evidence": "Mã quyết định (bằng chứng)",
     "active_by_mail": "Sử dụng: gửi thư",
     "active_by_login_only": "Sử dụng: chỉ đăng nhập",
+    "unsigned_returned": "Văn bản không ký số bị trả về",
 }
 
 
@@ -107,6 +117,49 @@ def render_trend(rows: list[tuple[str, UnitScore]], fmt: str) -> str:
             f"{r['period']:<12} {r['accounts_issued']:>5} {r['accounts_active']:>5} "
             f"{r['usage_rate']:>8} {r['messages_sent']:>6} {r['accepted']:>6} "
             f"{r['refused']:>6} {r['documents_unsigned']:>8}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+REVIEW_HEADINGS = {
+    "rank": "Xếp hạng",
+    "unit": "Đơn vị",
+    "usage_rate": "(1) Tỉ lệ sử dụng (%)",
+    "from_personal_providers": "(2) Gửi từ thư cá nhân",
+    "unsigned_returned": "(3) Văn bản không ký số bị trả về",
+    "advisories": "(4) Đăng ký dịch vụ, ghi thư cá nhân",
+    "idle_accounts": "(5) Hộp thư không dùng 90 ngày",
+    "clerk_used": "(6) Hộp thư văn thư được dùng",
+    "criteria_met": "Số tiêu chí đạt",
+    "criteria_missed": "Tiêu chí không đạt",
+}
+
+
+def render_review(rows: list[ReviewRow], fmt: str) -> str:
+    """The emulation review as ``table``, ``csv`` or ``json``."""
+    plain = []
+    for row in rows:
+        item = asdict(row)
+        item["criteria_missed"] = " ".join(row.criteria_missed)
+        plain.append({k: _cell(v) for k, v in item.items()})
+    if fmt == "json":
+        return json.dumps(plain, ensure_ascii=False, indent=2) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(REVIEW_HEADINGS), lineterminator="\n")
+        writer.writerow(REVIEW_HEADINGS)
+        writer.writerows(plain)
+        return out.getvalue()
+    lines = [
+        f"{'hạng':>4} {'Đơn vị / unit':<34} {'(1) %':>7} {'(2)':>4} {'(3)':>4} {'(4)':>4} "
+        f"{'(5)':>4} {'(6)':>4} {'đạt':>4}"
+    ]
+    for r in plain:
+        lines.append(
+            f"{r['rank']:>4} {r['unit'][:34]:<34} {r['usage_rate']:>7} "
+            f"{r['from_personal_providers']:>4} {r['unsigned_returned']:>4} {r['advisories']:>4} "
+            f"{r['idle_accounts']:>4} {'có' if r['clerk_used'] else 'không':>4} "
+            f"{r['criteria_met']:>2}/6"
         )
     return "\n".join(lines) + "\n"
 

@@ -22,14 +22,23 @@ from gateway.directory import Account
 from gateway.record import Record
 from policies.identity import proven_by_dkim
 
-__all__ = ["COUNTS", "IdleReport", "UnitScore", "attribute", "build_report", "idle_report", "rate"]
+__all__ = [
+    "COUNTS",
+    "CRITERIA",
+    "IdleReport",
+    "ReviewRow",
+    "UnitScore",
+    "attribute",
+    "build_report",
+    "idle_report",
+    "rate",
+    "review",
+]
 
 # The counted fields of a UnitScore: summed into the total, stored as numbers in XLSX.
 COUNTS = (
     "accounts_issued",
     "accounts_active",
-    "active_by_mail",
-    "active_by_login_only",
     "messages_sent",
     "accepted",
     "refused",
@@ -38,6 +47,9 @@ COUNTS = (
     "documents_exempted",
     "from_personal_providers",
     "advisories",
+    "active_by_mail",
+    "active_by_login_only",
+    "unsigned_returned",
 )
 
 
@@ -68,9 +80,11 @@ class UnitScore:
     advisories: int = 0  # counted signs of misuse (registrations, personal contact addresses)
     non_compliant: list[str] = field(default_factory=list)  # why, if the unit falls short
     evidence: list[str] = field(default_factory=list)  # decision ids behind the findings
-    # What made the accounts active (last, so that earlier columns keep their places):
+    # Added later (last, so that earlier columns keep their places): what made the accounts
+    # active, and the unsigned documents returned (the count behind non_compliant's first).
     active_by_mail: int = 0  # a counted record attributed to the account
     active_by_login_only: int = 0  # no record, but a login the mail server logged
+    unsigned_returned: int = 0  # unsigned documents in the unit's refused records
 
 
 def _candidates(record: Record) -> list[str]:
@@ -156,6 +170,7 @@ def build_report(
     progress: Callable[[int], None] | None = None,
     every: int = 10_000,
     activity: Iterable[tuple[str, str, str]] = (),
+    used: set[str] | None = None,
 ) -> tuple[list[UnitScore], UnitScore]:
     """Per-unit scores (ranked: non-compliant first) and the district total.
 
@@ -164,7 +179,8 @@ def build_report(
     logged in; the two kinds of evidence are counted apart.
 
     ``progress`` is called with the count of records read every ``every`` records (a long
-    run over a year of a province's mail should say it is alive).
+    run over a year of a province's mail should say it is alive). ``used``, if given, gets
+    the addresses of the accounts used.
     """
     by_address = {a.address: a for a in accounts}
     by_personal = {p: a for a in accounts for p in a.personal_addresses}
@@ -218,7 +234,10 @@ def build_report(
         if holder is not None and holder.issued <= period_end:
             logged.setdefault(holder.unit, set()).add(holder.address)
             units.setdefault(holder.unit, UnitScore(holder.unit))
+    if used is not None:
+        used.update(*active.values(), *logged.values())
     for name, score in units.items():
+        score.unsigned_returned = returned_unsigned.get(name, 0)
         by_mail = active.get(name, set())
         score.active_by_mail = len(by_mail)
         score.active_by_login_only = len(logged.get(name, set()) - by_mail)
@@ -318,3 +337,78 @@ def idle_report(
         if address not in known and is_official(address.rpartition("@")[2])
     ]
     return IdleReport(idle, never, unknown)
+
+
+@dataclass
+class ReviewRow:
+    """One unit in the emulation review (bình xét thi đua): the directives' criteria, each
+    met or not, and the unit's rank."""
+
+    rank: int
+    unit: str
+    usage_rate: str  # (1) accounts used / issued, at least the policy's min_usage_rate
+    from_personal_providers: int  # (2) none: official mail only (Phù Mỹ 1; Phú Giáo 1)
+    unsigned_returned: int  # (3) none: every document signed (Phù Mỹ 2)
+    advisories: int  # (4) none: no registrations, no public contact addresses (Phú Giáo 2)
+    idle_accounts: int  # (5) none unused for 90 days at the period's end (Di Linh)
+    clerk_used: bool  # (6) the unit's clerk (văn thư) account was used (Vân Canh)
+    criteria_met: int = 0
+    criteria_missed: list[str] = field(default_factory=list)
+
+
+CRITERIA = (
+    "usage_rate",
+    "from_personal_providers",
+    "unsigned_returned",
+    "advisories",
+    "idle_accounts",
+    "clerk_used",
+)
+
+
+def review(
+    scores: list[UnitScore],
+    accounts: list[Account],
+    *,
+    used: set[str],
+    idle: set[str],
+    min_rate: float,
+) -> list[ReviewRow]:
+    """The emulation review of the period's units, ranked: most criteria met first, then
+    the higher usage rate, then by name. ``used``: accounts used in the period (mail or
+    login); ``idle``: accounts with neither in the 90 days before the period's end."""
+    rows = []
+    clerks: dict[str, list[str]] = {}
+    idle_by_unit: dict[str, int] = {}
+    for account in accounts:
+        if account.role == "clerk":
+            clerks.setdefault(account.unit, []).append(account.address)
+        if account.address in idle:
+            idle_by_unit[account.unit] = idle_by_unit.get(account.unit, 0) + 1
+    for score in scores:
+        row = ReviewRow(
+            rank=0,
+            unit=score.unit,
+            usage_rate=score.usage_rate,
+            from_personal_providers=score.from_personal_providers,
+            unsigned_returned=score.unsigned_returned,
+            advisories=score.advisories,
+            idle_accounts=idle_by_unit.get(score.unit, 0),
+            clerk_used=any(a in used for a in clerks.get(score.unit, [])),
+        )
+        issued = score.accounts_issued
+        met = {
+            "usage_rate": bool(issued) and 100 * score.accounts_active / issued >= min_rate,
+            "from_personal_providers": row.from_personal_providers == 0,
+            "unsigned_returned": row.unsigned_returned == 0,
+            "advisories": row.advisories == 0,
+            "idle_accounts": row.idle_accounts == 0,
+            "clerk_used": row.clerk_used,
+        }
+        row.criteria_met = sum(met.values())
+        row.criteria_missed = [name for name in CRITERIA if not met[name]]
+        rows.append(row)
+    rows.sort(key=lambda r: (-r.criteria_met, -float(r.usage_rate), r.unit))
+    for rank, row in enumerate(rows, start=1):
+        row.rank = rank
+    return rows

@@ -180,3 +180,41 @@ def test_a_unit_over_time_and_the_named_periods(
     assert quarter["accounts_active"] == 10 and quarter["messages_sent"] == 2205
     assert main(["report", "--period", "2026-Q5", *unit]) == 2
     assert main(["report", "--period", "2026", "--from", "2026-01-01", *unit]) == 2
+
+
+def test_the_emulation_review_ranks_units_by_the_directives_criteria(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """September, hand-checked: the huyện meets 4 criteria (gmail use and no clerk account
+    miss); Xã A 4 (its clerk logged in; unsigned documents returned and three accounts never
+    used miss); Xã B 3 (no use at all: rate, idle accounts, clerk)."""
+    store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
+    for record in generate():
+        store.write(record.to_dict())
+    clerk = Account("vta@lamdong.gov.vn", "Van thu A", "Xã A", "clerk", date(2022, 1, 1))
+    store.replace_accounts([*accounts(), clerk])
+    seen = "2026-09-15T02:00:00Z"
+    store.record_activity([("vta@lamdong.gov.vn", "2026-09-15", "webmail", seen, seen)])
+    store.close()
+    config = tmp_path / "congvu.toml"
+    config.write_text(f'[store]\nsqlite = "{tmp_path / "d.sqlite"}"\n')
+    args = ["report", "review", "--period", "2026-09", "--min-rate", "20"]
+    assert main([*args, "--format", "json", "--config", str(config)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [
+        (r["rank"], r["unit"], r["usage_rate"], r["criteria_met"], r["criteria_missed"])
+        for r in rows
+    ] == [
+        (1, "UBND huyện", "70.00", 4, "from_personal_providers clerk_used"),
+        (2, "Xã A", "57.14", 4, "unsigned_returned idle_accounts"),
+        (3, "Xã B", "0.00", 3, "usage_rate idle_accounts clerk_used"),
+    ]
+    assert [(r["idle_accounts"], r["clerk_used"]) for r in rows] == [
+        (0, False),
+        (3, True),
+        (3, False),
+    ]
+    assert [r["unsigned_returned"] for r in rows] == [0, 10, 0]
+    assert main([*args, "--config", str(config)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split()[:2] == ["1", "UBND"] and table[1].endswith("4/6")
