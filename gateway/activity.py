@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import IO, Any
 
@@ -130,7 +130,7 @@ def _time_of(line: str, local: tzinfo, now: datetime) -> datetime | None:
     return None
 
 
-_SLACK = datetime(2000, 1, 2) - datetime(2000, 1, 1)  # a server clock a day ahead
+_SLACK = timedelta(days=1)  # a mail server's clock a day ahead of ours
 
 
 def parse_line(line: str, *, local: tzinfo, now: datetime) -> Activity | None:

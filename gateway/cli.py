@@ -430,7 +430,6 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
     from gateway.record import Record
     from gateway.report import (
         RefusalsByWeek,
-        build_report,
         idle_report,
         render,
         render_html,
@@ -498,35 +497,26 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
                 return EXIT_USAGE
             trend = []
             for label, first, last in split(start, end, args.by):
-                bounds = (_utc_bound(first), _utc_bound(last + timedelta(days=1)))
-                scores, total = build_report(
-                    (Record.from_dict(r) for r in store.iter_records_between(*bounds)),
-                    accounts,
-                    period_end=last,
-                    unit=args.unit,
-                    min_rate=min_rate,
-                    activity=store.activity_between(*bounds),
+                scores, total = _score(
+                    store, accounts, first, last, unit=args.unit, min_rate=min_rate
                 )
                 trend.append((label, scores[0] if args.unit and scores else total))
             print(render_trend(trend, args.format), end="")
             return EXIT_OK
-        period = (_utc_bound(start), _utc_bound(end + timedelta(days=1)))
-        activity = store.activity_between(*period)
-        # One pass over the period's records, a page at a time: memory stays bounded.
         refusals = RefusalsByWeek()
-        stream = refusals.count(Record.from_dict(r) for r in store.iter_records_between(*period))
 
         def progress(count: int) -> None:
             print(f"\r{count} decisions read", end="", file=sys.stderr, flush=True)
 
-        scores, total = build_report(
-            stream,
+        scores, total = _score(
+            store,
             accounts,
-            period_end=end,
+            start,
+            end,
             unit=args.unit,
             min_rate=min_rate,
+            refusals=refusals,
             progress=progress if sys.stderr.isatty() else None,
-            activity=activity,
         )
     title = f"Tình hình sử dụng thư công vụ từ {start:%d/%m/%Y} đến {end:%d/%m/%Y}"
     if args.format in ("xlsx", "html"):
@@ -545,6 +535,38 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
     return EXIT_OK
 
 
+def _score(
+    store: DecisionStore,
+    accounts: list[Any],
+    first: date,
+    last: date,
+    *,
+    unit: str | None,
+    min_rate: float,
+    used: set[str] | None = None,
+    refusals: Any = None,
+    progress: Any = None,
+) -> tuple[list[Any], Any]:
+    """The units' scores for the days [first, last]: one pass over the period's records, a
+    page at a time (memory stays bounded), with the logins of the period. ``refusals`` (a
+    :class:`gateway.report.RefusalsByWeek`) counts the refusals on the way."""
+    from gateway.record import Record
+    from gateway.report import build_report
+
+    bounds = (_utc_bound(first), _utc_bound(last + timedelta(days=1)))
+    records = (Record.from_dict(r) for r in store.iter_records_between(*bounds))
+    return build_report(
+        refusals.count(records) if refusals is not None else records,
+        accounts,
+        period_end=last,
+        unit=unit,
+        min_rate=min_rate,
+        progress=progress,
+        activity=store.activity_between(*bounds),
+        used=used,
+    )
+
+
 def _review(
     args: argparse.Namespace,
     store: DecisionStore,
@@ -558,20 +580,12 @@ def _review(
     end (no mail and no login in the ``--days`` before it; never-seen accounts issued before
     then count too)."""
     from gateway.record import Record
-    from gateway.report import build_report, idle_report, render_review, review
+    from gateway.report import idle_report, render_review, review
     from policies.schema import VIETNAM_TIME
 
     bounds = (_utc_bound(start), _utc_bound(end + timedelta(days=1)))
     used: set[str] = set()
-    scores, _ = build_report(
-        (Record.from_dict(r) for r in store.iter_records_between(*bounds)),
-        accounts,
-        period_end=end,
-        unit=args.unit,
-        min_rate=min_rate,
-        activity=store.activity_between(*bounds),
-        used=used,
-    )
+    scores, _ = _score(store, accounts, start, end, unit=args.unit, min_rate=min_rate, used=used)
     ending = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=VIETNAM_TIME)
     idle = idle_report(
         (Record.from_dict(r) for r in store.iter_records_between("", bounds[1])),

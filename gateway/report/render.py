@@ -72,17 +72,22 @@ HEADINGS = {
 }
 
 
+def _csv(headings: dict[str, str], rows: list[dict[str, Any]]) -> str:
+    """``rows`` as CSV, under a row of (Vietnamese) headings for the keys of ``headings``."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(headings), lineterminator="\n")
+    writer.writerow(headings)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
 def render(scores: list[UnitScore], total: UnitScore, fmt: str) -> str:
     """The report as ``table``, ``csv`` or ``json`` text."""
     rows = _rows(scores, total)
     if fmt == "json":
         return json.dumps({"units": rows[:-1], "total": rows[-1]}, ensure_ascii=False, indent=2)
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(HEADINGS), lineterminator="\n")
-        writer.writerow(HEADINGS)
-        writer.writerows(rows)
-        return out.getvalue()
+        return _csv(HEADINGS, rows)
     lines = [
         f"{'Đơn vị / unit':<34} {'cấp':>5} {'dùng':>5} {'tỉ lệ %':>8} {'gửi':>5} "
         f"{'nhận':>5} {'trả':>5} {'không ký':>8}  không hoàn thành"
@@ -102,12 +107,7 @@ def render_trend(rows: list[tuple[str, UnitScore]], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(records, ensure_ascii=False, indent=2) + "\n"
     if fmt == "csv":
-        out = io.StringIO()
-        fields = ["period", *HEADINGS]
-        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-        writer.writerow({"period": "Kỳ", **HEADINGS})
-        writer.writerows(records)
-        return out.getvalue()
+        return _csv({"period": "Kỳ", **HEADINGS}, records)
     lines = [
         f"{'Kỳ / period':<12} {'cấp':>5} {'dùng':>5} {'tỉ lệ %':>8} {'gửi':>6} {'nhận':>6} "
         f"{'trả':>6} {'không ký':>8}"
@@ -145,11 +145,7 @@ def render_review(rows: list[ReviewRow], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(plain, ensure_ascii=False, indent=2) + "\n"
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(REVIEW_HEADINGS), lineterminator="\n")
-        writer.writerow(REVIEW_HEADINGS)
-        writer.writerows(plain)
-        return out.getvalue()
+        return _csv(REVIEW_HEADINGS, plain)
     lines = [
         f"{'hạng':>4} {'Đơn vị / unit':<34} {'(1) %':>7} {'(2)':>4} {'(3)':>4} {'(4)':>4} "
         f"{'(5)':>4} {'(6)':>4} {'đạt':>4}"
