@@ -761,7 +761,9 @@ def _serve(
     from gateway.logs import get_logger
     from gateway.server import SHUTDOWN_GRACE, Gateway, ListenError, bind, listen_address, serve
     from gateway.store import StoreError
-    from gateway.workers import Supervisor
+    from gateway.workers import Supervisor, hold_stop_signals
+
+    hold_stop_signals()  # the ports are bound next: a stop from then on is a clean stop
 
     worker = args.worker is not None
     if args.command == "milter":  # the milter alone: no SMTP proxy listener

@@ -28,6 +28,7 @@ from gateway.notices import Notifier
 from gateway.relay import DownstreamWatch, Relay, make_relay
 from gateway.smtp import GatewayHandler, GatewaySMTP
 from gateway.store import AuditLog, DecisionStore, Journal, journal_path, open_store, reconcile
+from gateway.workers import take_stop_signals
 from policies import ConfigError, Policy, load_policy
 
 if TYPE_CHECKING:
@@ -369,8 +370,7 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    take_stop_signals(loop, stop)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload_policy)
     supervised = gateway.config.worker_index is not None  # the supervisor serves /health
     # The downstream is checked once before the first client, beside the self-test, so that

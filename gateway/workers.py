@@ -40,11 +40,33 @@ from gateway.metrics import serve_http
 from gateway.relay import DownstreamWatch
 from policies import ConfigError, load_policy
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "hold_stop_signals", "take_stop_signals"]
 
 _RESTART_PAUSES = (0.5, 1.0, 2.0, 5.0, 10.0)  # seconds before restarts, for crash loops
 _STABLE_AFTER = 60.0  # a worker that lived this long resets the restart pause
 _EXIT_USAGE = 2  # a worker's exit status when it cannot start (see gateway.cli)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_stopping: list[int] = []  # stop signals that came before the event loop took them
+
+
+def hold_stop_signals() -> None:
+    """From now until the event loop takes them (:func:`gateway.server.serve`, the
+    supervisor), SIGTERM and SIGINT are remembered instead of ending the process. ``congvu
+    serve`` binds its ports before the store and the validation pool: a stop in between
+    (systemd stopping a unit that is still starting) then becomes a clean stop, not death by
+    the signal (exit -15)."""
+    for number in _STOP_SIGNALS:
+        signal.signal(number, lambda signum, _frame: _stopping.append(signum))
+
+
+def take_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Let ``loop`` set ``stop`` on SIGTERM and SIGINT, and set it now if one came already."""
+    for number in _STOP_SIGNALS:
+        loop.add_signal_handler(number, stop.set)
+    if _stopping:
+        stop.set()
 
 
 @dataclass
@@ -160,8 +182,7 @@ class Supervisor:
         """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
+        take_stop_signals(loop, stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         http = None
         if self.config.metrics_listen:

@@ -116,3 +116,30 @@ def test_metrics_and_health_for_the_admin(served) -> None:  # type: ignore[no-un
     assert "congvu_transaction_seconds_bucket" in text and "congvu_sessions" in text
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
+
+
+def test_a_stop_while_starting_is_a_clean_stop(tmp_path: Path) -> None:
+    """systemd may stop a unit that is still starting. SIGTERM as soon as the port listens
+    (the ports are bound first, before the store and the validation pool) ends the gateway
+    as any stop does: exit 0 and ``gateway.stopped``, never killed by the signal."""
+    port = free_port()
+    write_policy(tmp_path / "policy.toml", "enforce")
+    (tmp_path / "congvu.toml").write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\n[downstream]\nurl = "maildir:maildir"\n'
+        '[policy]\nfile = "policy.toml"\n[log]\nfile = "gateway.log"\n'
+        '[store]\nsqlite = "decisions.sqlite"\n',
+        "utf-8",
+    )
+    proc = subprocess.Popen([CONGVU, "serve", "--config", str(tmp_path / "congvu.toml")])
+    try:
+        deadline = time.monotonic() + 10
+        while not listening(port):
+            assert time.monotonic() < deadline, "never listened"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "gateway.stopped" in [e["event"] for e in events(tmp_path / "gateway.log")]

@@ -282,8 +282,7 @@ def test_a_message_handed_over_when_the_gateway_is_killed_has_a_record(
     downstream.handler.reply_delay = 0
     restarted = subprocess.Popen([CONGVU, "serve", "--config", str(config)])
     try:
-        # Started (the journal read, SIGTERM handled), not only listening: the port is bound
-        # before the rest, and a SIGTERM then ends the process as the default action does.
+        # Started (both workers have read the journal at start-up), not only listening.
         wait_for(lambda: started_workers(tmp_path / "gateway.log") == 2, timeout=30)
     finally:
         restarted.send_signal(signal.SIGTERM)
