@@ -137,10 +137,17 @@ def parse_line(line: str, *, local: tzinfo, now: datetime) -> Activity | None:
     """The successful login that one log line records, or None (not a login line, or a
     login line whose time cannot be read: :func:`read_activity` tells the two apart)."""
     found = _login_of(line)
-    moment = _time_of(line, local, now) if found is not None else None
-    if found is None or moment is None or not found[0].strip():
+    return _activity(line, found, local, now) if found is not None else None
+
+
+def _activity(line: str, found: tuple[str, str], local: tzinfo, now: datetime) -> Activity | None:
+    """The login ``found`` in ``line`` as an :class:`Activity`, or None if its time (or its
+    name) cannot be read."""
+    login, kind = found
+    moment = _time_of(line, local, now)
+    if moment is None or not login.strip():
         return None
-    return Activity(found[0].strip().lower(), found[1], moment)
+    return Activity(login.strip().lower(), kind, moment)
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -162,11 +169,14 @@ def read_activity(
     """The logins in ``lines``, counting what was read in ``summary``."""
     for line in lines:
         summary.lines += 1
-        found = parse_line(line, local=local, now=now)
-        if found is not None:
+        found = _login_of(line)  # most lines of a mail log are not logins: one search each
+        if found is None:
+            continue
+        activity = _activity(line, found, local, now)
+        if activity is not None:
             summary.logins += 1
-            yield found
-        elif _login_of(line) is not None:  # a login whose time (or name) cannot be read
+            yield activity
+        else:  # a login whose time (or name) cannot be read
             summary.unreadable += 1
             if len(summary.examples) < 3:
                 summary.examples.append(line.rstrip("\n")[:200])
