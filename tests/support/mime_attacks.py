@@ -33,17 +33,27 @@ def _b64(data: bytes) -> str:
     return base64.encodebytes(data).decode().replace("\n", "\r\n")
 
 
-def _with_encoding(cte: str) -> Callable[[str, bytes], str]:
-    """A base64 part whose Content-Transfer-Encoding field is written as ``cte``."""
+_BASE64 = "Content-Transfer-Encoding: base64"
+
+
+def _part(*fields: str) -> Callable[[str, bytes], str]:
+    """A part with these header ``fields`` (``{name}`` in them is the file's name) and the
+    document in base64."""
 
     def part(name: str, data: bytes) -> str:
-        return (
-            f'--MIX\r\nContent-Type: application/pdf; name="{name}"\r\n'
-            f'Content-Disposition: attachment; filename="{name}"\r\n'
-            f"Content-Transfer-Encoding: {cte}\r\n\r\n{_b64(data)}"
-        )
+        head = "".join(f"{field.format(name=name)}\r\n" for field in fields)
+        return f"--MIX\r\n{head}\r\n{_b64(data)}"
 
     return part
+
+
+def _with_encoding(cte: str) -> Callable[[str, bytes], str]:
+    """A base64 part whose Content-Transfer-Encoding field is written as ``cte``."""
+    return _part(
+        'Content-Type: application/pdf; name="{name}"',
+        'Content-Disposition: attachment; filename="{name}"',
+        f"Content-Transfer-Encoding: {cte}",
+    )
 
 
 def _qp(data: bytes) -> str:
@@ -98,12 +108,7 @@ def _disguised(content_type: str) -> Callable[[str, bytes], str]:
     """The document in base64 in a body part with no file name: ``content_type`` (a text
     type, or none at all, which means text/plain). A client that sniffs the content or saves
     the part opens a PDF."""
-
-    def part(name: str, data: bytes) -> str:
-        field = f"Content-Type: {content_type}\r\n" if content_type else ""
-        return f"--MIX\r\n{field}Content-Transfer-Encoding: base64\r\n\r\n{_b64(data)}"
-
-    return part
+    return _part(*([f"Content-Type: {content_type}"] if content_type else []), _BASE64)
 
 
 SEEN: tuple[Case, ...] = (
@@ -123,46 +128,36 @@ SEEN: tuple[Case, ...] = (
     Case("in a part with no Content-Type", _disguised("")),
     Case(
         "its name written plain and in RFC 2231 form, as clients do for a non-ASCII name",
-        lambda name, data: (
-            "--MIX\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; "
-            f"filename=\"{name}\"; filename*=utf-8''C%C3%B4ng%20v%C4%83n.pdf\r\n"
-            f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(data)}"
+        _part(
+            "Content-Type: application/pdf",
+            'Content-Disposition: attachment; filename="{name}"; '
+            "filename*=utf-8''C%C3%B4ng%20v%C4%83n.pdf",
+            _BASE64,
         ),
     ),
 )
 
 
-def _space_before_colon(name: str, data: bytes) -> str:
-    return (
-        f'--MIX\r\nContent-Type : application/pdf; name="{name}"\r\n'
-        f'Content-Disposition : attachment; filename="{name}"\r\n'
-        f"Content-Transfer-Encoding : base64\r\n\r\n{_b64(data)}"
-    )
-
-
-def _two_types(name: str, data: bytes) -> str:
-    return (
-        "--MIX\r\nContent-Type: text/plain\r\n"
-        f'Content-Type: application/pdf; name="{name}"\r\n'
-        f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(data)}"
-    )
-
-
-def _two_encodings(name: str, data: bytes) -> str:
-    return (
-        f'--MIX\r\nContent-Type: application/pdf; name="{name}"\r\n'
-        f'Content-Disposition: attachment; filename="{name}"\r\n'
-        "Content-Transfer-Encoding: 7bit\r\n"
-        f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(data)}"
-    )
-
-
-def _two_dispositions(name: str, data: bytes) -> str:
-    return (
-        f"--MIX\r\nContent-Type: application/pdf\r\nContent-Disposition: inline\r\n"
-        f'Content-Disposition: attachment; filename="{name}"\r\n'
-        f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(data)}"
-    )
+_space_before_colon = _part(
+    'Content-Type : application/pdf; name="{name}"',
+    'Content-Disposition : attachment; filename="{name}"',
+    "Content-Transfer-Encoding : base64",
+)
+_two_types = _part(
+    "Content-Type: text/plain", 'Content-Type: application/pdf; name="{name}"', _BASE64
+)
+_two_encodings = _part(
+    'Content-Type: application/pdf; name="{name}"',
+    'Content-Disposition: attachment; filename="{name}"',
+    "Content-Transfer-Encoding: 7bit",
+    _BASE64,
+)
+_two_dispositions = _part(
+    "Content-Type: application/pdf",
+    "Content-Disposition: inline",
+    'Content-Disposition: attachment; filename="{name}"',
+    _BASE64,
+)
 
 
 def _partial(name: str, data: bytes) -> str:
@@ -193,34 +188,22 @@ def _encoded_forward(cte: str) -> Callable[[str, bytes], str]:
     return part
 
 
-def _two_params(field: str) -> Callable[[str, bytes], str]:
-    """The part with ``field`` (a Content-Type or Content-Disposition line) that names a
-    parameter twice: a harmless name first, the file's real name second."""
-
-    def part(name: str, data: bytes) -> str:
-        return (
-            f"--MIX\r\n{field.format(name=name)}\r\n"
-            f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(data)}"
-        )
-
-    return part
-
-
 TWO_READINGS: tuple[Case, ...] = (
     Case("a space before the colon of the part's fields", _space_before_colon),
     Case("two Content-Type fields", _two_types),
     Case("two Content-Transfer-Encoding fields", _two_encodings),
     Case("two Content-Disposition fields", _two_dispositions),
-    Case(
+    Case(  # a harmless name first, the file's real name second
         "a file name given twice",
-        _two_params(
-            "Content-Type: application/pdf\r\nContent-Disposition: attachment; "
-            'filename="ban-do.dwg"; filename="{name}"'
+        _part(
+            "Content-Type: application/pdf",
+            'Content-Disposition: attachment; filename="ban-do.dwg"; filename="{name}"',
+            _BASE64,
         ),
     ),
     Case(
         "a type parameter given twice, in other case",
-        _two_params('Content-Type: application/pdf; name="ban-do.dwg"; NAME="{name}"'),
+        _part('Content-Type: application/pdf; name="ban-do.dwg"; NAME="{name}"', _BASE64),
     ),
     Case("a forwarded message in base64", _encoded_forward("base64")),
     Case("a forwarded message in quoted-printable", _encoded_forward("quoted-printable")),
