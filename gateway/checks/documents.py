@@ -4,11 +4,10 @@ Which attachments are documents is policy: their type as detected from the conte
 named ``.sig`` is still a PDF), an exempt file type (so the exemption is recorded), or a
 container the gateway cannot open (TNEF, RAR, 7z: judged unreadable). Zip and tar archives
 and gzip, bzip2 and xz files (a tar inside one too) are opened one level and their documents
-judged like any other. For each
-document the applicable checks are gathered: a PDF's own signatures, a detached CMS signature
-(``.p7s``/``.sig``, recognised by its content) sent beside it, and an S/MIME signature, which
-covers exactly the documents found inside the bytes it signs (``multipart/signed``, or opaque
-``application/pkcs7-mime``).
+judged like any other. For each document the applicable checks are gathered: a PDF's own
+signatures, a detached CMS signature (``.p7s``/``.sig``, recognised by its content) sent
+beside it, and an S/MIME signature, which covers exactly the documents found inside the
+bytes it signs (``multipart/signed``, or opaque ``application/pkcs7-mime``).
 """
 
 from __future__ import annotations

@@ -467,8 +467,7 @@ def _signed_prefix(data: bytes) -> bool:
         if end >= len(data.rstrip()):
             continue  # the file itself, which did not read
         try:
-            reader = PdfFileReader(BytesIO(data[:end]))
-            if next(enumerate_sig_fields(reader, filled_status=True), None) is not None:
+            if _has_signature(PdfFileReader(BytesIO(data[:end]))):
                 return True
         except _PDF_ERRORS:
             continue
@@ -487,12 +486,17 @@ def _signed_before(data: bytes, reader: PdfFileReader) -> bool:
     earlier = [*range(min(count, half)), *range(max(half, count - half), count)]
     for revision in earlier:
         try:
-            past = reader.get_historical_resolver(revision)
-            if next(enumerate_sig_fields(past, filled_status=True), None) is not None:
+            if _has_signature(reader.get_historical_resolver(revision)):
                 return True
         except _PDF_ERRORS:
             continue
     return False
+
+
+def _has_signature(handler: Any) -> bool:
+    """Whether the PDF (a reader, or one of its past revisions) has a filled signature
+    field."""
+    return next(enumerate_sig_fields(handler, filled_status=True), None) is not None
 
 
 def _unseen_change(emb: EmbeddedPdfSignature, candidates: set[str] | frozenset[str]) -> str:
@@ -559,13 +563,16 @@ def _field_states(handler: Any) -> dict[str, tuple[object, ...]]:
 
 
 def _appearance(widget: Any) -> tuple[object, ...]:
+    """A widget's state and the bytes of its normal appearance (one stream, or one per
+    state)."""
+    state = repr(widget.get("/AS"))
     appearances = widget.get("/AP")
     normal = appearances.get_object().get("/N") if appearances is not None else None
     if normal is None:
-        return (repr(widget.get("/AS")),)
+        return (state,)
     normal = normal.get_object()
     streams = normal.items() if not hasattr(normal, "data") else [("", normal)]
-    return (repr(widget.get("/AS")), *sorted((str(k), v.get_object().data) for k, v in streams))
+    return (state, *sorted((str(k), v.get_object().data) for k, v in streams))
 
 
 def _check_pdf_signature(
