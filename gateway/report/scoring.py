@@ -129,6 +129,14 @@ def logged_in(
     login = record.client.login.lower()
     if not login:
         return None
+    return _holder_of(login, accounts, local_parts)
+
+
+def _holder_of(
+    login: str, accounts: dict[str, Account], local_parts: dict[str, Account | None]
+) -> Account | None:
+    """The account a login names: its address, or its local part when that names one
+    account only (SASL at the MTA, or a login the mail server logged)."""
     return accounts.get(login) or local_parts.get(login)
 
 
@@ -230,7 +238,7 @@ def build_report(
             score.evidence.append(record.id)
     logged: dict[str, set[str]] = {}
     for login, _kind, _last in activity:
-        holder = by_address.get(login) or local_parts.get(login)
+        holder = _holder_of(login, by_address, local_parts)
         if holder is not None and holder.issued <= period_end:
             logged.setdefault(holder.unit, set()).add(holder.address)
             units.setdefault(holder.unit, UnitScore(holder.unit))
@@ -311,7 +319,7 @@ def idle_report(
         for address in [*_candidates(record), *login]:
             seen(address, record.time, "mail")
     for login_name, kind, when in activity:
-        holder = by_address.get(login_name) or local_parts.get(login_name)
+        holder = _holder_of(login_name, by_address, local_parts)
         if holder is not None:
             seen(holder.address, when, kind)
     cutoff = (now - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
