@@ -7,11 +7,14 @@ path, then time ``congvu report`` on them (wall time and peak memory of the comm
 
 A province: 6,500 accounts in 200 units (``--accounts``, ``--units``). Each decision is a real
 record (made by judging a 4 KB message through the transaction, as ``congvu check`` does),
-given its own id, time in the year, sender and verdict; 70% of the accounts send, 15% of the
-decisions are refusals. Mailbox activity: each account that reads mail logs in on some days
-(``--activity-days`` per account, spread over the year). What is printed: the write rate,
-the store's size per decision, and for each report (the province's year, one unit's year, the
-idle list) its wall time and the peak resident memory of the ``congvu`` process.
+given its own id, time in the year, sender and verdict; 70% of the accounts send, 30% of the
+decisions are inbound mail from 20,000 outside addresses, 15% are refusals. Mailbox
+activity: each account that reads mail logs in on some days (``--activity-days`` per
+account, spread over the year). What is printed: the write rate, the store's size per
+decision, and for each report (the province's year, one unit's year, the idle list, the
+year by month, the year recomputed from the records) its wall time and the peak resident
+memory of the ``congvu`` process; with ``--baseline``, whether both versions printed the
+same.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from gateway.transaction import Client, run_offline  # noqa: E402
 
 YEAR = 2026
 REFUSALS = ("document.unsigned", "sender.personal_domain", "document.signer_untrusted")
+INBOUND = 0.3  # of the decisions: mail from outside (citizens, firms: 20,000 addresses)
 
 
 def template() -> Record:
@@ -78,7 +82,8 @@ def decisions(
     start = datetime(YEAR, 1, 1, tzinfo=UTC)
     made = []
     for n in range(first, first + count):
-        sender = rng.choice(senders)
+        inbound = rng.random() < INBOUND
+        sender = f"cd{rng.randrange(20_000)}@example.org" if inbound else rng.choice(senders)
         moment = start + timedelta(seconds=rng.randrange(365 * 86400))
         refused = rng.random() < 0.15
         made.append(
@@ -92,7 +97,7 @@ def decisions(
                 ),
                 verdict="reject" if refused else "accept",
                 reasons=(rng.choice(REFUSALS),) if refused else (),
-                authenticated=True,
+                authenticated=not inbound,
             )
         )
     return made
@@ -152,6 +157,9 @@ def main() -> None:
     parser.add_argument("--activity-days", type=int, default=20, help="logins per account")
     parser.add_argument("--postgres", help="a PostgreSQL URL (default: an SQLite file)")
     parser.add_argument(
+        "--skip-records", action="store_true", help="do not time the report --from-records"
+    )
+    parser.add_argument(
         "--baseline",
         default="",
         help="also time the reports with the code of this folder (a checkout of an older commit)",
@@ -209,15 +217,34 @@ def main() -> None:
         )
         print(f"{'report':<40} {'code':<9} {'wall s':>8} {'peak MB':>8}")
         year = ["--from", f"{YEAR}-01-01", "--to", f"{YEAR}-12-31"]
-        for label, command in (
+        reports = [
             ("province, a year (table)", ["report", *year]),
             ("one unit, a year (table)", ["report", *year, "--unit", "Don vi 007"]),
             ("idle accounts (90 days)", ["report", "idle"]),
-        ):
+            (
+                "province, a year, by month (csv)",
+                ["report", *year, "--by", "month", "--format", "csv"],
+            ),
+        ]
+        if not args.skip_records:
+            reports.append(
+                ("province, a year, --from-records", ["report", *year, "--from-records"])
+            )
+        printed: dict[str, bytes] = {}
+        for label, command in reports:
+            outputs = []
             for code in ([args.baseline] if args.baseline else []) + [""]:
+                if code and "--from-records" in command:
+                    continue  # an older version has no such option
                 wall, peak = run(command, config, folder, code)
+                outputs.append((folder / "out.txt").read_bytes())
                 name = "baseline" if code else "this"
-                print(f"{label:<40} {name:<9} {wall:>8.1f} {peak:>8.0f}")
+                print(f"{label:<40} {name:<9} {wall:>8.1f} {peak:>8.0f}", flush=True)
+            printed[label] = outputs[-1]
+            if "--from-records" in command:  # the same table as from the rollups
+                outputs = [printed[reports[0][0]], outputs[-1]]
+            if len(outputs) == 2:
+                print(f"{'':<40} {'same output' if outputs[0] == outputs[1] else 'OUTPUT DIFFERS'}")
 
 
 if __name__ == "__main__":

@@ -275,6 +275,12 @@ congvu report review --period 2026              # the emulation review, units ra
         "(default: the policy's [scoring] min_usage_rate)",
     )
     report.add_argument("--days", type=int, default=90, help="idle: days without activity")
+    report.add_argument(
+        "--from-records",
+        action="store_true",
+        help="recompute from the records themselves, not the daily rollups (slow; the "
+        "figures must be the same)",
+    )
 
     audit = commands.add("audit", "check the decision log for tampering", config=False)
     audits = _Parsers(audit, "action")
@@ -388,14 +394,6 @@ def _check(args: argparse.Namespace, config: GatewayConfig, policy: Policy) -> i
     return {"accept": EXIT_OK, "reject": EXIT_REJECT}.get(result["verdict"], EXIT_TEMPFAIL)
 
 
-def _utc_bound(day: date) -> str:
-    """Midnight (Vietnam time) starting ``day``, as the records' UTC time strings."""
-    from policies.schema import VIETNAM_TIME
-
-    moment = datetime.combine(day, datetime.min.time(), tzinfo=VIETNAM_TIME).astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _activity(args: argparse.Namespace, config: GatewayConfig) -> int:
     """Import (or follow) mail server logs into the store's mailbox activity."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -427,30 +425,17 @@ def _activity(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 
 def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
-    from gateway.record import Record
-    from gateway.report import (
-        RefusalsByWeek,
-        idle_report,
-        render,
-        render_html,
-        render_trend,
-        write_xlsx,
-    )
+    from gateway.report import render, render_html, render_trend, write_xlsx
     from gateway.report.periods import parse_period, split
     from policies.schema import VIETNAM_TIME
 
     today = datetime.now(VIETNAM_TIME).date()
     with closing(_store(config)) as store:
-        accounts = store.accounts()
+        figures = _figures(args, store)
         if args.kind == "idle":
             policy = load_policy(config.policy_file)
-            idle = idle_report(
-                (Record.from_dict(r) for r in store.iter_records_between("", "9999")),
-                accounts,
-                now=datetime.now(UTC),
-                days=args.days,
-                is_official=policy.is_official,
-                activity=store.activity_between("", "9999"),
+            idle = figures.idle(
+                until=None, now=datetime.now(UTC), days=args.days, is_official=policy.is_official
             )
             if args.format == "json":
                 print(json.dumps(dataclasses.asdict(idle), ensure_ascii=False, indent=2))
@@ -490,36 +475,21 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
             if args.format not in ("table", "csv", "json"):
                 print("congvu report: review prints table, csv or json", file=sys.stderr)
                 return EXIT_USAGE
-            return _review(args, store, accounts, start=start, end=end, min_rate=min_rate)
+            return _review(args, figures, start=start, end=end, min_rate=min_rate)
         if args.by:
             if args.format not in ("table", "csv", "json"):
                 print("congvu report: --by prints table, csv or json", file=sys.stderr)
                 return EXIT_USAGE
             trend = []
             for label, first, last in split(start, end, args.by):
-                scores, total = _score(
-                    store, accounts, first, last, unit=args.unit, min_rate=min_rate
-                )
+                scores, total = figures.scores(first, last, unit=args.unit, min_rate=min_rate)
                 trend.append((label, scores[0] if args.unit and scores else total))
             print(render_trend(trend, args.format), end="")
             return EXIT_OK
-        refusals = RefusalsByWeek()
-
-        def progress(count: int) -> None:
-            print(f"\r{count} decisions read", end="", file=sys.stderr, flush=True)
-
-        scores, total = _score(
-            store,
-            accounts,
-            start,
-            end,
-            unit=args.unit,
-            min_rate=min_rate,
-            refusals=refusals,
-            progress=progress if sys.stderr.isatty() else None,
-        )
+        scores, total = figures.scores(start, end, unit=args.unit, min_rate=min_rate)
+        refusals = figures.refusals(start, end) if args.format in ("xlsx", "html") else None
     title = f"Tình hình sử dụng thư công vụ từ {start:%d/%m/%Y} đến {end:%d/%m/%Y}"
-    if args.format in ("xlsx", "html"):
+    if refusals is not None:
         if args.output is None:
             print(f"congvu report: --format {args.format} needs --output FILE", file=sys.stderr)
             return EXIT_USAGE
@@ -535,73 +505,43 @@ def _report(args: argparse.Namespace, config: GatewayConfig) -> int:
     return EXIT_OK
 
 
-def _score(
-    store: DecisionStore,
-    accounts: list[Any],
-    first: date,
-    last: date,
-    *,
-    unit: str | None,
-    min_rate: float,
-    used: set[str] | None = None,
-    refusals: Any = None,
-    progress: Any = None,
-) -> tuple[list[Any], Any]:
-    """The units' scores for the days [first, last]: one pass over the period's records, a
-    page at a time (memory stays bounded), with the logins of the period. ``refusals`` (a
-    :class:`gateway.report.RefusalsByWeek`) counts the refusals on the way."""
-    from gateway.record import Record
-    from gateway.report import build_report
+def _figures(args: argparse.Namespace, store: DecisionStore) -> Any:
+    """Where the report's figures come from: the store's rollups, or (``--from-records``)
+    the records themselves, read a page at a time (saying how far, on a terminal)."""
+    from gateway.report.figures import RecordFigures, RollupFigures
 
-    bounds = (_utc_bound(first), _utc_bound(last + timedelta(days=1)))
-    records = (Record.from_dict(r) for r in store.iter_records_between(*bounds))
-    return build_report(
-        refusals.count(records) if refusals is not None else records,
-        accounts,
-        period_end=last,
-        unit=unit,
-        min_rate=min_rate,
-        progress=progress,
-        activity=store.activity_between(*bounds),
-        used=used,
-    )
+    if not args.from_records:
+        return RollupFigures(store, store.accounts())
+
+    def progress(count: int) -> None:
+        print(f"\r{count} decisions read", end="", file=sys.stderr, flush=True)
+
+    return RecordFigures(store, store.accounts(), progress if sys.stderr.isatty() else None)
 
 
 def _review(
-    args: argparse.Namespace,
-    store: DecisionStore,
-    accounts: list[Any],
-    *,
-    start: date,
-    end: date,
-    min_rate: float,
+    args: argparse.Namespace, figures: Any, *, start: date, end: date, min_rate: float
 ) -> int:
     """The emulation review of [start, end]: the period's scores and the accounts idle at its
     end (no mail and no login in the ``--days`` before it; never-seen accounts issued before
     then count too)."""
-    from gateway.record import Record
-    from gateway.report import idle_report, render_review, review
+    from gateway.report import render_review, review
     from policies.schema import VIETNAM_TIME
 
-    bounds = (_utc_bound(start), _utc_bound(end + timedelta(days=1)))
     used: set[str] = set()
-    scores, _ = _score(store, accounts, start, end, unit=args.unit, min_rate=min_rate, used=used)
+    scores, _ = figures.scores(start, end, unit=args.unit, min_rate=min_rate, used=used)
     ending = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=VIETNAM_TIME)
-    idle = idle_report(
-        (Record.from_dict(r) for r in store.iter_records_between("", bounds[1])),
-        accounts,
-        now=ending.astimezone(UTC),
-        days=args.days,
-        is_official=lambda _: False,
-        activity=store.activity_between("", bounds[1]),
+    idle = figures.idle(
+        until=end, now=ending.astimezone(UTC), days=args.days, is_official=lambda _: False
     )
     issued_before = (ending - timedelta(days=args.days)).date()
-    by_address = {a.address: a for a in accounts}
+    by_address = figures.directory.by_address
     idle_addresses = {row["address"] for row in idle.idle} | {
         row["address"]
         for row in idle.never_seen
         if by_address[row["address"]].issued < issued_before
     }
+    accounts = figures.directory.accounts
     rows = review(scores, accounts, used=used, idle=idle_addresses, min_rate=min_rate)
     print(render_review(rows, args.format), end="")
     return EXIT_OK

@@ -353,7 +353,7 @@ class Transaction:
         assert outcome.reply is not None  # a message that reached its verdict was answered
         notice = await self.notify(notifier) if notifier is not None else None
         try:
-            await audit.record(self.record(notice).to_dict())
+            await audit.record(self.record(notice))
         except Exception as exc:  # noqa: BLE001 - any failure to record is a 451, never a 250
             if not isinstance(exc, StoreError):  # the record could not even be built: a bug
                 get_logger().exception("record.failed", decision_id=self.id)
@@ -369,7 +369,7 @@ class Transaction:
         already, or no answer at all); AuditLog has logged the whole record if the store
         failed."""
         with contextlib.suppress(StoreError):
-            await audit.record(self.record().to_dict())
+            await audit.record(self.record())
 
     async def notify(self, notifier: Notifier) -> dict[str, Any] | None:
         """Tell an internal sender what was refused (or will be: an advisory); never changes

@@ -22,9 +22,12 @@ def test_the_scale_benchmark_runs_on_a_small_province() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "wrote 400 decisions" in done.stdout
+    assert "OUTPUT DIFFERS" not in done.stdout  # --from-records prints what the rollups did
     rows = [line for line in done.stdout.splitlines() if " this " in line]
     assert [row.split("  ")[0] for row in rows] == [
         "province, a year (table)",
         "one unit, a year (table)",
         "idle accounts (90 days)",
+        "province, a year, by month (csv)",
+        "province, a year, --from-records",
     ]

@@ -10,6 +10,7 @@ from gateway.report.render import (
     write_xlsx,
 )
 from gateway.report.scoring import (
+    Directory,
     IdleReport,
     ReviewRow,
     UnitScore,
@@ -19,6 +20,7 @@ from gateway.report.scoring import (
 )
 
 __all__ = [
+    "Directory",
     "IdleReport",
     "RefusalsByWeek",
     "ReviewRow",

@@ -10,12 +10,11 @@ import csv
 import html
 import io
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
-from gateway.record import Record
 from gateway.report.scoring import COUNTS, ReviewRow, UnitScore
 
 __all__ = [
@@ -238,25 +237,24 @@ def _bar_chart(scores: list[UnitScore]) -> str:
     return "".join(parts)
 
 
+@dataclass
 class RefusalsByWeek:
-    """Refusals by reason per ISO week, counted while the records go by on their way to the
-    scoring (one pass over the period, no list of records kept)."""
+    """Refusals by reason per ISO week (of the Vietnam date), for the web page's chart, and
+    how many records the period holds."""
 
-    def __init__(self) -> None:
-        self.weeks: dict[str, dict[str, int]] = {}
-        self.records = 0  # records read
+    weeks: dict[str, dict[str, int]] = field(default_factory=dict)
+    records: int = 0
 
-    def count(self, records: Iterable[Record]) -> Iterator[Record]:
-        """``records``, unchanged, counted."""
-        for record in records:
-            self.records += 1
-            if record.verdict == "reject":
-                day = date.fromisoformat(record.time[:10])
-                year, week, _ = day.isocalendar()
-                bucket = self.weeks.setdefault(f"{year}-W{week:02d}", {})
-                for reason in record.reasons or ("(other)",):
-                    bucket[reason] = bucket.get(reason, 0) + 1
-            yield record
+    @classmethod
+    def of(cls, by_day: Mapping[str, Mapping[str, int]], records: int) -> RefusalsByWeek:
+        """From refusals per day (ISO date) by reason."""
+        weeks: dict[str, dict[str, int]] = {}
+        for day, reasons in by_day.items():
+            year, week, _ = date.fromisoformat(day).isocalendar()
+            bucket = weeks.setdefault(f"{year}-W{week:02d}", {})
+            for reason, count in reasons.items():
+                bucket[reason] = bucket.get(reason, 0) + count
+        return cls(weeks, records)
 
 
 def _refusals_over_time(weeks: dict[str, dict[str, int]]) -> str:

@@ -12,7 +12,7 @@ transactions (accepted or refused) count as "sent".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -20,11 +20,12 @@ from typing import Any
 
 from gateway.directory import Account
 from gateway.record import Record
-from policies.identity import proven_by_dkim
+from gateway.report.tally import JUDGED, Mark, Sender, Totals
 
 __all__ = [
     "COUNTS",
     "CRITERIA",
+    "Directory",
     "IdleReport",
     "ReviewRow",
     "UnitScore",
@@ -87,57 +88,48 @@ class UnitScore:
     unsigned_returned: int = 0  # unsigned documents in the unit's refused records
 
 
-def _candidates(record: Record) -> list[str]:
-    found = [a.lower() for f in record.headers.from_ for a in f.addresses]
-    if record.envelope.mail_from:
-        found.append(record.envelope.mail_from.lower())
-    return found
+class Directory:
+    """The account directory, indexed the ways a sender is credited."""
+
+    def __init__(self, accounts: list[Account]) -> None:
+        self.accounts = accounts
+        self.by_address = {a.address: a for a in accounts}
+        self.by_personal = {p: a for a in accounts for p in a.personal_addresses}
+        self.local_parts = by_local_part(accounts)
+
+    def holder(self, login: str) -> Account | None:
+        """The account a login names: its address, or its local part when that names one
+        account only (SASL at the MTA, or a login the mail server logged)."""
+        return self.by_address.get(login) or self.local_parts.get(login)
+
+    def credit(self, sender: Sender) -> tuple[Account | None, bool]:
+        """The account credited with ``sender``'s records, and whether through a personal
+        address.
+
+        Only proven senders are credited: first the account that logged in at the MTA (an
+        officer's own sending through the milter: the login is the account's address, or its
+        local part when that names one account only); else an official address when the
+        gateway authenticated the sender (trusted network, or aligned DKIM), or a known
+        personal address when that provider's DKIM signature passed. A forged From credits
+        (or blames) no one.
+        """
+        holder = self.holder(sender.login) if sender.login else None
+        if holder is not None:
+            return holder, False
+        if sender.authenticated:
+            for address in sender.candidates:
+                if address in self.by_address:
+                    return self.by_address[address], False
+        for address in sender.proven:
+            if address in self.by_personal:
+                return self.by_personal[address], True
+        return None, False
 
 
-def attribute(
-    record: Record,
-    accounts: dict[str, Account],
-    personal: dict[str, Account],
-    local_parts: dict[str, Account | None],
-) -> tuple[Account | None, bool]:
-    """The account that sent ``record`` and whether it was sent from a personal address.
-
-    Only proven senders are credited: first the account that logged in at the MTA (an
-    officer's own sending through the milter: the login is the account's address, or its
-    local part when that names one account only); else an official address when the gateway
-    authenticated the sender (trusted network, or aligned DKIM), or a known personal address
-    when that provider's DKIM signature passed. A forged From credits (or blames) no one.
-    """
-    holder = logged_in(record, accounts, local_parts)
-    if holder is not None:
-        return holder, False
-    if record.authenticated:
-        for address in _candidates(record):
-            if address in accounts:
-                return accounts[address], False
-    for address in _candidates(record):
-        if address in personal and proven_by_dkim(address.rpartition("@")[2], record.dkim):
-            return personal[address], True
-    return None, False
-
-
-def logged_in(
-    record: Record, accounts: dict[str, Account], local_parts: dict[str, Account | None]
-) -> Account | None:
-    """The account whose login (SASL, at the MTA) sent ``record``: the login is its address,
-    or its local part when that names one account only; None without a login."""
-    login = record.client.login.lower()
-    if not login:
-        return None
-    return _holder_of(login, accounts, local_parts)
-
-
-def _holder_of(
-    login: str, accounts: dict[str, Account], local_parts: dict[str, Account | None]
-) -> Account | None:
-    """The account a login names: its address, or its local part when that names one
-    account only (SASL at the MTA, or a login the mail server logged)."""
-    return accounts.get(login) or local_parts.get(login)
+def attribute(record: Record, directory: Directory) -> tuple[Account | None, bool]:
+    """The account that sent ``record`` and whether from a personal address
+    (:meth:`Directory.credit`)."""
+    return directory.credit(Sender.of(record))
 
 
 def by_local_part(accounts: Iterable[Account]) -> dict[str, Account | None]:
@@ -150,100 +142,76 @@ def by_local_part(accounts: Iterable[Account]) -> dict[str, Account | None]:
     return index
 
 
-def _documents(record: Record) -> tuple[int, int, int]:
-    """(signed, unsigned, exempted) documents in one record: from each document's own fields.
-
-    A record before schema 5 says which documents were exempt only in a note's words (the
-    reader takes them from there) and not whether a top-level attachment lay inside a valid
-    S/MIME signature: such attachments count as unsigned there.
-    """
-    signed = unsigned = exempt = 0
-    for doc in record.documents():
-        if doc.signed:
-            signed += 1
-        elif doc.exempt:
-            exempt += 1
-        else:
-            unsigned += 1
-    return signed, unsigned, exempt
-
-
 def build_report(
-    records: Iterable[Record],
-    accounts: list[Account],
+    totals: Totals,
+    marks: Iterable[Mark],
+    directory: Directory,
     *,
     period_end: date,
     unit: str | None = None,
     min_rate: float = 0.0,
-    progress: Callable[[int], None] | None = None,
-    every: int = 10_000,
     activity: Iterable[tuple[str, str, str]] = (),
     used: set[str] | None = None,
 ) -> tuple[list[UnitScore], UnitScore]:
-    """Per-unit scores (ranked: non-compliant first) and the district total.
+    """Per-unit scores (ranked: non-compliant first) and the district total, from a period's
+    :class:`~gateway.report.tally.Totals` and the marks of its records (the evidence).
 
-    An account is used when a counted record is attributed to it, or when ``activity``
-    (login, kind, last seen: the mail server's logins in the period) shows its holder
-    logged in; the two kinds of evidence are counted apart.
-
-    ``progress`` is called with the count of records read every ``every`` records (a long
-    run over a year of a province's mail should say it is alive). ``used``, if given, gets
-    the addresses of the accounts used.
+    Only judged records (accepted or refused) credited to an account count as sent. An
+    account is used when such a record is credited to it (not through a personal address),
+    or when ``activity`` (login, kind, last seen: the mail server's logins in the period)
+    shows its holder logged in; the two kinds of evidence are counted apart. ``used``, if
+    given, gets the addresses of the accounts used (of ``unit`` only, if given).
     """
-    by_address = {a.address: a for a in accounts}
-    by_personal = {p: a for a in accounts for p in a.personal_addresses}
-    local_parts = by_local_part(accounts)
     units: dict[str, UnitScore] = {}
     active: dict[str, set[str]] = {}
     returned_unsigned: dict[str, int] = {}
-    for account in accounts:
-        if account.issued <= period_end:
-            units.setdefault(account.unit, UnitScore(account.unit)).accounts_issued += 1
-    for count, record in enumerate(records, start=1):
-        if progress is not None and count % every == 0:
-            progress(count)
-        for finding in record.findings:
-            if finding.reason == "advisory.public_service_registration":
-                # Counted against the unit whose official mailbox registered.
-                for rcpt in record.envelope.recipients:
-                    holder = by_address.get(rcpt.address.lower())
-                    if holder is not None:
-                        units.setdefault(holder.unit, UnitScore(holder.unit)).advisories += 1
-        if record.verdict not in ("accept", "reject"):
-            continue
-        sender, personal = attribute(record, by_address, by_personal, local_parts)
-        if sender is None:
+
+    def score_of(account: Account) -> UnitScore:
+        return units.setdefault(account.unit, UnitScore(account.unit))
+
+    for issued in directory.accounts:
+        if issued.issued <= period_end:
+            score_of(issued).accounts_issued += 1
+    for rcpt, count in totals.registrations.items():
+        registered = directory.by_address.get(rcpt)  # counted against the registering unit
+        if registered is not None:
+            score_of(registered).advisories += count
+    credited: dict[Sender, tuple[Account, bool]] = {}
+    for sender, by_verdict in totals.tallies.items():
+        account, personal = directory.credit(sender)
+        judged = [(v, t) for v, t in by_verdict.items() if v in JUDGED]
+        if account is None or not judged:
             continue  # inbound mail, or a sender nobody proved: it scores no unit
-        score = units.setdefault(sender.unit, UnitScore(sender.unit))
-        score.messages_sent += 1
-        if not personal and sender.issued <= period_end:
-            active.setdefault(sender.unit, set()).add(sender.address)
-        signed, unsigned, exempted = _documents(record)
-        score.documents_signed += signed
-        score.documents_unsigned += unsigned
-        score.documents_exempted += exempted
-        if record.verdict == "accept":
-            score.accepted += 1
-        else:
-            score.refused += 1
-            for reason in record.reasons:
-                score.refused_by_reason[reason] = score.refused_by_reason.get(reason, 0) + 1
-            if unsigned:  # whatever the refusal's first reason, unsigned documents were returned
-                returned_unsigned[sender.unit] = returned_unsigned.get(sender.unit, 0) + unsigned
-                score.evidence.append(record.id)
-        if any(f.reason == "advisory.public_contact_in_body" for f in record.findings):
-            score.advisories += 1
-        if personal or "sender.personal_domain" in record.reasons + record.monitor_reasons:
-            score.from_personal_providers += 1
-            score.evidence.append(record.id)
+        credited[sender] = (account, personal)
+        score = score_of(account)
+        if not personal and account.issued <= period_end:
+            active.setdefault(account.unit, set()).add(account.address)
+        for verdict, tally in judged:
+            score.messages_sent += tally.records
+            score.documents_signed += tally.signed
+            score.documents_unsigned += tally.unsigned
+            score.documents_exempted += tally.exempted
+            score.advisories += tally.contact_advisories
+            score.from_personal_providers += tally.records if personal else tally.personal_domain
+            if verdict == "accept":
+                score.accepted += tally.records
+            else:
+                score.refused += tally.records
+                if tally.returned_unsigned:
+                    returned_unsigned[account.unit] = (
+                        returned_unsigned.get(account.unit, 0) + tally.returned_unsigned
+                    )
+        for reason, count in sorted(totals.reasons.get(sender, {}).items()):
+            score.refused_by_reason[reason] = score.refused_by_reason.get(reason, 0) + count
+    _add_evidence(marks, credited, units)
     logged: dict[str, set[str]] = {}
     for login, _kind, _last in activity:
-        holder = _holder_of(login, by_address, local_parts)
+        holder = directory.holder(login)
         if holder is not None and holder.issued <= period_end:
             logged.setdefault(holder.unit, set()).add(holder.address)
-            units.setdefault(holder.unit, UnitScore(holder.unit))
-    if used is not None:
-        used.update(*active.values(), *logged.values())
+            score_of(holder)
+    if used is not None:  # of the units shown
+        used.update(*(a for u, a in [*active.items(), *logged.items()] if unit in (None, u)))
     for name, score in units.items():
         score.unsigned_returned = returned_unsigned.get(name, 0)
         by_mail = active.get(name, set())
@@ -277,6 +245,29 @@ def build_report(
     return ranked, total
 
 
+def _add_evidence(
+    marks: Iterable[Mark],
+    credited: dict[Sender, tuple[Account, bool]],
+    units: dict[str, UnitScore],
+) -> None:
+    """The decision ids behind each unit's findings, in the records' order: a refusal that
+    returned unsigned documents, then (the same record again, if both) a record sent through
+    a personal address or refused (or, in monitor mode, flagged) for a personal provider."""
+    last: tuple[str, str] | None = None
+    counted_personal = False
+    for time, ident, sender, mark in marks:
+        if sender not in credited:
+            continue
+        account, personal = credited[sender]
+        if (time, ident) != last:
+            last, counted_personal = (time, ident), False
+        if mark == "unsigned":
+            units[account.unit].evidence.append(ident)
+        elif not counted_personal and (mark == "personal_domain" or personal):
+            counted_personal = True
+            units[account.unit].evidence.append(ident)
+
+
 @dataclass
 class IdleReport:
     """Revocation candidates and mailboxes nobody accounts for."""
@@ -287,8 +278,8 @@ class IdleReport:
 
 
 def idle_report(
-    records: Iterable[Record],
-    accounts: list[Account],
+    senders_seen: dict[Sender, str],
+    directory: Directory,
     *,
     now: datetime,
     days: int,
@@ -297,29 +288,27 @@ def idle_report(
 ) -> IdleReport:
     """Accounts with no activity in the last ``days`` days, never seen, or unknown.
 
-    Activity is mail through the gateway (a record naming the address) or a login the mail
-    server logged (``activity``: login, kind, last seen); each row says which was last
-    (``seen_by``: ``mail``, or the login's kind).
+    Activity is mail through the gateway (a judged record naming the address: ``senders_seen``
+    holds each sender's latest) or a login the mail server logged (``activity``: login,
+    kind, last seen); each row says which was last (``seen_by``: ``mail``, or the login's
+    kind).
     """
     last_seen: dict[str, str] = {}
     seen_by: dict[str, str] = {}
-    by_address = {a.address: a for a in accounts}
-    local_parts = by_local_part(accounts)
+    accounts = directory.accounts
 
     def seen(address: str, when: str, how: str) -> None:
         if when > last_seen.get(address, ""):
             last_seen[address] = when
             seen_by[address] = how
 
-    for record in records:
-        if record.verdict not in ("accept", "reject"):
-            continue
-        holder = logged_in(record, by_address, local_parts)
+    for sender, when in senders_seen.items():
+        holder = directory.holder(sender.login) if sender.login else None
         login = [holder.address] if holder is not None else []
-        for address in [*_candidates(record), *login]:
-            seen(address, record.time, "mail")
+        for address in [*sender.candidates, *login]:
+            seen(address, when, "mail")
     for login_name, kind, when in activity:
-        holder = _holder_of(login_name, by_address, local_parts)
+        holder = directory.holder(login_name)
         if holder is not None:
             seen(holder.address, when, kind)
     cutoff = (now - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -7,7 +7,9 @@ from typing import Any
 
 from gateway.logs import RawJSON, get_logger
 from gateway.metrics import Metrics
-from gateway.store.base import DecisionStore, Record, StoreError
+from gateway.record import Record as RecordObject
+from gateway.report.tally import Entry, entry
+from gateway.store.base import DecisionStore, StoreError
 
 __all__ = ["AuditLog", "clean_text"]
 
@@ -34,16 +36,19 @@ class AuditLog:
         self.metrics = metrics
         self.log = get_logger()
 
-    async def record(self, record: Record) -> None:
-        """Store and log ``record``; raise :class:`StoreError` if it could not be stored."""
+    async def record(self, decision: RecordObject) -> None:
+        """Store and log ``decision``; raise :class:`StoreError` if it could not be stored."""
+        record = decision.to_dict()
         text = json.dumps(record, ensure_ascii=False, sort_keys=True)
+        found = None
         try:
             text.encode("utf-8")
+            found = _entry(decision)
         except UnicodeEncodeError:  # surrogate escapes from 8-bit headers
-            record = clean_text(record)
+            record = clean_text(record)  # (and the store reads the entry from what is kept)
             text = json.dumps(record, ensure_ascii=False, sort_keys=True)
         try:
-            digest = await self.store.write_async(record, text)
+            digest = await self.store.write_async(record, text, found)
         except StoreError:
             self.log.error("store.failed", decision=record, exc_info=True)
             raise
@@ -54,3 +59,13 @@ class AuditLog:
         self.log.info("policy.decision", decision=RawJSON(text), chain_hash=digest)
         if self.metrics is not None:
             self.metrics.observe(record)
+
+
+def _entry(decision: RecordObject) -> Entry | None:
+    """What ``decision`` adds to the rollups, worked out here from the record in hand (the
+    store would have to read it back from JSON); None if that fails: the store tries."""
+    try:
+        return entry(decision)
+    except Exception:  # noqa: BLE001 - the record must be stored all the same
+        get_logger().exception("rollup.entry_failed", decision_id=decision.id)
+        return None

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gateway.directory import Account
+    from gateway.report.tally import Entry
     from gateway.store.chain import ChainProblem
+    from gateway.store.tallies import RollupReader
 
 __all__ = [
     "ACTIVITY_QUERY",
@@ -76,9 +78,12 @@ class DecisionStore(Protocol):
     def write(self, record: Record) -> str:
         """Store ``record`` durably (committed when this returns); return its chain hash."""
 
-    async def write_async(self, record: Record, text: str | None = None) -> str:
+    async def write_async(
+        self, record: Record, text: str | None = None, entry: Entry | None = None
+    ) -> str:
         """:meth:`write`, awaited on the event loop: no thread is held while it waits.
-        ``text``: the record as JSON (sorted keys), if the caller has it already."""
+        ``text``: the record as JSON (sorted keys), and ``entry``: what it adds to the
+        rollups, if the caller has them already."""
 
     def get(self, decision_id: str) -> Record | None:
         """The record with ``decision_id``, or None."""
@@ -107,6 +112,9 @@ class DecisionStore(Protocol):
 
     def activity_between(self, start: str, end: str) -> list[tuple[str, str, str]]:
         """(login, kind, last seen) of the activity seen in ``start <= time < end``."""
+
+    def rollups(self) -> RollupReader:
+        """The daily rollups the reports read (:mod:`gateway.store.tallies`)."""
 
     def accounts(self) -> list[Account]:
         """The account directory, by address."""

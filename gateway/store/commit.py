@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.report.tally import Entry
 from gateway.store.base import Record, StoreError
 
 __all__ = ["WRITE_TIMEOUT", "GroupCommitter", "PendingRecord"]
@@ -23,6 +24,7 @@ class PendingRecord:
 
     record: Record
     text: str
+    entry: Entry | None = None  # what it adds to the rollups, if the writer knows already
     done: bool = False
     digest: str = ""
     error: BaseException | None = None
@@ -30,10 +32,12 @@ class PendingRecord:
     future: asyncio.Future[None] | None = None  # resolved when done, for a waiting coroutine
 
     @classmethod
-    def of(cls, record: Record, text: str | None = None, **waiter: Any) -> PendingRecord:
+    def of(
+        cls, record: Record, text: str | None = None, entry: Entry | None = None, **waiter: Any
+    ) -> PendingRecord:
         if text is None:
             text = json.dumps(record, ensure_ascii=False, sort_keys=True)
-        return cls(record, text, **waiter)
+        return cls(record, text, entry, **waiter)
 
     def result(self) -> str:
         """The chain hash, or :class:`StoreError` if the record was not committed."""
@@ -76,14 +80,18 @@ class GroupCommitter:
 
     def write(self, record: Record) -> str:
         """Queue ``record`` and wait, in this thread, until its group is committed."""
-        pending = self._submit(record, None, event=threading.Event())
+        pending = self._submit(record, None, None, event=threading.Event())
         assert pending.event is not None
         pending.event.wait(WRITE_TIMEOUT)
         return pending.result()
 
-    async def write_async(self, record: Record, text: str | None = None) -> str:
-        """Queue ``record`` (``text``: as JSON, if known) and await its group's commit."""
-        pending = self._submit(record, text, future=asyncio.get_running_loop().create_future())
+    async def write_async(
+        self, record: Record, text: str | None = None, entry: Entry | None = None
+    ) -> str:
+        """Queue ``record`` (``text``: as JSON, and ``entry``, if known) and await its
+        group's commit."""
+        loop = asyncio.get_running_loop()
+        pending = self._submit(record, text, entry, future=loop.create_future())
         assert pending.future is not None
         # A cancelled or timed-out wait cancels only this future: the record is still
         # committed (or not) by the writer, which skips futures nobody waits for.
@@ -92,10 +100,12 @@ class GroupCommitter:
                 await pending.future
         return pending.result()
 
-    def _submit(self, record: Record, text: str | None, **waiter: Any) -> PendingRecord:
+    def _submit(
+        self, record: Record, text: str | None, entry: Entry | None, **waiter: Any
+    ) -> PendingRecord:
         if self._closed:
             raise StoreError("the decision store is closed")
-        pending = PendingRecord.of(record, text, **waiter)
+        pending = PendingRecord.of(record, text, entry, **waiter)
         self._queue.put(pending)
         return pending
 

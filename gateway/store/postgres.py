@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
 
 from gateway.directory import Account, account_from_row, account_row
+from gateway.report.tally import Entry
 from gateway.store.base import ACTIVITY_QUERY, PAGE_QUERY, Record, StoreError, pages
 from gateway.store.chain import (
     GENESIS,
@@ -31,6 +32,14 @@ from gateway.store.chain import (
     verify_rows,
 )
 from gateway.store.commit import GroupCommitter, PendingRecord
+from gateway.store.tallies import (
+    POSTGRES_SERIAL,
+    RollupReader,
+    Rollups,
+    entries_of,
+    rebuild,
+    schema,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -79,6 +88,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX activity_day ON activity (day);
         """,
     ),
+    (3, schema(POSTGRES_SERIAL)),  # then the records already there are rolled up
 ]
 _MIGRATION_LOCK = 0x636F6E67  # "cong": one advisory lock id for migrations
 _BATCH = 200  # records per group commit at most
@@ -91,6 +101,7 @@ class PostgresStore:
 
     def __init__(self, url: str, instance: str = "", batch_wait: float = 0.002) -> None:
         self.url, self.instance, self.batch_wait = url, instance, batch_wait
+        self._rollups = Rollups()
         try:
             self._read = psycopg.connect(url, autocommit=True, connect_timeout=10)
             self._write_conn = _connect_writer(url)
@@ -114,11 +125,28 @@ class PostgresStore:
             for number, sql in MIGRATIONS:
                 if number > current:
                     conn.execute(sql)
+                    if number == 3:
+                        self._roll_up_existing()
                     conn.execute(
                         "INSERT INTO congvu_meta VALUES ('migration', %s) "
                         "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                         (str(number),),
                     )
+
+    def _roll_up_existing(self) -> None:
+        """Roll up the records of a store made before the rollups (in the migration's
+        transaction, under its lock: no gateway writes meanwhile)."""
+        with self._write_conn.cursor(name="congvu_rollup") as rows:
+            rows.itersize = 2000
+            rows.execute("SELECT record FROM decisions ORDER BY time, id")
+            rebuild(self._rollups, self._write_query, self._write_many, rows)
+
+    def _write_query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._write_conn.execute(sql, params or None).fetchall()
+
+    def _write_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        with self._write_conn.cursor() as cursor:
+            cursor.executemany(sql, rows)
 
     # -- writing (group commit) ----------------------------------------------------------------
 
@@ -126,9 +154,11 @@ class PostgresStore:
         """Queue ``record`` for the writer and wait until its group is committed."""
         return self._committer.write(record)
 
-    async def write_async(self, record: Record, text: str | None = None) -> str:
+    async def write_async(
+        self, record: Record, text: str | None = None, entry: Entry | None = None
+    ) -> str:
         """:meth:`write` for the event loop."""
-        return await self._committer.write_async(record, text)
+        return await self._committer.write_async(record, text, entry)
 
     def _commit(self, group: list[PendingRecord]) -> None:
         conn = self._write_conn
@@ -153,6 +183,8 @@ class PostgresStore:
                     "UPDATE chain_heads SET seq = %s, hash = %s WHERE instance = %s",
                     (seq, prev, self.instance),
                 )
+                fresh = self._rollups.write(self._write_query, self._write_many, entries_of(group))
+            self._rollups.remember(fresh)
         except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
             if isinstance(exc, psycopg.OperationalError):
                 self._reconnect()
@@ -284,6 +316,12 @@ class PostgresStore:
     def activity_between(self, start: str, end: str) -> list[tuple[str, str, str]]:
         """(login, kind, last seen) of the activity seen in ``start <= time < end``."""
         return [tuple(r) for r in self._query(ACTIVITY_QUERY, (end, start))]
+
+    # -- rollups (gateway.store.tallies): what reports read -------------------------------------
+
+    def rollups(self) -> RollupReader:
+        """The daily rollups, for reports."""
+        return RollupReader(lambda sql, params: self._query(sql, tuple(params)))
 
     def close(self) -> None:
         """Finish queued writes, then close."""

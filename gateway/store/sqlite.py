@@ -8,11 +8,13 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway.directory import Account, account_from_row, account_row
 from gateway.record import SCHEMA_VERSION
+from gateway.report.tally import Entry
 from gateway.store.base import ACTIVITY_QUERY, PAGE_QUERY, Record, StoreError, pages
 from gateway.store.chain import (
     GENESIS,
@@ -25,6 +27,7 @@ from gateway.store.chain import (
     verify_rows,
 )
 from gateway.store.commit import GroupCommitter, PendingRecord
+from gateway.store.tallies import SQLITE_SERIAL, RollupReader, Rollups, entries_of, rebuild, schema
 
 __all__ = ["SqliteStore"]
 
@@ -74,6 +77,7 @@ class SqliteStore:
     def __init__(self, path: Path, instance: str = "") -> None:
         self.path = path
         self.instance = instance
+        self._rollups = Rollups()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = self._open()
@@ -105,6 +109,7 @@ class SqliteStore:
                     (str(SCHEMA_VERSION),),
                 )
                 self._migrate_chain()
+                self._migrate_rollups()
             except sqlite3.OperationalError as exc:
                 db.close()
                 busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -142,6 +147,27 @@ class SqliteStore:
                 self._chain_existing(missing)
             self._db.execute(index)
 
+    def _migrate_rollups(self) -> None:
+        """Create the rollups (:mod:`gateway.store.tallies`); roll up a store made before
+        them, once, from its records (under the write lock: no record is missed)."""
+        self._db.executescript(schema(SQLITE_SERIAL))
+        done = "SELECT 1 FROM meta WHERE key = 'rollups'"
+        if self._db.execute(done).fetchone():
+            return
+        with self._immediate():
+            if self._db.execute(done).fetchone():
+                return  # another process did it meanwhile
+            rows = self._db.execute("SELECT record FROM decisions ORDER BY time, id")
+            rebuild(self._rollups, self._query, self._many, iter(rows.fetchone, None))
+            self._db.execute("INSERT INTO meta VALUES ('rollups', '1')")
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """A query written with "%s" placeholders (both stores' SQL), run here."""
+        return self._db.execute(sql.replace("%s", "?"), params).fetchall()
+
+    def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self._db.executemany(sql.replace("%s", "?"), rows)
+
     def _chain_existing(self, missing: list[str]) -> None:
         """Add the ``missing`` chain columns and chain the records already there."""
         for column in missing:
@@ -169,9 +195,11 @@ class SqliteStore:
         """
         return self._committer.write(record)
 
-    async def write_async(self, record: Record, text: str | None = None) -> str:
+    async def write_async(
+        self, record: Record, text: str | None = None, entry: Entry | None = None
+    ) -> str:
         """:meth:`write` for the event loop."""
-        return await self._committer.write_async(record, text)
+        return await self._committer.write_async(record, text, entry)
 
     def _commit_locked(self, group: list[PendingRecord]) -> None:
         with self._lock:
@@ -190,6 +218,8 @@ class SqliteStore:
                     last = anchor if anchor is not None else (0, GENESIS)
                 rows, _, _ = chain_rows(group, self.instance, *last)
                 self._db.executemany(INSERT_COLUMNS + "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                fresh = self._rollups.write(self._query, self._many, entries_of(group))
+            self._rollups.remember(fresh)
         except Exception as exc:  # noqa: BLE001 - every record of the group must hear of it
             if len(group) > 1:
                 # One bad record (a duplicate id, say) must not fail its neighbours: each
@@ -270,6 +300,17 @@ class SqliteStore:
         with self._lock:
             rows = self._db.execute(ACTIVITY_QUERY.replace("%s", "?"), (end, start)).fetchall()
         return [tuple(r) for r in rows]
+
+    # -- rollups (gateway.store.tallies): what reports read -------------------------------------
+
+    def rollups(self) -> RollupReader:
+        """The daily rollups, for reports."""
+
+        def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            with self._lock:
+                return self._query(sql, params)
+
+        return RollupReader(query)
 
     def records_between(self, start: str, end: str) -> list[Record]:
         """Records with ``start <= time < end`` (ISO 8601 UTC strings), oldest first."""

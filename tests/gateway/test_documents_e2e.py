@@ -19,7 +19,6 @@ from asn1crypto import cms, core, x509
 from gateway.checks.validation import PoolValidator
 from gateway.directory import Account
 from gateway.record import Record
-from gateway.report import build_report
 from tests.support.gateway import CLERK, OFFICIAL, make_config, policy_text
 from tests.support.pki import (
     TestPKI,
@@ -30,6 +29,7 @@ from tests.support.pki import (
     sign_pdf,
     smime_parts,
 )
+from tests.support.records import score as build_report
 from tests.support.smtp import Downstream
 
 DOCUMENT_RULES = (

@@ -21,9 +21,9 @@ import pytest
 
 from gateway.directory import Account
 from gateway.record import SCHEMA_VERSION, Record, RecordError
-from gateway.report import build_report
 from gateway.store.chain import GENESIS, chain_hash
 from tests.support.gateway import CLERK, OFFICIAL, make_config, message
+from tests.support.records import score as build_report
 from tests.support.smtp import Downstream
 
 PERSONAL = "nguyenvana@gmail.com"

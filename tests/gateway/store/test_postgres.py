@@ -56,8 +56,8 @@ def test_several_gateways_on_one_postgres_store(
 
     from gateway.directory import Account
     from gateway.record import Record
-    from gateway.report import build_report
     from tests.support.milter import MilterClient
+    from tests.support.records import score as build_report
 
     officer = "a.nguyen@dilinh.lamdong.gov.vn"
     gateways = []
