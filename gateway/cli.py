@@ -294,6 +294,11 @@ congvu report review --period 2026              # the emulation review, units ra
         "delete records older than the policy's [retention] keep_days",
         "congvu audit prune",
     )
+    audits.add(
+        "rollup",
+        "rebuild the reports' daily rollups from the records (gateway stopped)",
+        "congvu audit rollup",
+    )
 
     log = commands.add("log", "read the decision log", config=False)
     logs = _Parsers(log, "action")
@@ -646,6 +651,12 @@ def _main(argv: list[str] | None) -> int:
                     count = store.prune(before)
                     where = store.describe()
                 print(f"{where}: {count} decisions older than {keep} days removed")
+                return EXIT_OK
+            if args.action == "rollup":
+                with closing(_store(config)) as store:
+                    count = store.rebuild_rollups()
+                    where = store.describe()
+                print(f"{where}: daily rollups rebuilt from {count} decisions")
                 return EXIT_OK
             with closing(_store(config)) as store:
                 problems = store.verify()

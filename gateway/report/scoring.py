@@ -1,13 +1,15 @@
-"""Scoring the units' use of official mail, from the decision records and the directory.
+"""Scoring the units' use of official mail, from a period's totals and the directory.
 
 What the district office writes: "152 of 629 accounts used = 24.17%", the list of units not
-fulfilling their duty (with the evidence), and the mailboxes unused for 90 days. Everything
-here reads records, field by field (:class:`gateway.record.Record`); nothing here touches the
-SMTP path. Rendering the figures is :mod:`.render`.
+fulfilling their duty (with the evidence), and the mailboxes unused for 90 days. The records
+reach here added up by sender (:mod:`.tally`: from the store's rollups, or folded from the
+records); here each sender is credited to an account of today's directory
+(:meth:`Directory.credit`). Nothing here touches the SMTP path. Rendering is :mod:`.render`.
 
-A record is attributed to an account by the sender's official address (From, else the
-envelope sender) or by a personal address an officer is known to use. Only judged
-transactions (accepted or refused) count as "sent".
+A record is credited to an account by the MTA login, by the sender's official address (From,
+else the envelope sender) when the gateway authenticated it, or by a personal address an
+officer is known to use when its provider's DKIM signature passed. Only judged transactions
+(accepted or refused) count as "sent".
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from gateway.directory import Account
-from gateway.record import Record
 from gateway.report.tally import JUDGED, Mark, Sender, Totals
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "IdleReport",
     "ReviewRow",
     "UnitScore",
-    "attribute",
     "build_report",
     "idle_report",
     "rate",
@@ -124,12 +124,6 @@ class Directory:
             if address in self.by_personal:
                 return self.by_personal[address], True
         return None, False
-
-
-def attribute(record: Record, directory: Directory) -> tuple[Account | None, bool]:
-    """The account that sent ``record`` and whether from a personal address
-    (:meth:`Directory.credit`)."""
-    return directory.credit(Sender.of(record))
 
 
 def by_local_part(accounts: Iterable[Account]) -> dict[str, Account | None]:

@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.record import Record
@@ -38,11 +38,10 @@ __all__ = [
 ]
 
 JUDGED = ("accept", "reject")  # the verdicts that count as sent mail
-COUNTED_REASONS = {
-    "contact": "advisory.public_contact_in_body",
-    "personal_domain": "sender.personal_domain",
-    "registration": "advisory.public_service_registration",
-}
+# The reasons the scores count apart from refusals (docs/auditor/reports.md, the figures).
+CONTACT = "advisory.public_contact_in_body"  # a public contact address in the body
+PERSONAL_DOMAIN = "sender.personal_domain"  # an official sender with a personal-provider address
+REGISTRATION = "advisory.public_service_registration"  # an official mailbox registered somewhere
 # Marks keep the ids of the records behind a unit's findings (the report's evidence):
 # "unsigned", a refusal that returned unsigned documents; "personal_domain", a record a
 # personal-provider rule refused (or would have); "proven", a record whose sender may be
@@ -173,13 +172,13 @@ def entry(record: Record) -> Entry:
     signed, unsigned, exempted = _documents(record)
     found = {f.reason for f in record.findings}
     refused = record.verdict == "reject"
-    personal_domain = COUNTED_REASONS["personal_domain"] in record.reasons + record.monitor_reasons
+    personal_domain = PERSONAL_DOMAIN in record.reasons + record.monitor_reasons
     tally = Tally(
         records=1,
         signed=signed,
         unsigned=unsigned,
         exempted=exempted,
-        contact_advisories=int(COUNTED_REASONS["contact"] in found),
+        contact_advisories=int(CONTACT in found),
         personal_domain=int(personal_domain),
         returned_unsigned=unsigned if refused else 0,
         no_reason=int(refused and not record.reasons),
@@ -189,7 +188,7 @@ def entry(record: Record) -> Entry:
     registrations = tuple(
         rcpt.address.lower()
         for f in record.findings
-        if f.reason == COUNTED_REASONS["registration"]
+        if f.reason == REGISTRATION
         for rcpt in record.envelope.recipients
     )
     marks: tuple[str, ...] = ()
@@ -263,8 +262,3 @@ def fold(
         if item.marks and keep(item.sender):
             marks.extend((item.time, item.id, item.sender, mark) for mark in item.marks)
     return totals, marks
-
-
-def day_bounds(first: date, last: date) -> tuple[str, str]:
-    """The days [first, last] as the stores' day column compares them."""
-    return first.isoformat(), last.isoformat()

@@ -116,6 +116,9 @@ class DecisionStore(Protocol):
     def rollups(self) -> RollupReader:
         """The daily rollups the reports read (:mod:`gateway.store.tallies`)."""
 
+    def rebuild_rollups(self) -> int:
+        """Roll up every record again, from nothing; how many records were read."""
+
     def accounts(self) -> list[Account]:
         """The account directory, by address."""
 

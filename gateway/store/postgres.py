@@ -133,13 +133,26 @@ class PostgresStore:
                         (str(number),),
                     )
 
-    def _roll_up_existing(self) -> None:
-        """Roll up the records of a store made before the rollups (in the migration's
-        transaction, under its lock: no gateway writes meanwhile)."""
+    def _roll_up_existing(self) -> int:
+        """Roll up every record, from nothing, in the caller's transaction: the migration's
+        (a store made before the rollups), or :meth:`rebuild_rollups`'."""
         with self._write_conn.cursor(name="congvu_rollup") as rows:
             rows.itersize = 2000
-            rows.execute("SELECT record FROM decisions ORDER BY time, id")
-            rebuild(self._rollups, self._write_query, self._write_many, rows)
+            rows.execute("SELECT record FROM decisions")
+            return rebuild(self._rollups, self._write_query, self._write_many, rows)
+
+    def rebuild_rollups(self) -> int:
+        """Roll up every record again, from nothing (one transaction; the decisions are locked
+        against writes meanwhile, so gateways writing wait); how many records were read."""
+        conn = self._write_conn
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL statement_timeout = 0")
+                conn.execute("LOCK TABLE decisions IN SHARE MODE")
+                return self._roll_up_existing()
+        except psycopg.Error as exc:
+            self._rollups.forget()
+            raise StoreError(f"cannot rebuild the rollups: {exc}") from exc
 
     def _write_query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._write_conn.execute(sql, params or None).fetchall()

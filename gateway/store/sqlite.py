@@ -152,14 +152,33 @@ class SqliteStore:
         them, once, from its records (under the write lock: no record is missed)."""
         self._db.executescript(schema(SQLITE_SERIAL))
         done = "SELECT 1 FROM meta WHERE key = 'rollups'"
-        if self._db.execute(done).fetchone():
-            return
-        with self._immediate():
-            if self._db.execute(done).fetchone():
-                return  # another process did it meanwhile
-            rows = self._db.execute("SELECT record FROM decisions ORDER BY time, id")
-            rebuild(self._rollups, self._query, self._many, iter(rows.fetchone, None))
-            self._db.execute("INSERT INTO meta VALUES ('rollups', '1')")
+        # A large store takes a while (about 60 µs a record): the other processes opening it
+        # meanwhile (the workers) wait for it to finish, however long, rather than fail.
+        while not self._db.execute(done).fetchone():
+            try:
+                with self._immediate():
+                    if self._db.execute(done).fetchone():
+                        return  # another process did it meanwhile
+                    self._rebuild_locked()
+                    self._db.execute("INSERT INTO meta VALUES ('rollups', '1')")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+                time.sleep(0.2)
+
+    def _rebuild_locked(self) -> int:
+        rows = self._db.execute("SELECT record FROM decisions")
+        return rebuild(self._rollups, self._query, self._many, iter(rows.fetchone, None))
+
+    def rebuild_rollups(self) -> int:
+        """Roll up every record again, from nothing (one transaction: gateways writing
+        meanwhile wait, and after 5 s answer 4xx); how many records were read."""
+        try:
+            with self._lock, self._immediate():
+                return self._rebuild_locked()
+        except sqlite3.Error as exc:
+            self._rollups.forget()
+            raise StoreError(f"cannot rebuild the rollups: {exc}") from exc
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """A query written with "%s" placeholders (both stores' SQL), run here."""

@@ -187,7 +187,9 @@ class Rollups:
         up, for :meth:`remember` once the transaction commits."""
         keyed = [(item, item.sender.key()) for item in entries]
         fresh: dict[str, int] = {}
-        new = list({key for _, key in keyed if key not in self._ids})
+        # Rows go in key order: gateways sharing a PostgreSQL store then lock them in one
+        # order, and never deadlock (which would fail both commits: 4xx to their clients).
+        new = sorted({key for _, key in keyed if key not in self._ids})
         if new:
             many(ADD_SENDERS, [(key,) for key in new])
             for chunk in _chunks(new, _IN_SQL):
@@ -208,11 +210,14 @@ class Rollups:
                 else:
                     marks.append((item.time, item.id, mark, sender))
         for sql, rows in (
-            (ADD_TALLIES, [(*k, *t.counts(), t.last_time) for k, t in tallies.items()]),
-            (ADD_REASONS, [(*k, n) for k, n in reasons.items()]),
-            (ADD_REGISTRATIONS, [(*k, n) for k, n in registrations.items()]),
-            (ADD_MARKS, marks),
-            (ADD_PROVEN, proven),
+            (
+                ADD_TALLIES,
+                [(*k, *tallies[k].counts(), tallies[k].last_time) for k in sorted(tallies)],
+            ),
+            (ADD_REASONS, [(*k, reasons[k]) for k in sorted(reasons)]),
+            (ADD_REGISTRATIONS, [(*k, registrations[k]) for k in sorted(registrations)]),
+            (ADD_MARKS, sorted(marks)),
+            (ADD_PROVEN, sorted(proven)),
         ):
             if rows:
                 many(sql, rows)

@@ -21,7 +21,9 @@ from test_postfix_e2e import postfix_dir, start_or_skip
 
 from gateway.activity import ImportSummary, merge, parse_line, read_activity
 from gateway.cli import main
+from gateway.store import SqliteStore
 from tests.support.dovecot import DovecotAuth
+from tests.support.records import sent
 from tests.support.smtp import free_port
 
 HANOI = timezone(timedelta(hours=7))
@@ -221,6 +223,55 @@ def test_an_old_login_leaves_the_account_idle(
     [row] = json.loads(capsys.readouterr().out)["idle"]
     assert row["address"] == "idle@dilinh.lamdong.gov.vn"
     assert (row["last_seen"], row["seen_by"]) == ("2026-08-01T02:00:00Z", "imap")
+
+
+def test_the_idle_list_names_exactly_the_accounts_with_neither_mail_nor_login(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A district of six accounts, 90 days: mail 10 days ago, a login 10 days ago (by its
+    bare user name), old mail but a recent login, old mail and an old login, only a refused
+    record (refused mail is use too), and nothing at all. Idle: exactly the old-only one;
+    never seen: exactly the silent one."""
+    config = tmp_path / "congvu.toml"
+    config.write_text(f'[store]\nsqlite = "{tmp_path / "d.sqlite"}"\n')
+    names = ("mail", "login", "oldmail-newlogin", "old", "refused", "silent")
+    directory = tmp_path / "danh-ba.csv"
+    directory.write_text(
+        "address,full_name,unit,role,issued,personal_addresses\n"
+        + "".join(f"{n}@gh.gov.vn,{n},UBND xa Gia Hiep,officer,2025-01-01,\n" for n in names)
+    )
+    assert main(["directory", "import", str(directory), "--config", str(config)]) == 0
+    now = datetime.now(UTC)
+
+    def ago(days: int) -> str:
+        return (now - timedelta(days=days)).isoformat(timespec="milliseconds")[:23] + "Z"
+
+    store = SqliteStore(tmp_path / "d.sqlite", instance="gw")
+    for n, (who, days, verdict) in enumerate(
+        [
+            ("mail", 10, "accept"),
+            ("oldmail-newlogin", 200, "accept"),
+            ("old", 120, "accept"),
+            ("refused", 30, "reject"),
+        ]
+    ):
+        store.write(sent(f"01IDLE{n:020d}", ago(days), f"{who}@gh.gov.vn", verdict).to_dict())
+    store.close()
+    log = tmp_path / "dovecot.log"
+    log.write_text(
+        _dovecot_line("login", now - timedelta(days=10))
+        + _dovecot_line("oldmail-newlogin@gh.gov.vn", now - timedelta(days=5))
+        + _dovecot_line("old@gh.gov.vn", now - timedelta(days=100))
+    )
+    args = ["--config", str(config)]
+    assert main(["activity", "import", str(log), "--timezone", "Asia/Ho_Chi_Minh", *args]) == 0
+    capsys.readouterr()
+    for source in ([], ["--from-records"]):
+        assert main(["report", "idle", "--days", "90", "--format", "json", *args, *source]) == 0
+        idle = json.loads(capsys.readouterr().out)
+        assert [row["address"] for row in idle["idle"]] == ["old@gh.gov.vn"]
+        assert idle["idle"][0]["seen_by"] == "imap"  # the login, 100 days ago, came last
+        assert [row["address"] for row in idle["never_seen"]] == ["silent@gh.gov.vn"]
 
 
 def test_a_missing_file_or_unknown_zone_is_a_usage_error(district: Path, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from tests.support.pki import (
     sign_pdf,
     smime_parts,
 )
-from tests.support.records import score as build_report
+from tests.support.records import score_records
 from tests.support.smtp import Downstream
 
 DOCUMENT_RULES = (
@@ -548,7 +548,7 @@ def test_encrypted_smime_cannot_be_checked(gateway) -> None:
 def officer_score(records: list[dict[str, Any]]) -> tuple[int, int, int]:
     """(signed, unsigned, exempted) documents the report counts for the sender's unit."""
     account = Account(OFFICIAL, "Nguyễn Văn A", "UBND huyện", "officer", date(2022, 1, 1))
-    [score], _ = build_report(
+    [score], _ = score_records(
         [Record.from_dict(r) for r in records], [account], period_end=date(2099, 1, 1)
     )
     return score.documents_signed, score.documents_unsigned, score.documents_exempted

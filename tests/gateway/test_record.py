@@ -23,7 +23,7 @@ from gateway.directory import Account
 from gateway.record import SCHEMA_VERSION, Record, RecordError
 from gateway.store.chain import GENESIS, chain_hash
 from tests.support.gateway import CLERK, OFFICIAL, make_config, message
-from tests.support.records import score as build_report
+from tests.support.records import score_records
 from tests.support.smtp import Downstream
 
 PERSONAL = "nguyenvana@gmail.com"
@@ -242,7 +242,7 @@ def test_old_records_in_the_report() -> None:
         OFFICIAL, "Nguyễn Văn A", "UBND huyện", "officer", date(2022, 1, 1), (PERSONAL,)
     )
     records = [Record.from_dict(r) for r in OLD.values()]
-    [score], _ = build_report(records, [account], period_end=date(2026, 10, 31))
+    [score], _ = score_records(records, [account], period_end=date(2026, 10, 31))
     assert (score.messages_sent, score.accepted, score.refused) == (2, 1, 1)  # v3 and v4
     assert score.from_personal_providers == 1  # v3, from gmail.com with gmail's DKIM
     # v3: one signed PDF, one document inside an archive without a signature;

@@ -353,7 +353,7 @@ def test_forged_senders_credit_and_blame_no_one() -> None:
     from datetime import date
 
     from gateway.directory import Account
-    from tests.support.records import score as build_report
+    from tests.support.records import score_records
 
     account = Account(
         "chutich@lamdong.gov.vn",
@@ -373,12 +373,12 @@ def test_forged_senders_credit_and_blame_no_one() -> None:
         authenticated=False,
         dkim=(),
     )
-    [score], _ = build_report([forged, unsigned_gmail], [account], period_end=date(2026, 10, 31))
+    [score], _ = score_records([forged, unsigned_gmail], [account], period_end=date(2026, 10, 31))
     assert (score.accounts_active, score.messages_sent, score.non_compliant) == (0, 0, [])
     proven_gmail = replace(
         unsigned_gmail, dkim=(DkimRecord(domain="gmail.com", selector="s", result="pass"),)
     )
-    [score], _ = build_report([proven_gmail], [account], period_end=date(2026, 10, 31))
+    [score], _ = score_records([proven_gmail], [account], period_end=date(2026, 10, 31))
     assert (score.messages_sent, score.from_personal_providers) == (1, 1)
 
 
@@ -390,8 +390,7 @@ def test_an_officers_login_is_their_use_of_official_mail() -> None:
 
     from gateway.directory import Account
     from gateway.record import Client
-    from tests.support.records import idle as idle_report
-    from tests.support.records import score as build_report
+    from tests.support.records import idle_records, score_records
 
     def account(address: str, unit: str) -> Account:
         return Account(address, "Cán bộ", unit, "officer", date(2022, 1, 1), ())
@@ -408,11 +407,11 @@ def test_an_officers_login_is_their_use_of_official_mail() -> None:
         return replace(unproven, client=Client(ip="10.0.0.9", login=login))
 
     records = [by("an@dilinh.lamdong.gov.vn"), by("binh"), by("vanthu")]
-    scores, total = build_report(records, accounts, period_end=date(2026, 10, 31))
+    scores, total = score_records(records, accounts, period_end=date(2026, 10, 31))
     sent_by_unit = {s.unit: s.messages_sent for s in scores}
     assert sent_by_unit == {"UBND huyện Di Linh": 1, "UBND TP Bảo Lộc": 1}
     assert total.accounts_active == 2
-    idle = idle_report(
+    idle = idle_records(
         records,
         accounts,
         now=datetime(2026, 10, 31, tzinfo=UTC),
@@ -431,12 +430,12 @@ def test_spreadsheet_cells_never_run_as_formulas(tmp_path: Path) -> None:
 
     from gateway.directory import Account
     from gateway.report import render
-    from tests.support.records import score as build_report
+    from tests.support.records import score_records
 
     account = Account(
         "a@lamdong.gov.vn", "A", '=HYPERLINK("http://x","y")', "officer", date(2022, 1, 1)
     )
-    scores, total = build_report([], [account], period_end=date(2026, 10, 31))
+    scores, total = score_records([], [account], period_end=date(2026, 10, 31))
     assert "\n\"'=HYPERLINK" in render(scores, total, "csv")
 
 

@@ -13,9 +13,7 @@ from gateway.cli import main
 from gateway.directory import Account
 from gateway.record import Record
 from gateway.store import SqliteStore
-from tests.support.records import idle as idle_report
-from tests.support.records import score as build_report
-from tests.support.records import sent
+from tests.support.records import idle_records, score_records, sent
 
 
 def accounts() -> list[Account]:
@@ -92,7 +90,7 @@ def test_generated_log_gives_the_hand_checked_report(tmp_path: Path) -> None:
     september = [Record.from_dict(r) for r in stored]
     assert store.verify() == []
     seen: list[int] = []
-    scores, total = build_report(
+    scores, total = score_records(
         september,
         accounts(),
         period_end=date(2026, 9, 30),
@@ -125,7 +123,7 @@ def test_generated_log_gives_the_hand_checked_report(tmp_path: Path) -> None:
     # Ranked: the two non-compliant units first, the lower rate first among equals.
     assert [s.unit for s in scores] == ["Xã B", "Xã A", "UBND huyện"]
 
-    idle = idle_report(
+    idle = idle_records(
         [Record.from_dict(r) for r in store.records_between("", "9999")],
         accounts(),
         now=datetime(2026, 11, 22, tzinfo=UTC),

@@ -75,7 +75,7 @@ def sent(
     )
 
 
-def score(
+def score_records(
     records: Iterable[Record], accounts: list[Account], **options: Any
 ) -> tuple[list[UnitScore], UnitScore]:
     """The units' scores of ``records`` in hand, added up as ``congvu report --from-records``
@@ -86,7 +86,7 @@ def score(
     return build_report(totals, marks, directory, **options)
 
 
-def idle(records: Iterable[Record], accounts: list[Account], **options: Any) -> IdleReport:
+def idle_records(records: Iterable[Record], accounts: list[Account], **options: Any) -> IdleReport:
     """The idle list of ``records`` in hand (as ``congvu report idle --from-records``)."""
     totals, _ = fold(records)
     return idle_report(totals.last_seen(), Directory(accounts), **options)

@@ -57,7 +57,7 @@ def test_several_gateways_on_one_postgres_store(
     from gateway.directory import Account
     from gateway.record import Record
     from tests.support.milter import MilterClient
-    from tests.support.records import score as build_report
+    from tests.support.records import score_records
 
     officer = "a.nguyen@dilinh.lamdong.gov.vn"
     gateways = []
@@ -113,7 +113,7 @@ def test_several_gateways_on_one_postgres_store(
     account = Account(
         officer, "Nguyễn Văn A", "UBND huyện Di Linh", "officer", date(2022, 1, 1), ()
     )
-    [score], _ = build_report(
+    [score], _ = score_records(
         [Record.from_dict(r) for r in records], [account], period_end=date(2100, 1, 1)
     )
     assert score.messages_sent == 3 * each
