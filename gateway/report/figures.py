@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.record import Record
 from gateway.report.render import RefusalsByWeek
 from gateway.report.scoring import Directory, IdleReport, UnitScore, build_report, idle_report
-from gateway.report.tally import Sender, Totals, fold
+from gateway.report.tally import Mark, Sender, Totals, fold
 from policies.schema import VIETNAM_TIME
 
 if TYPE_CHECKING:
@@ -50,17 +50,32 @@ class _Figures:
         start = utc_bound(first) if first is not None else ""
         return self.store.activity_between(start, utc_bound(last + timedelta(days=1)))
 
-    def _scores(
-        self, totals: Totals, marks: Any, first: date, last: date, **options: Any
+    def scores(
+        self,
+        first: date,
+        last: date,
+        *,
+        unit: str | None = None,
+        min_rate: float = 0.0,
+        used: set[str] | None = None,
     ) -> Scores:
+        """The units' scores for the days [first, last] (one ``unit``'s only, if given);
+        ``used`` gets the addresses of the accounts used."""
+        totals, marks = self._period(first, last, unit)
         return build_report(
             totals,
             marks,
             self.directory,
             period_end=last,
+            unit=unit,
+            min_rate=min_rate,
             activity=self._activity(first, last),
-            **options,
+            used=used,
         )
+
+    def _period(self, first: date, last: date, unit: str | None) -> tuple[Totals, list[Mark]]:
+        """The days' totals and marks (those of ``unit``'s senders at least)."""
+        raise NotImplementedError
 
     def idle(self, *, until: date | None, now: datetime, days: int, is_official: Any) -> IdleReport:
         """The idle list as of ``now``, from the mail and logins up to the day ``until``
@@ -86,16 +101,7 @@ class RollupFigures(_Figures):
         self.rollups = store.rollups()
         self.senders = self.rollups.senders()
 
-    def scores(
-        self,
-        first: date,
-        last: date,
-        *,
-        unit: str | None = None,
-        min_rate: float = 0.0,
-        used: set[str] | None = None,
-    ) -> Scores:
-        """The units' scores for the days [first, last] (one ``unit``'s only, if given)."""
+    def _period(self, first: date, last: date, unit: str | None) -> tuple[Totals, list[Mark]]:
         wanted = self.senders
         if unit is not None:
             wanted = {
@@ -113,7 +119,7 @@ class RollupFigures(_Figures):
             credited,
             [n for n, s in credited.items() if self.credit(s)[1]],
         )
-        return self._scores(totals, marks, first, last, unit=unit, min_rate=min_rate, used=used)
+        return totals, marks
 
     def refusals(self, first: date, last: date) -> RefusalsByWeek:
         """Refusals by reason and week in the days [first, last]."""
@@ -135,14 +141,14 @@ class RecordFigures(_Figures):
     ) -> None:
         super().__init__(store, accounts)
         self.progress = progress
-        self._totals: dict[tuple[date | None, date], tuple[Totals, list[Any]]] = {}
+        self._totals: dict[tuple[date | None, date], tuple[Totals, list[Mark]]] = {}
 
     def _records(self, first: date | None, last: date) -> Iterator[Record]:
         start = utc_bound(first) if first is not None else ""
         end = utc_bound(last + timedelta(days=1))
         return (Record.from_dict(r) for r in self.store.iter_records_between(start, end))
 
-    def _fold(self, first: date | None, last: date) -> tuple[Totals, list[Any]]:
+    def _fold(self, first: date | None, last: date) -> tuple[Totals, list[Mark]]:
         if (first, last) not in self._totals:  # a report asks for scores, then refusals
             self._totals.clear()
             self._totals[first, last] = fold(
@@ -152,18 +158,8 @@ class RecordFigures(_Figures):
             )
         return self._totals[first, last]
 
-    def scores(
-        self,
-        first: date,
-        last: date,
-        *,
-        unit: str | None = None,
-        min_rate: float = 0.0,
-        used: set[str] | None = None,
-    ) -> Scores:
-        """The units' scores for the days [first, last] (one ``unit``'s only, if given)."""
-        totals, marks = self._fold(first, last)
-        return self._scores(totals, marks, first, last, unit=unit, min_rate=min_rate, used=used)
+    def _period(self, first: date, last: date, unit: str | None) -> tuple[Totals, list[Mark]]:
+        return self._fold(first, last)
 
     def refusals(self, first: date, last: date) -> RefusalsByWeek:
         """Refusals by reason and week in the days [first, last]."""

@@ -3,7 +3,7 @@
 A report must not read every record of a province-year (about 5 million). So each record is
 boiled down, as it commits, to an :class:`Entry`: the day (Vietnam time), the evidence of who
 may have sent it (:class:`Sender`, never the account: the directory changes, and a report
-must credit the directory of its own day), its verdict and its counts. The stores add the
+credits by the directory of the day it runs), its verdict and its counts. The stores add the
 entries up per day and sender (:mod:`gateway.store.tallies`); a report reads the sums of its
 days (:class:`Totals`) and :mod:`.scoring` credits them to accounts.
 
@@ -28,7 +28,9 @@ from policies.schema import VIETNAM_TIME
 __all__ = [
     "JUDGED",
     "MARKS",
+    "TALLY_COUNTS",
     "Entry",
+    "Mark",
     "Sender",
     "Tally",
     "Totals",

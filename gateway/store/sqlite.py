@@ -27,7 +27,15 @@ from gateway.store.chain import (
     verify_rows,
 )
 from gateway.store.commit import GroupCommitter, PendingRecord
-from gateway.store.tallies import SQLITE_SERIAL, RollupReader, Rollups, entries_of, rebuild, schema
+from gateway.store.tallies import (
+    SQLITE_CLUSTERED,
+    SQLITE_SERIAL,
+    RollupReader,
+    Rollups,
+    entries_of,
+    rebuild,
+    schema,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -150,7 +158,7 @@ class SqliteStore:
     def _migrate_rollups(self) -> None:
         """Create the rollups (:mod:`gateway.store.tallies`); roll up a store made before
         them, once, from its records (under the write lock: no record is missed)."""
-        self._db.executescript(schema(SQLITE_SERIAL))
+        self._db.executescript(schema(SQLITE_SERIAL, SQLITE_CLUSTERED))
         done = "SELECT 1 FROM meta WHERE key = 'rollups'"
         # A large store takes a while (about 60 µs a record): the other processes opening it
         # meanwhile (the workers) wait for it to finish, however long, rather than fail.
