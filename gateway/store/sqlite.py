@@ -160,7 +160,7 @@ class SqliteStore:
         them, once, from its records (under the write lock: no record is missed)."""
         self._db.executescript(schema(SQLITE_SERIAL, SQLITE_CLUSTERED))
         done = "SELECT 1 FROM meta WHERE key = 'rollups'"
-        # A large store takes a while (about 60 µs a record): the other processes opening it
+        # A large store takes a while (about 110 µs a record): the other processes opening it
         # meanwhile (the workers) wait for it to finish, however long, rather than fail.
         while not self._db.execute(done).fetchone():
             try:
