@@ -44,6 +44,7 @@ __all__ = [
     "POSTGRES_SERIAL",
     "SQLITE_CLUSTERED",
     "SQLITE_SERIAL",
+    "TABLES",
     "RollupReader",
     "Rollups",
     "entries_of",
