@@ -645,8 +645,9 @@ def _main(argv: list[str] | None) -> int:
             configure_logging("error", "-")
             if args.action == "prune":
                 keep = load_policy(config.policy_file).keep_days
-                cutoff = datetime.now(UTC) - timedelta(days=keep)
-                before = cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                from gateway.record import record_time
+
+                before = record_time(datetime.now(UTC) - timedelta(days=keep))
                 with closing(_store(config)) as store:
                     count = store.prune(before)
                     where = store.describe()

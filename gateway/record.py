@@ -52,6 +52,7 @@ __all__ = [
     "SignerRecord",
     "build_record",
     "notice_record",
+    "record_time",
 ]
 
 SCHEMA_VERSION = 6  # see build_record for what each version added
@@ -531,6 +532,12 @@ def _inner(doc: DocumentEvidence, facts: MessageFacts, policy: Policy) -> InnerD
     )
 
 
+def record_time(moment: datetime) -> str:
+    """A moment as records write their time (and as stores compare it): UTC, ISO 8601 with
+    milliseconds and a final Z."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def notice_record(notice: dict[str, Any] | None) -> NoticeRecord | None:
     """What the notifier reported (``{kind, sent, to, message_id, reason}``), as recorded."""
     return NoticeRecord(**notice) if notice is not None else None
@@ -574,7 +581,7 @@ def build_record(
     monitor = tuple(decision.monitor_reasons) if decision else ()
     return Record(
         id=decision_id,
-        time=when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        time=record_time(when),
         client=Client(ip=client_ip, helo=helo, tls=tls, login=login),
         envelope=Envelope(
             mail_from=mail_from,

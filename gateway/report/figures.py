@@ -7,10 +7,10 @@ figures: :mod:`.tally` adds records up one way for both.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from gateway.record import Record
+from gateway.record import Record, record_time
 from gateway.report.render import RefusalsByWeek
 from gateway.report.scoring import Directory, IdleReport, UnitScore, build_report, idle_report
 from gateway.report.tally import Mark, Sender, Totals, fold
@@ -28,8 +28,7 @@ _FAR = date(9999, 12, 30)
 
 def utc_bound(day: date) -> str:
     """Midnight (Vietnam time) starting ``day``, as the records' UTC time strings."""
-    moment = datetime.combine(day, datetime.min.time(), tzinfo=VIETNAM_TIME).astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return record_time(datetime.combine(day, datetime.min.time(), tzinfo=VIETNAM_TIME))
 
 
 class _Figures:

@@ -21,6 +21,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from gateway.directory import Account
+from gateway.record import record_time
 from gateway.report.tally import JUDGED, Mark, Sender, Totals
 
 __all__ = [
@@ -305,7 +306,7 @@ def idle_report(
         holder = directory.holder(login_name)
         if holder is not None:
             seen(holder.address, when, kind)
-    cutoff = (now - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    cutoff = record_time(now - timedelta(days=days))
     known = {a.address for a in accounts}
     idle, never = [], []
     for account in accounts:
