@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVITY_QUERY",
+    "ACTIVITY_SCHEMA",
+    "ADD_ACTIVITY",
     "PAGE_QUERY",
     "PAGE_SIZE",
     "DecisionStore",
@@ -58,6 +60,30 @@ def pages(
         if len(rows) < PAGE_SIZE:
             return
 
+
+# Mailbox activity: per login, day and kind, when first and last seen (both stores; idempotent).
+ACTIVITY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS activity (
+    login TEXT NOT NULL,
+    day TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    PRIMARY KEY (login, day, kind)
+);
+CREATE INDEX IF NOT EXISTS activity_day ON activity (day);
+"""
+
+# Mailbox activity merged in (login, day, kind, first seen, last seen): the earliest first and
+# the latest last seen win, so importing twice counts once. Both stores' statement ("%s"
+# placeholders, "?" for SQLite; CASE, as SQLite has no LEAST nor GREATEST).
+ADD_ACTIVITY = (
+    "INSERT INTO activity VALUES (%s, %s, %s, %s, %s) ON CONFLICT (login, day, kind) DO UPDATE "
+    "SET first_seen = CASE WHEN EXCLUDED.first_seen < activity.first_seen "
+    "THEN EXCLUDED.first_seen ELSE activity.first_seen END, "
+    "last_seen = CASE WHEN EXCLUDED.last_seen > activity.last_seen "
+    "THEN EXCLUDED.last_seen ELSE activity.last_seen END"
+)
 
 # Mailbox activity seen in a period [start, end): (login, kind, last seen), both stores'
 # query (parameters: end, start; "%s" placeholders, "?" for SQLite).

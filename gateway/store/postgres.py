@@ -21,7 +21,15 @@ import psycopg
 
 from gateway.directory import Account, account_from_row, account_row
 from gateway.report.tally import Entry
-from gateway.store.base import ACTIVITY_QUERY, PAGE_QUERY, Record, StoreError, pages
+from gateway.store.base import (
+    ACTIVITY_QUERY,
+    ACTIVITY_SCHEMA,
+    ADD_ACTIVITY,
+    PAGE_QUERY,
+    Record,
+    StoreError,
+    pages,
+)
 from gateway.store.chain import (
     GENESIS,
     INSERT_COLUMNS,
@@ -75,20 +83,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
-    (
-        2,
-        """
-        CREATE TABLE activity (
-            login TEXT NOT NULL,
-            day TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            first_seen TEXT NOT NULL,
-            last_seen TEXT NOT NULL,
-            PRIMARY KEY (login, day, kind)
-        );
-        CREATE INDEX activity_day ON activity (day);
-        """,
-    ),
+    (2, ACTIVITY_SCHEMA),
     (3, schema(POSTGRES_SERIAL)),  # then the records already there are rolled up
 ]
 _MIGRATION_LOCK = 0x636F6E67  # "cong": one advisory lock id for migrations
@@ -322,13 +317,7 @@ class PostgresStore:
         conn = self._write_conn
         try:
             with conn.transaction(), conn.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO activity VALUES (%s, %s, %s, %s, %s) "
-                    "ON CONFLICT (login, day, kind) DO UPDATE SET "
-                    "first_seen = LEAST(activity.first_seen, EXCLUDED.first_seen), "
-                    "last_seen = GREATEST(activity.last_seen, EXCLUDED.last_seen)",
-                    rows,
-                )
+                cursor.executemany(ADD_ACTIVITY, rows)
         except psycopg.Error as exc:
             raise StoreError(f"cannot record mailbox activity: {exc}") from exc
 

@@ -15,7 +15,15 @@ from typing import Any
 from gateway.directory import Account, account_from_row, account_row
 from gateway.record import SCHEMA_VERSION
 from gateway.report.tally import Entry
-from gateway.store.base import ACTIVITY_QUERY, PAGE_QUERY, Record, StoreError, pages
+from gateway.store.base import (
+    ACTIVITY_QUERY,
+    ACTIVITY_SCHEMA,
+    ADD_ACTIVITY,
+    PAGE_QUERY,
+    Record,
+    StoreError,
+    pages,
+)
 from gateway.store.chain import (
     GENESIS,
     INSERT_COLUMNS,
@@ -39,7 +47,8 @@ from gateway.store.tallies import (
 
 __all__ = ["SqliteStore"]
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY,
@@ -59,16 +68,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     issued TEXT NOT NULL,
     personal TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS activity (
-    login TEXT NOT NULL,
-    day TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    first_seen TEXT NOT NULL,
-    last_seen TEXT NOT NULL,
-    PRIMARY KEY (login, day, kind)
-);
-CREATE INDEX IF NOT EXISTS activity_day ON activity (day);
 """
+    + ACTIVITY_SCHEMA
+)
 # Tamper evidence: each gateway instance's records form a hash chain (seq, prev_hash, hash).
 _CHAIN_COLUMNS = {
     "instance": "TEXT NOT NULL DEFAULT ''",
@@ -312,20 +314,14 @@ class SqliteStore:
         what is stored (the earliest first and the latest last seen win: idempotent)."""
         try:
             with self._lock, self._immediate():
-                self._db.executemany(
-                    "INSERT INTO activity VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (login, day, kind) DO UPDATE SET "
-                    "first_seen = min(first_seen, excluded.first_seen), "
-                    "last_seen = max(last_seen, excluded.last_seen)",
-                    rows,
-                )
+                self._many(ADD_ACTIVITY, rows)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record mailbox activity: {exc}") from exc
 
     def activity_between(self, start: str, end: str) -> list[tuple[str, str, str]]:
         """(login, kind, last seen) of the activity seen in ``start <= time < end``."""
         with self._lock:
-            rows = self._db.execute(ACTIVITY_QUERY.replace("%s", "?"), (end, start)).fetchall()
+            rows = self._query(ACTIVITY_QUERY, (end, start))
         return [tuple(r) for r in rows]
 
     # -- rollups (gateway.store.tallies): what reports read -------------------------------------
