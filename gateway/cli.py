@@ -300,6 +300,46 @@ congvu report review --period 2026              # the emulation review, units ra
         "congvu audit rollup",
     )
 
+    web = commands.add(
+        "web",
+        "run the auditors' web console (read-only), or manage its users",
+        """
+congvu web                                      # on [web] listen, else 127.0.0.1:8026
+congvu web user add thanhtra --role auditor
+congvu web user add vt-giahiep --role manager --unit "UBND xa Gia Hiep"
+congvu web user list
+congvu web user remove vt-giahiep
+""",
+    )
+    web.add_argument("--listen", metavar="HOST:PORT", help="where to listen ([web] listen)")
+    webs = web.add_subparsers(dest="action")
+    user = webs.add_parser("user", help="the console's users ([web] users)")
+    users = user.add_subparsers(dest="user_action", required=True)
+    uadd = users.add_parser(
+        "add", help="add a user, or set a user's password, role and unit (asks the password)"
+    )
+    uadd.add_argument("name", help="the user name (letters, digits, . _ @ -)")
+    uadd.add_argument(
+        "--role",
+        choices=("auditor", "manager"),
+        required=True,
+        help="auditor: every unit; manager: --unit only",
+    )
+    uadd.add_argument("--unit", default="", help="the unit a manager sees (as in the directory)")
+    uadd.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (one line) instead of asking",
+    )
+    uadd.add_argument(
+        "--sso-only",
+        action="store_true",
+        help="no password: the user signs on only through [web] trusted_header",
+    )
+    uremove = users.add_parser("remove", help="remove a user (their sessions end at once)")
+    uremove.add_argument("name")
+    users.add_parser("list", help="the users, their roles and units")
+
     log = commands.add("log", "read the decision log", config=False)
     logs = _Parsers(log, "action")
     tail = logs.add(
@@ -552,6 +592,87 @@ def _review(
     return EXIT_OK
 
 
+def _web(args: argparse.Namespace, config: GatewayConfig) -> int:
+    """``congvu web``: the console, on its own port (bound first: a taken port is one line
+    and exit status 2), until SIGTERM or SIGINT."""
+    import uvicorn
+
+    from gateway.logs import get_logger
+    from gateway.server import ListenError, bind
+    from gateway.web.app import create_app
+
+    listen = args.listen or config.web.listen
+    try:
+        sock = bind(listen)
+    except ListenError as exc:
+        print(f"congvu web: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    policy = load_policy(config.policy_file)
+    with closing(_store(config)) as store:
+        app = create_app(config, store, policy)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,  # the console's own access log says who saw what
+                server_header=False,
+                proxy_headers=False,  # X-Forwarded-For is read from trusted proxies only
+            )
+        )
+        get_logger().info("web.started", listen=listen, store=store.describe())
+        server.run(sockets=[sock])
+        get_logger().info("web.stopped")
+    return EXIT_OK
+
+
+def _web_user(args: argparse.Namespace, config: GatewayConfig) -> int:
+    """``congvu web user add|remove|list``: the users file ([web] users)."""
+    import getpass
+
+    from gateway.web.users import UserFile, WebUser, hash_password, valid_name
+
+    file = UserFile(config.web.users)
+    users = dict(file.users())
+    if args.user_action == "list":
+        for user in sorted(users.values(), key=lambda u: u.name):
+            sign_on = "password" if user.password else "sso only"
+            print(f"{user.name}  {user.role}  {user.unit or '-'}  ({sign_on})")
+        return EXIT_OK
+    if args.user_action == "remove":
+        if users.pop(args.name, None) is None:
+            print(f"congvu web user: no user {args.name}", file=sys.stderr)
+            return EXIT_REJECT
+        file.save(users)
+        print(f"{file.path}: {args.name} removed")
+        return EXIT_OK
+    if not valid_name(args.name):
+        print("congvu web user: a user name is letters, digits and . _ @ -", file=sys.stderr)
+        return EXIT_USAGE
+    if args.role == "manager" and not args.unit:
+        print("congvu web user: a manager sees one unit: give --unit", file=sys.stderr)
+        return EXIT_USAGE
+    if args.role == "auditor" and args.unit:
+        print("congvu web user: an auditor sees every unit: no --unit", file=sys.stderr)
+        return EXIT_USAGE
+    password = ""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif not args.sso_only:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            print("congvu web user: the passwords differ", file=sys.stderr)
+            return EXIT_USAGE
+    if not args.sso_only and len(password) < 10:
+        print("congvu web user: a password has 10 characters at least", file=sys.stderr)
+        return EXIT_USAGE
+    users[args.name] = WebUser(
+        args.name, args.role, args.unit, hash_password(password) if password else ""
+    )
+    file.save(users)
+    print(f"{file.path}: {args.name} ({args.role}{', ' + args.unit if args.unit else ''}) saved")
+    return EXIT_OK
+
+
 def _store(config: GatewayConfig) -> DecisionStore:
     from gateway.store import StoreError, open_store
 
@@ -669,6 +790,11 @@ def _main(argv: list[str] | None) -> int:
             for problem in problems[:20]:
                 print(f"  {problem}", file=sys.stderr)
             return EXIT_REJECT
+        if args.command == "web":
+            if args.action == "user":
+                return _web_user(args, config)
+            configure_logging(config.log_level, config.log_file)
+            return _web(args, config)
         if args.command == "log":
             configure_logging("error", "-")
             with closing(_store(config)) as store:

@@ -29,7 +29,9 @@ __all__ = [
     "ConfigError",
     "DownstreamConfig",
     "GatewayConfig",
+    "WebConfig",
     "find_config",
+    "in_networks",
     "load_config",
 ]
 
@@ -84,6 +86,20 @@ class DownstreamConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """``congvu web``, the auditors' console (:mod:`gateway.web`)."""
+
+    listen: str = "127.0.0.1:8026"
+    users: Path = Path("var/web-users.toml")  # accounts: ``congvu web user add``
+    secret: Path = Path("var/web-secret")  # signs the session cookies; made when missing
+    access_log: Path = Path("var/web-access.log")  # every page seen, by whom; "-": stdout
+    behind_tls: bool = False  # served as https (a TLS proxy in front): cookies are Secure
+    session_hours: float = 8.0  # a login lasts this long at most
+    trusted_header: str = ""  # e.g. X-Remote-User: the proxy's single sign-on names the user
+    trusted_proxies: tuple[IPNetwork, ...] = ()  # the only clients that header is taken from
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """Validated gateway configuration."""
 
@@ -119,18 +135,19 @@ class GatewayConfig:
     log_level: str = "info"
     store_path: Path = Path("var/decisions.sqlite")
     store_url: str = ""  # postgresql://...: one store shared by several gateways
+    web: WebConfig = field(default_factory=WebConfig)
 
     def is_trusted(self, ip: str) -> bool:
         """True when ``ip`` is in a trusted network (may relay to any recipient)."""
-        return _in_networks(ip, self.trusted_networks)
+        return in_networks(ip, self.trusted_networks)
 
     def may_xforward(self, ip: str) -> bool:
         """True when ``ip`` is a proxy (Postfix smtpd_proxy_filter) allowed to send XFORWARD."""
-        return _in_networks(ip, self.xforward_hosts)
+        return in_networks(ip, self.xforward_hosts)
 
 
 @functools.lru_cache(maxsize=4096)  # asked for each RCPT; parsing the address is the cost
-def _in_networks(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
+def in_networks(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -159,11 +176,14 @@ def _path(reader: TomlReader, key: str, base: Path, default: Path | None) -> Pat
 
 
 def _listen(reader: TomlReader) -> tuple[str, int]:
-    value = reader.string("listen", "127.0.0.1:2525")
+    return _listen_value(reader, "listen", reader.string("listen", "127.0.0.1:2525"))
+
+
+def _listen_value(reader: TomlReader, key: str, value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise reader.error("listen", f"must be HOST:PORT such as 127.0.0.1:2525, got {value!r}")
+        raise reader.error(key, f"must be HOST:PORT such as 127.0.0.1:2525, got {value!r}")
     return host, int(port)
 
 
@@ -375,6 +395,7 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
     if store_url and store.has("sqlite"):
         raise store.error("url", "give either sqlite or url, not both")
     store.finish()
+    web = _web(root.table("web"), base)
     root.finish()
 
     return GatewayConfig(
@@ -405,4 +426,37 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
         log_level=log_level,
         store_path=store_path or Path("var/decisions.sqlite"),
         store_url=store_url,
+        web=web,
     )
+
+
+def _web(reader: TomlReader, base: Path) -> WebConfig:
+    """``[web]``: the console's listening address, accounts, secret, log and sign-on."""
+    defaults = WebConfig()
+    listen = reader.string("listen", defaults.listen)
+    _listen_value(reader, "listen", listen)
+    access_log = (
+        Path("-")
+        if reader.string("access_log", "") == "-"
+        else _path(reader, "access_log", base, None) or defaults.access_log
+    )
+    header = reader.string("trusted_header", "")
+    if header and not re.fullmatch(r"[A-Za-z0-9-]+", header):
+        raise reader.error("trusted_header", f"must be a header name, got {header!r}")
+    proxies = _networks(reader, "trusted_proxies", [])
+    if header and not proxies:
+        raise reader.error(
+            "trusted_proxies", "name the proxies trusted_header is taken from (it is forged else)"
+        )
+    web = WebConfig(
+        listen=listen,
+        users=_path(reader, "users", base, None) or defaults.users,
+        secret=_path(reader, "secret", base, None) or defaults.secret,
+        access_log=access_log,
+        behind_tls=reader.boolean("behind_tls", defaults.behind_tls),
+        session_hours=reader.number("session_hours", defaults.session_hours, minimum=0.1),
+        trusted_header=header,
+        trusted_proxies=tuple(proxies),
+    )
+    reader.finish()
+    return web

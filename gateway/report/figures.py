@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.record import Record, record_time
 from gateway.report.render import RefusalsByWeek
-from gateway.report.scoring import Directory, IdleReport, UnitScore, build_report, idle_report
+from gateway.report.scoring import (
+    AccountUse,
+    Directory,
+    IdleReport,
+    UnitScore,
+    account_use,
+    build_report,
+    idle_report,
+)
 from gateway.report.tally import Mark, Sender, Totals, fold
 from policies.schema import VIETNAM_TIME
 
@@ -75,6 +83,11 @@ class _Figures:
     def _period(self, first: date, last: date, unit: str | None) -> tuple[Totals, list[Mark]]:
         """The days' totals and marks (those of ``unit``'s senders at least)."""
         raise NotImplementedError
+
+    def accounts(self, first: date, last: date, unit: str) -> list[AccountUse]:
+        """Each of ``unit``'s accounts' mail and logins in the days [first, last]."""
+        totals, _ = self._period(first, last, unit)
+        return account_use(totals, self.directory, unit, self._activity(first, last))
 
     def idle(self, *, until: date | None, now: datetime, days: int, is_official: Any) -> IdleReport:
         """The idle list as of ``now``, from the mail and logins up to the day ``until``

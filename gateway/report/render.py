@@ -21,10 +21,12 @@ __all__ = [
     "HEADINGS",
     "REVIEW_HEADINGS",
     "RefusalsByWeek",
+    "refusals_chart",
     "render",
     "render_html",
     "render_review",
     "render_trend",
+    "usage_chart",
     "write_xlsx",
 ]
 
@@ -214,7 +216,7 @@ def write_xlsx(path: Any, scores: list[UnitScore], total: UnitScore, *, title: s
 _COLOURS = ("#b00020", "#1565c0", "#2e7d32", "#ef6c00", "#6a1b9a", "#00838f", "#5d4037", "#546e7a")
 
 
-def _bar_chart(scores: list[UnitScore]) -> str:
+def usage_chart(scores: list[UnitScore]) -> str:
     """Usage rate per unit as horizontal bars (inline SVG: no script, no network)."""
     row, label_w, bar_w = 26, 260, 360
     height = row * len(scores) + 30
@@ -257,7 +259,7 @@ class RefusalsByWeek:
         return cls(weeks, records)
 
 
-def _refusals_over_time(weeks: dict[str, dict[str, int]]) -> str:
+def refusals_chart(weeks: dict[str, dict[str, int]]) -> str:
     """Refusals by reason per ISO week, as stacked bars with a legend (inline SVG)."""
     if not weeks:
         return "<p>Không có thư bị trả về trong kỳ / no refusals in the period.</p>"
@@ -328,9 +330,9 @@ tr:last-child td {{ font-weight: bold }}
 <p>Tổng cộng / total: {total.accounts_active}/{total.accounts_issued} tài khoản được sử dụng =
 <strong>{total.usage_rate}%</strong>; {total.messages_sent} thư, {total.refused} bị trả về.</p>
 <h2>Tỉ lệ sử dụng theo đơn vị / usage rate per unit</h2>
-{_bar_chart(scores)}
+{usage_chart(scores)}
 <h2>Thư bị trả về theo lý do / refusals by reason</h2>
-{_refusals_over_time(refusals.weeks)}
+{refusals_chart(refusals.weeks)}
 <h2>Đơn vị không hoàn thành nhiệm vụ / units not fulfilling their duty</h2>
 <ol>{failing}</ol>
 <h2>Chi tiết / details</h2>

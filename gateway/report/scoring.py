@@ -27,10 +27,12 @@ from gateway.report.tally import JUDGED, Mark, Sender, Totals
 __all__ = [
     "COUNTS",
     "CRITERIA",
+    "AccountUse",
     "Directory",
     "IdleReport",
     "ReviewRow",
     "UnitScore",
+    "account_use",
     "build_report",
     "idle_report",
     "rate",
@@ -238,6 +240,68 @@ def build_report(
             total.refused_by_reason[reason] = total.refused_by_reason.get(reason, 0) + count
     total.usage_rate = rate(total.accounts_active, total.accounts_issued)
     return ranked, total
+
+
+@dataclass
+class AccountUse:
+    """One account's mail in a period, credited as :func:`build_report` credits it."""
+
+    address: str
+    full_name: str
+    role: str
+    messages_sent: int = 0  # judged records credited to the account (personal addresses too)
+    accepted: int = 0
+    refused: int = 0
+    documents_signed: int = 0
+    documents_unsigned: int = 0
+    from_personal_providers: int = 0
+    last_mail: str = ""  # the latest such record's time (UTC)
+    last_login: str = ""  # the latest login the mail server logged (UTC)
+    by_mail: bool = False  # mail credited to it, not through a personal address
+
+    @property
+    def used(self) -> bool:
+        """Used in the period as the report counts it: its own mail, or a login."""
+        return self.by_mail or bool(self.last_login)
+
+
+def account_use(
+    totals: Totals,
+    directory: Directory,
+    unit: str,
+    activity: Iterable[tuple[str, str, str]] = (),
+) -> list[AccountUse]:
+    """Each account of ``unit``: what was credited to it in the period of ``totals`` (and
+    ``activity``, the logins of that period), by address."""
+    rows = {
+        a.address: AccountUse(a.address, a.full_name, a.role)
+        for a in directory.accounts
+        if a.unit == unit
+    }
+    for sender, by_verdict in totals.tallies.items():
+        account, personal = directory.credit(sender)
+        row = rows.get(account.address) if account is not None else None
+        if row is None:
+            continue
+        for verdict, tally in by_verdict.items():
+            if verdict not in JUDGED:
+                continue
+            row.by_mail = row.by_mail or not personal
+            row.messages_sent += tally.records
+            row.documents_signed += tally.signed
+            row.documents_unsigned += tally.unsigned
+            row.from_personal_providers += tally.records if personal else tally.personal_domain
+            if verdict == "accept":
+                row.accepted += tally.records
+            else:
+                row.refused += tally.records
+            row.last_mail = max(row.last_mail, tally.last_time)
+    for login, _kind, last in activity:
+        holder = directory.holder(login)
+        if holder is not None and holder.address in rows:
+            row = rows[holder.address]
+            row.last_login = max(row.last_login, last)
+    return sorted(rows.values(), key=lambda r: r.address)
 
 
 def _add_evidence(

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gateway.directory import Account
     from gateway.report.tally import Entry
-    from gateway.store.chain import ChainProblem
+    from gateway.store.chain import ChainLink, ChainProblem
     from gateway.store.tallies import RollupReader
 
 __all__ = [
@@ -26,8 +27,10 @@ __all__ = [
     "PAGE_SIZE",
     "DecisionStore",
     "Record",
+    "Search",
     "StoreError",
     "pages",
+    "search_query",
 ]
 
 Record = dict[str, Any]
@@ -59,6 +62,76 @@ def pages(
             time, last_id = row_time, row_id
         if len(rows) < PAGE_SIZE:
             return
+
+
+@dataclass(frozen=True)
+class Search:
+    """What the web console's search asks of the decision log: each field given narrows it.
+
+    ``senders``: envelope senders, any of them (a unit's addresses); ``recipient``: an
+    envelope recipient (narrowed in SQL by the record's text, then exactly by the caller);
+    ``reason``: a reason code the record was refused (or tempfailed) for; ``verdict``:
+    accept, reject or tempfail; ``start``/``end``: record times (ISO UTC), end excluded.
+    """
+
+    senders: tuple[str, ...] = ()
+    recipient: str = ""
+    reason: str = ""
+    verdict: str = ""
+    start: str = ""
+    end: str = ""
+
+
+def _like(text: str) -> str:
+    """``text`` as a LIKE pattern that matches it literally (escape character ``!``)."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+def search_query(
+    search: Search, before: tuple[str, str] | None, limit: int
+) -> tuple[str, list[Any]]:
+    """Both stores' SQL (``%s`` placeholders) for one page of ``search``: the newest records
+    first, older than ``before`` (the previous page's last (time, id)), at most ``limit``.
+
+    A sender is found through the (mail_from, time, id) index, a period through the time
+    index; the page is read from the newest end of either.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if search.senders:
+        senders = sorted({s for a in search.senders for s in (a, a.lower())})
+        where.append(f"mail_from IN ({', '.join(['%s'] * len(senders))})")
+        params += senders
+    if search.recipient:
+        variants = sorted({search.recipient, search.recipient.lower()})
+        where.append("(" + " OR ".join(["record LIKE %s ESCAPE '!'"] * len(variants)) + ")")
+        params += [f'%"address": "{_like(v)}"%' for v in variants]
+    if search.reason:
+        where.append("(' ' || reasons || ' ') LIKE %s ESCAPE '!'")
+        params.append(f"% {_like(search.reason)} %")
+    if search.verdict:
+        where.append("verdict = %s")
+        params.append(search.verdict)
+    if search.start:
+        where.append("time >= %s")
+        params.append(search.start)
+    if search.end:
+        where.append("time < %s")
+        params.append(search.end)
+    if before is not None:
+        where.append("(time < %s OR (time = %s AND id < %s))")
+        params += [before[0], before[0], before[1]]
+    # The page's ids first, then their records: a unit's senders can have many records in
+    # the period, and sorting them with their text would read every one of them (the
+    # (mail_from, time, id) index answers the inner query alone).
+    inner = "SELECT id FROM decisions"
+    if where:
+        inner += " WHERE " + " AND ".join(where)
+    params.append(limit)
+    order = " ORDER BY time DESC, id DESC"
+    # Only column names and placeholders are put together here; the values are parameters.
+    sql = f"SELECT record FROM decisions WHERE id IN ({inner}{order} LIMIT %s){order}"  # noqa: S608
+    return sql, params
 
 
 # Mailbox activity: per login, day and kind, when first and last seen (both stores; idempotent).
@@ -126,6 +199,12 @@ class DecisionStore(Protocol):
 
     def verify(self) -> list[ChainProblem]:
         """Every place where an instance's chain breaks (edits, deletions, insertions)."""
+
+    def search(self, search: Search, before: tuple[str, str] | None, limit: int) -> list[Record]:
+        """One page of the records ``search`` finds, newest first (:func:`search_query`)."""
+
+    def chain_link(self, decision_id: str) -> ChainLink | None:
+        """Where the record ``decision_id`` sits in its chain, and whether it holds there."""
 
     def prune(self, before: str) -> int:
         """Delete records older than ``before``, keeping the chains verifiable; how many."""

@@ -17,11 +17,14 @@ from gateway.store.base import Record
 from gateway.store.commit import PendingRecord
 
 __all__ = [
+    "CHAIN_LINK_QUERY",
     "GENESIS",
     "INSERT_COLUMNS",
     "VERIFY_QUERY",
+    "ChainLink",
     "ChainProblem",
     "chain_hash",
+    "chain_link",
     "chain_rows",
     "prune_plan",
     "record_columns",
@@ -147,3 +150,49 @@ def verify_rows(
         expected_seq[instance] = seq + 1
         last_hash[instance] = digest
     return problems
+
+
+# One record's place in its chain, with its neighbours (both stores; "%s" placeholders).
+CHAIN_LINK_QUERY = (
+    "SELECT d.instance, d.seq, d.prev_hash, d.hash, d.record, p.id, p.hash, n.id"
+    " FROM decisions d"
+    " LEFT JOIN decisions p ON p.instance = d.instance AND p.seq = d.seq - 1"
+    " LEFT JOIN decisions n ON n.instance = d.instance AND n.seq = d.seq + 1"
+    " WHERE d.id = %s"
+)
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """Where one record sits in its instance's chain, as an auditor checks it by hand."""
+
+    instance: str
+    seq: int
+    prev_hash: str
+    hash: str
+    previous_id: str  # "" when the record is the first kept (the chain's start, or pruned)
+    next_id: str  # "" when it is the newest
+    sealed: bool  # its hash is that of the previous hash and its own text: not edited
+    linked: bool  # the record before it carries the hash it names (or it starts the chain)
+
+
+def chain_link(row: Sequence[Any] | None, anchors: dict[str, tuple[int, str]]) -> ChainLink | None:
+    """The :class:`ChainLink` of a :data:`CHAIN_LINK_QUERY` row (None: no such record)."""
+    if row is None:
+        return None
+    instance, seq, prev, digest, text, previous_id, previous_hash, next_id = row
+    if previous_hash is None:  # the first record, or the first after a prune (its anchor)
+        anchor = anchors.get(instance)
+        previous_hash = anchor[1] if anchor is not None and anchor[0] == seq - 1 else None
+        if previous_hash is None and seq == 1:
+            previous_hash = GENESIS
+    return ChainLink(
+        instance=instance,
+        seq=int(seq),
+        prev_hash=prev,
+        hash=digest,
+        previous_id=previous_id or "",
+        next_id=next_id or "",
+        sealed=chain_hash(prev, text) == digest,
+        linked=previous_hash == prev,
+    )

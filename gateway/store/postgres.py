@@ -27,14 +27,19 @@ from gateway.store.base import (
     ADD_ACTIVITY,
     PAGE_QUERY,
     Record,
+    Search,
     StoreError,
     pages,
+    search_query,
 )
 from gateway.store.chain import (
+    CHAIN_LINK_QUERY,
     GENESIS,
     INSERT_COLUMNS,
     VERIFY_QUERY,
+    ChainLink,
     ChainProblem,
+    chain_link,
     chain_rows,
     prune_plan,
     verify_rows,
@@ -85,6 +90,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
     (2, ACTIVITY_SCHEMA),
     (3, schema(POSTGRES_SERIAL)),  # then the records already there are rolled up
+    (4, "CREATE INDEX IF NOT EXISTS decisions_sender ON decisions (mail_from, time, id)"),
 ]
 _MIGRATION_LOCK = 0x636F6E67  # "cong": one advisory lock id for migrations
 _BATCH = 200  # records per group commit at most
@@ -227,6 +233,16 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise StoreError(f"decision store query failed: {exc}") from exc
 
+    def search(self, search: Search, before: tuple[str, str] | None, limit: int) -> list[Record]:
+        """One page of the records ``search`` finds, newest first."""
+        sql, params = search_query(search, before, limit)
+        return [json.loads(r[0]) for r in self._query(sql, tuple(params))]
+
+    def chain_link(self, decision_id: str) -> ChainLink | None:
+        """Where the record ``decision_id`` sits in its chain, and whether it holds there."""
+        rows = self._query(CHAIN_LINK_QUERY, (decision_id.upper(),))
+        return chain_link(rows[0] if rows else None, self._anchors())
+
     def get(self, decision_id: str) -> Record | None:
         """One record by id (case-insensitive)."""
         rows = self._query("SELECT record FROM decisions WHERE id = %s", (decision_id.upper(),))
@@ -251,14 +267,18 @@ class PostgresStore:
         """:meth:`records_between` a page at a time (bounded memory, no long read)."""
         return pages(lambda params: [tuple(r) for r in self._query(PAGE_QUERY, params)], start, end)
 
-    def verify(self) -> list[ChainProblem]:
-        """Check every instance's chain from its anchor."""
-        anchors = {
+    def _anchors(self) -> dict[str, tuple[int, str]]:
+        """Each pruned chain's anchor: the seq and hash of its last pruned record."""
+        return {
             key.removeprefix("anchor:"): (int(json.loads(v)["seq"]), json.loads(v)["hash"])
             for key, v in self._query(
                 "SELECT key, value FROM congvu_meta WHERE key LIKE 'anchor:%'"
             )
         }
+
+    def verify(self) -> list[ChainProblem]:
+        """Check every instance's chain from its anchor."""
+        anchors = self._anchors()
         problems = verify_rows(self._query(VERIFY_QUERY), anchors)
         # The chain heads say how far each chain reached: newest records deleted show here.
         for instance, head_seq, newest in self._query(

@@ -21,15 +21,20 @@ from gateway.store.base import (
     ADD_ACTIVITY,
     PAGE_QUERY,
     Record,
+    Search,
     StoreError,
     pages,
+    search_query,
 )
 from gateway.store.chain import (
+    CHAIN_LINK_QUERY,
     GENESIS,
     INSERT_COLUMNS,
     VERIFY_QUERY,
+    ChainLink,
     ChainProblem,
     chain_hash,
+    chain_link,
     chain_rows,
     prune_plan,
     verify_rows,
@@ -60,6 +65,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time);
+CREATE INDEX IF NOT EXISTS decisions_sender ON decisions (mail_from, time, id);
 CREATE TABLE IF NOT EXISTS accounts (
     address TEXT PRIMARY KEY,
     full_name TEXT NOT NULL,
@@ -292,6 +298,20 @@ class SqliteStore:
             anchors = self._anchors()
             rows = self._db.execute(VERIFY_QUERY).fetchall()
         return verify_rows(rows, anchors)
+
+    def search(self, search: Search, before: tuple[str, str] | None, limit: int) -> list[Record]:
+        """One page of the records ``search`` finds, newest first."""
+        sql, params = search_query(search, before, limit)
+        with self._lock:
+            rows = self._query(sql, params)
+        return [json.loads(r[0]) for r in rows]
+
+    def chain_link(self, decision_id: str) -> ChainLink | None:
+        """Where the record ``decision_id`` sits in its chain, and whether it holds there."""
+        with self._lock:
+            rows = self._query(CHAIN_LINK_QUERY, (decision_id.upper(),))
+            anchors = self._anchors()
+        return chain_link(rows[0] if rows else None, anchors)
 
     def replace_accounts(self, accounts: list[Account]) -> None:
         """Swap the whole directory in one transaction (readers see the old or the new one)."""
