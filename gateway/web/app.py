@@ -9,11 +9,14 @@ framed or sent elsewhere (headers below); an error page names no decision data.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import re
+import unicodedata
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -166,6 +169,9 @@ class _Console:
                 "user": user,
                 "csrf": self.csrf(request),
                 "reasons": REASONS,
+                # Where the language form comes back to (an error page: the overview, so
+                # that it repeats nothing of the URL asked for).
+                "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
                 **context,
             },
             status_code=status,
@@ -527,17 +533,23 @@ def _safe_cell(value: str) -> str:
 
 
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text).strip("-")
+    """``text`` as an ASCII file name (a header's plain ``filename``): Vietnamese letters
+    lose their marks (Gia Hiệp: Gia-Hiep, đ: d)."""
+    plain = unicodedata.normalize("NFKD", text.replace("đ", "d").replace("Đ", "D"))
+    ascii_only = plain.encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^A-Za-z0-9.]+", "-", ascii_only).strip("-")
 
 
 def _download(body: bytes, filename: str, media_type: str) -> Response:
+    """``body`` as a file to save: its name in ASCII, and in UTF-8 for browsers that can
+    (RFC 6266)."""
     quoted = urllib.parse.quote(filename)
     return Response(
         body,
         media_type=media_type,
         headers={
-            "Content-Disposition": f'attachment; filename="{_slug(filename[:-5]) or "export"}'
-            f"{filename[filename.rfind('.') :]}\"; filename*=UTF-8''{quoted}"
+            "Content-Disposition": f'attachment; filename="{_slug(filename) or "export"}"; '
+            f"filename*=UTF-8''{quoted}"
         },
     )
 
@@ -556,7 +568,7 @@ async def _refused(request: Request, exc: Exception) -> Response:
         # The details go to the gateway's log, never to the page (it could show a record).
         get_logger().error("web.error", path=request.url.path, exc_info=exc)
         status, key = 500, "error"
-    response = console.page(request, "error.html", status, message=key)
+    response = console.page(request, "error.html", status, message=key, here="/")
     for name, value in _HEADERS.items():  # a server error skips the middleware that adds them
         response.headers.setdefault(name, value)
     return response
@@ -614,8 +626,18 @@ def create_app(
         Route("/export/decision/{id}.json", export_decision),
         Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
     ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        console.pages.verify()  # the chain page's first status, in the background
+        try:
+            yield
+        finally:
+            console.access.close()
+
     app = Starlette(
         routes=routes,
+        lifespan=lifespan,
         middleware=[
             Middleware(BaseHTTPMiddleware, dispatch=_security_headers(console)),
             Middleware(
@@ -630,5 +652,4 @@ def create_app(
         exception_handlers={Exception: _refused, HTTPException: _refused, _Refused: _refused},
     )
     app.state.console = console
-    console.pages.verify()  # the chain page's first status, in the background
     return app

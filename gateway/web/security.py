@@ -11,10 +11,12 @@ read from the users file at every page, so removing a user ends their sessions.
 from __future__ import annotations
 
 import hmac
+import math
 import os
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.config import IPNetwork, in_networks
@@ -71,9 +73,16 @@ class LoginLimiter:
     past the limit, further attempts are refused (429) until the window has moved on, even
     with the right password (a guesser must not learn it was right)."""
 
-    def __init__(self, per_user: int = 5, per_client: int = 20, window: float = 900.0) -> None:
+    def __init__(
+        self,
+        per_user: int = 5,
+        per_client: int = 20,
+        window: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.limits = {"user": per_user, "client": per_client}
         self.window = window
+        self.clock = clock
         self._failures: dict[tuple[str, str], deque[float]] = {}
 
     def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
@@ -86,19 +95,19 @@ class LoginLimiter:
             del self._failures[key]
         return failures
 
-    def wait(self, user: str, client: str, now: float | None = None) -> int:
+    def wait(self, user: str, client: str) -> int:
         """Seconds before ``user`` may try again from ``client`` (0: now)."""
-        now = time.monotonic() if now is None else now
+        now = self.clock()
         longest = 0.0
         for kind, value in (("user", user.lower()), ("client", client)):
             failures = self._recent((kind, value), now)
             if len(failures) >= self.limits[kind]:
                 longest = max(longest, failures[0] + self.window - now)
-        return int(longest) + 1 if longest else 0
+        return math.ceil(longest)
 
-    def failed(self, user: str, client: str, now: float | None = None) -> None:
+    def failed(self, user: str, client: str) -> None:
         """Count a failed attempt."""
-        now = time.monotonic() if now is None else now
+        now = self.clock()
         for key in (("user", user.lower()), ("client", client)):
             self._failures.setdefault(key, deque()).append(now)
             self._recent(key, now)

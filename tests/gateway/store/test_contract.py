@@ -22,6 +22,7 @@ import pytest
 
 from gateway.directory import Account
 from gateway.store import ChainProblem, PostgresStore, SqliteStore, StoreError
+from gateway.store.base import Search
 from gateway.store.chain import GENESIS, chain_hash
 from gateway.store.commit import PendingRecord
 
@@ -221,6 +222,78 @@ def test_verify_names_the_tampered_record(
     for statement in sql.split(";"):
         backend.sql(statement)
     assert store.verify()[:1] == [found]
+
+
+def test_search_finds_by_sender_recipient_reason_verdict_and_time_newest_first(
+    backend: Backend,
+) -> None:
+    """The console's search: each criterion narrows, the newest come first, a page starts
+    after the previous page's last (ties on time by id), LIKE's wildcards in an address
+    match only themselves."""
+    store = backend.open()
+    for n in range(1, 10):
+        r = record(n, second=n // 2)
+        r["envelope"] = {
+            "mail_from": "a_b@lamdong.gov.vn" if n % 3 else "axb@lamdong.gov.vn",
+            "recipients": [{"address": f"to{n % 2}@lamdong.gov.vn"}],
+        }
+        r["verdict"] = "reject" if n % 2 else "accept"
+        r["reasons"] = ["document.unsigned", "sender.personal_domain"] if n % 2 else []
+        store.write(r)
+    everything = ids(store.search(Search(), None, 100))
+    assert everything == ids(sorted(store.tail(100), key=lambda r: (r["time"], r["id"]))[::-1])
+    assert ids(store.search(Search(senders=("a_b@lamdong.gov.vn",)), None, 100)) == [
+        i for i in everything if int(i[-2:]) % 3
+    ]
+    assert ids(store.search(Search(senders=("A_B@LAMDONG.GOV.VN",)), None, 100)) == [
+        i for i in everything if int(i[-2:]) % 3
+    ]
+    assert ids(store.search(Search(senders=("a%b@lamdong.gov.vn",)), None, 100)) == []
+    rcpt = ids(store.search(Search(recipient="to1@lamdong.gov.vn"), None, 100))
+    assert rcpt == [i for i in everything if int(i[-2:]) % 2]
+    assert ids(store.search(Search(recipient="to_@lamdong.gov.vn"), None, 100)) == []
+    assert ids(store.search(Search(reason="sender.personal_domain"), None, 100)) == rcpt
+    assert ids(store.search(Search(reason="sender.personal"), None, 100)) == []  # whole codes
+    assert ids(store.search(Search(verdict="accept"), None, 100)) == [
+        i for i in everything if i not in rcpt
+    ]
+    period = Search(start="2026-11-22T10:00:02.000Z", end="2026-11-22T10:00:04.000Z")
+    assert ids(store.search(period, None, 100)) == ids([record(7), record(6), record(5), record(4)])
+    pages, before = [], None
+    while True:
+        page = store.search(Search(), before, 2)
+        if not page:
+            break
+        pages += ids(page)
+        before = (page[-1]["time"], page[-1]["id"])
+    assert pages == everything
+
+
+def test_a_records_chain_link_shows_an_edit_and_its_neighbours(backend: Backend) -> None:
+    """Where a record sits in its chain: its number, its hashes, its neighbours; an edited
+    record no longer matches its hash, and the record after a replaced one no longer links."""
+    store = backend.open()
+    for n in range(1, 4):
+        store.write(record(n))
+    first, middle = store.chain_link(record(1)["id"]), store.chain_link(record(2)["id"].lower())
+    assert first is not None and middle is not None
+    assert (first.seq, first.prev_hash, first.previous_id) == (1, GENESIS, "")
+    assert first.sealed and first.linked and first.next_id == record(2)["id"]
+    assert (middle.seq, middle.prev_hash, middle.previous_id) == (2, first.hash, record(1)["id"])
+    assert middle.sealed and middle.linked and middle.next_id == record(3)["id"]
+    assert store.chain_link("01NOSUCHDECISION") is None
+    backend.sql(
+        "UPDATE decisions SET record = REPLACE(record, 'Báo cáo', 'Bao cao') "
+        f"WHERE id = '{record(2)['id']}'"
+    )
+    edited = store.chain_link(record(2)["id"])
+    assert edited is not None and not edited.sealed and edited.linked
+    backend.sql(f"UPDATE decisions SET hash = 'x' WHERE id = '{record(2)['id']}'")
+    after = store.chain_link(record(3)["id"])
+    assert after is not None and after.sealed and not after.linked
+    assert store.prune("2026-11-22T10:00:02.000Z") == 1
+    pruned = store.chain_link(record(2)["id"])
+    assert pruned is not None and pruned.previous_id == "" and pruned.linked  # its anchor
 
 
 def test_prune_removes_old_records_and_the_chain_still_verifies(backend: Backend) -> None:
