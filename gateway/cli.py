@@ -338,7 +338,15 @@ congvu web user remove vt-giahiep
     )
     uremove = users.add_parser("remove", help="remove a user (their sessions end at once)")
     uremove.add_argument("name")
-    users.add_parser("list", help="the users, their roles and units")
+    ulist = users.add_parser("list", help="the users, their roles and units")
+    for sub in (uadd, uremove, ulist):
+        sub.add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE",
+            default=argparse.SUPPRESS,
+            help="the gateway configuration (TOML)",
+        )
 
     log = commands.add("log", "read the decision log", config=False)
     logs = _Parsers(log, "action")
@@ -600,7 +608,10 @@ def _web(args: argparse.Namespace, config: GatewayConfig) -> int:
     from gateway.logs import get_logger
     from gateway.server import ListenError, bind
     from gateway.web.app import create_app
+    from gateway.web.users import read_users
 
+    if config.web.users.exists():
+        read_users(config.web.users)  # a broken users file: one line, exit 2, as a config
     listen = args.listen or config.web.listen
     try:
         sock = bind(listen)
@@ -734,6 +745,10 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "config":
             config = load_config(args.file or find_config(args.config))
             trust_for(load_policy(config.policy_file))
+            if config.web.users.exists():
+                from gateway.web.users import read_users
+
+                read_users(config.web.users)
             print(f"{config.source}: ok")
             return EXIT_OK
         config_file = find_config(args.config)

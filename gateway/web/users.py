@@ -27,9 +27,10 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from gateway.logs import get_logger
 from policies.reader import ConfigError, TomlReader
 
-__all__ = ["ROLES", "UserFile", "WebUser", "hash_password", "valid_name"]
+__all__ = ["ROLES", "UserFile", "WebUser", "hash_password", "read_users", "valid_name"]
 
 ROLES = ("auditor", "manager")
 _NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
@@ -87,7 +88,13 @@ class UserFile:
             return {}
         seen = (stat.st_mtime, stat.st_size)
         if seen != self._seen:
-            self._users = read_users(self.path)
+            try:
+                self._users = read_users(self.path)
+            except ConfigError as exc:
+                # Edited by hand and broken: nobody is let in (fail closed) until it is
+                # fixed; the admin reads why in the log (and from congvu config check).
+                get_logger().error("web.users_invalid", error=str(exc))
+                self._users = {}
             self._seen = seen
         return self._users
 
