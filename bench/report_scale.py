@@ -160,14 +160,27 @@ def main() -> None:
         "--skip-records", action="store_true", help="do not time the report --from-records"
     )
     parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="write the store (and its congvu.toml) into DIR and keep it; a DIR that holds "
+        "one already is reused as it is, not written again (bench/console_pages.py reads it)",
+    )
+    parser.add_argument(
         "--baseline",
         default="",
         help="also time the reports with the code of this folder (a checkout of an older commit)",
     )
     args = parser.parse_args()
     rng = random.Random(16)
+    kept = Path(args.keep).resolve() if args.keep else None
+    if kept is not None:
+        kept.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="congvu-scale-") as tmp:
-        folder = Path(tmp)
+        folder = kept or Path(tmp)
+        if (folder / "written").exists():
+            print(f"store: {folder} (kept, {(folder / 'written').read_text().strip()})")
+            time_reports(args, folder / "congvu.toml", folder)
+            return
         config = folder / "congvu.toml"
         store_line = (
             f'url = "{args.postgres}"' if args.postgres else f'sqlite = "{folder / "d.sqlite"}"'
@@ -216,6 +229,7 @@ def main() -> None:
             with psycopg.connect(args.postgres, autocommit=True) as db:
                 db.execute("ANALYZE")
         print(file=sys.stderr)
+        (folder / "written").write_text(f"{written} decisions\n")
         size = (folder / "d.sqlite").stat().st_size if not args.postgres else 0
         print(f"store: {'PostgreSQL' if args.postgres else 'SQLite'}; {os.cpu_count()} cores")
         print(
@@ -223,36 +237,39 @@ def main() -> None:
             f"({written / write_seconds:.0f}/s); {len(rows)} activity rows"
             + (f"; {size / written / 1024:.1f} KB per decision" if size else "")
         )
-        print(f"{'report':<40} {'code':<9} {'wall s':>8} {'peak MB':>8}")
-        year = ["--from", f"{YEAR}-01-01", "--to", f"{YEAR}-12-31"]
-        reports = [
-            ("province, a year (table)", ["report", *year]),
-            ("one unit, a year (table)", ["report", *year, "--unit", "Don vi 007"]),
-            ("idle accounts (90 days)", ["report", "idle"]),
-            (
-                "province, a year, by month (csv)",
-                ["report", *year, "--by", "month", "--format", "csv"],
-            ),
-        ]
-        if not args.skip_records:
-            reports.append(
-                ("province, a year, --from-records", ["report", *year, "--from-records"])
-            )
-        printed: dict[str, bytes] = {}
-        for label, command in reports:
-            outputs = []
-            for code in ([args.baseline] if args.baseline else []) + [""]:
-                if code and "--from-records" in command:
-                    continue  # an older version has no such option
-                wall, peak = run(command, config, folder, code)
-                outputs.append((folder / "out.txt").read_bytes())
-                name = "baseline" if code else "this"
-                print(f"{label:<40} {name:<9} {wall:>8.1f} {peak:>8.0f}", flush=True)
-            printed[label] = outputs[-1]
-            if "--from-records" in command:  # the same table as from the rollups
-                outputs = [printed[reports[0][0]], outputs[-1]]
-            if len(outputs) == 2:
-                print(f"{'':<40} {'same output' if outputs[0] == outputs[1] else 'OUTPUT DIFFERS'}")
+        time_reports(args, config, folder)
+
+
+def time_reports(args: argparse.Namespace, config: Path, folder: Path) -> None:
+    """Time each report (with this code, and the baseline's if given)."""
+    print(f"{'report':<40} {'code':<9} {'wall s':>8} {'peak MB':>8}")
+    year = ["--from", f"{YEAR}-01-01", "--to", f"{YEAR}-12-31"]
+    reports = [
+        ("province, a year (table)", ["report", *year]),
+        ("one unit, a year (table)", ["report", *year, "--unit", "Don vi 007"]),
+        ("idle accounts (90 days)", ["report", "idle"]),
+        (
+            "province, a year, by month (csv)",
+            ["report", *year, "--by", "month", "--format", "csv"],
+        ),
+    ]
+    if not args.skip_records:
+        reports.append(("province, a year, --from-records", ["report", *year, "--from-records"]))
+    printed: dict[str, bytes] = {}
+    for label, command in reports:
+        outputs = []
+        for code in ([args.baseline] if args.baseline else []) + [""]:
+            if code and "--from-records" in command:
+                continue  # an older version has no such option
+            wall, peak = run(command, config, folder, code)
+            outputs.append((folder / "out.txt").read_bytes())
+            name = "baseline" if code else "this"
+            print(f"{label:<40} {name:<9} {wall:>8.1f} {peak:>8.0f}", flush=True)
+        printed[label] = outputs[-1]
+        if "--from-records" in command:  # the same table as from the rollups
+            outputs = [printed[reports[0][0]], outputs[-1]]
+        if len(outputs) == 2:
+            print(f"{'':<40} {'same output' if outputs[0] == outputs[1] else 'OUTPUT DIFFERS'}")
 
 
 if __name__ == "__main__":

@@ -69,9 +69,9 @@ class Search:
     """What the web console's search asks of the decision log: each field given narrows it.
 
     ``senders``: envelope senders, any of them (a unit's addresses); ``recipient``: an
-    envelope recipient (narrowed in SQL by the record's text, then exactly by the caller);
-    ``reason``: a reason code the record was refused (or tempfailed) for; ``verdict``:
-    accept, reject or tempfail; ``start``/``end``: record times (ISO UTC), end excluded.
+    envelope recipient (any case); ``reason``: a reason code the record was refused (or
+    tempfailed) for; ``verdict``: accept, reject or tempfail; ``start``/``end``: record
+    times (ISO UTC), end excluded.
     """
 
     senders: tuple[str, ...] = ()
@@ -82,55 +82,59 @@ class Search:
     end: str = ""
 
 
-def _like(text: str) -> str:
-    """``text`` as a LIKE pattern that matches it literally (escape character ``!``)."""
-    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-
-
 def search_query(
     search: Search, before: tuple[str, str] | None, limit: int
 ) -> tuple[str, list[Any]]:
     """Both stores' SQL (``%s`` placeholders) for one page of ``search``: the newest records
     first, older than ``before`` (the previous page's last (time, id)), at most ``limit``.
 
-    A sender is found through the (mail_from, time, id) index, a period through the time
-    index; the page is read from the newest end of either.
+    The page is read from the newest end of one index, in order, and stops when full: a
+    recipient's or a reason's search keys (:mod:`gateway.store.keys`), else the senders'
+    (mail_from, time, id) index, else the time index. The other criteria are checked on the
+    way, the records themselves read for the page's ids only.
     """
+    keys = [f"to:{search.recipient.lower()}"] if search.recipient else []
+    keys += [f"reason:{search.reason}"] if search.reason else []
+    # Read through the first key's rows (k), or the decisions themselves (d).
+    on = "k." if keys else "d."
     where: list[str] = []
     params: list[Any] = []
-    if search.senders:
-        senders = sorted({s for a in search.senders for s in (a, a.lower())})
-        where.append(f"mail_from IN ({', '.join(['%s'] * len(senders))})")
-        params += senders
-    if search.recipient:
-        variants = sorted({search.recipient, search.recipient.lower()})
-        where.append("(" + " OR ".join(["record LIKE %s ESCAPE '!'"] * len(variants)) + ")")
-        params += [f'%"address": "{_like(v)}"%' for v in variants]
-    if search.reason:
-        where.append("(' ' || reasons || ' ') LIKE %s ESCAPE '!'")
-        params.append(f"% {_like(search.reason)} %")
-    if search.verdict:
-        where.append("verdict = %s")
-        params.append(search.verdict)
+    if keys:
+        where.append("k.key = %s")
+        params.append(keys[0])
     if search.start:
-        where.append("time >= %s")
+        where.append(f"{on}time >= %s")
         params.append(search.start)
     if search.end:
-        where.append("time < %s")
+        where.append(f"{on}time < %s")
         params.append(search.end)
     if before is not None:
-        where.append("(time < %s OR (time = %s AND id < %s))")
+        where.append(f"({on}time < %s OR ({on}time = %s AND {on}id < %s))")
         params += [before[0], before[0], before[1]]
-    # The page's ids first, then their records: a unit's senders can have many records in
-    # the period, and sorting them with their text would read every one of them (the
-    # (mail_from, time, id) index answers the inner query alone).
-    inner = "SELECT id FROM decisions"
+    if search.senders:
+        senders = sorted({s for a in search.senders for s in (a, a.lower())})
+        where.append(f"d.mail_from IN ({', '.join(['%s'] * len(senders))})")
+        params += senders
+    if search.verdict:
+        where.append("d.verdict = %s")
+        params.append(search.verdict)
+    for key in keys[1:]:
+        where.append(
+            "EXISTS (SELECT 1 FROM decision_keys k2 WHERE k2.key = %s"
+            " AND k2.time = k.time AND k2.id = k.id)"
+        )
+        params.append(key)
+    source = "decision_keys k JOIN decisions d ON d.id = k.id" if keys else "decisions d"
+    # Only column names and placeholders are put together here; the values are parameters.
+    inner = f"SELECT {on}id FROM {source}"  # noqa: S608
     if where:
         inner += " WHERE " + " AND ".join(where)
+    order = f" ORDER BY {on}time DESC, {on}id DESC"
     params.append(limit)
-    order = " ORDER BY time DESC, id DESC"
-    # Only column names and placeholders are put together here; the values are parameters.
-    sql = f"SELECT record FROM decisions WHERE id IN ({inner}{order} LIMIT %s){order}"  # noqa: S608
+    sql = (
+        f"SELECT record FROM decisions WHERE id IN ({inner}{order} LIMIT %s)"  # noqa: S608
+        " ORDER BY time DESC, id DESC"
+    )
     return sql, params
 
 

@@ -45,6 +45,7 @@ from gateway.store.chain import (
     verify_rows,
 )
 from gateway.store.commit import GroupCommitter, PendingRecord
+from gateway.store.keys import PRUNE_KEYS, keys_schema, rebuild_keys, write_keys
 from gateway.store.tallies import (
     POSTGRES_SERIAL,
     TABLES,
@@ -91,6 +92,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (2, ACTIVITY_SCHEMA),
     (3, schema(POSTGRES_SERIAL)),  # then the records already there are rolled up
     (4, "CREATE INDEX IF NOT EXISTS decisions_sender ON decisions (mail_from, time, id)"),
+    (5, keys_schema()),  # then the records already there get their keys
 ]
 _MIGRATION_LOCK = 0x636F6E67  # "cong": one advisory lock id for migrations
 _BATCH = 200  # records per group commit at most
@@ -129,6 +131,8 @@ class PostgresStore:
                     conn.execute(sql)
                     if number == 3:
                         self._roll_up_existing()
+                    if number == 5:
+                        self._keys_of_existing()
                     conn.execute(
                         "INSERT INTO congvu_meta VALUES ('migration', %s) "
                         "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
@@ -148,6 +152,15 @@ class PostgresStore:
             self._write_conn.execute(f"ANALYZE {table}")
         return count
 
+    def _keys_of_existing(self) -> int:
+        """The search keys of every record, from nothing, in the caller's transaction."""
+        with self._write_conn.cursor(name="congvu_keys") as rows:
+            rows.itersize = 2000
+            rows.execute("SELECT record FROM decisions")
+            count = rebuild_keys(self._write_many, rows)
+        self._write_conn.execute("ANALYZE decision_keys")
+        return count
+
     def rebuild_rollups(self) -> int:
         """Roll up every record again, from nothing (one transaction; the decisions are locked
         against writes meanwhile, so gateways writing wait); how many records were read."""
@@ -156,6 +169,7 @@ class PostgresStore:
             with conn.transaction():
                 conn.execute("SET LOCAL statement_timeout = 0")
                 conn.execute("LOCK TABLE decisions IN SHARE MODE")
+                self._keys_of_existing()
                 return self._roll_up_existing()
         except psycopg.Error as exc:
             self._rollups.forget()
@@ -204,6 +218,7 @@ class PostgresStore:
                     (seq, prev, self.instance),
                 )
                 fresh = self._rollups.write(self._write_query, self._write_many, entries_of(group))
+                write_keys(self._write_many, group)
             self._rollups.remember(fresh)
         except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
             if isinstance(exc, psycopg.OperationalError):
@@ -312,6 +327,7 @@ class PostgresStore:
                 deleted += conn.execute(
                     "DELETE FROM decisions WHERE instance = %s AND seq <= %s", (instance, limit)
                 ).rowcount
+            conn.execute(PRUNE_KEYS, (before, before))
         return deleted
 
     def replace_accounts(self, accounts: list[Account]) -> None:

@@ -8,7 +8,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from gateway.store.chain import (
     verify_rows,
 )
 from gateway.store.commit import GroupCommitter, PendingRecord
+from gateway.store.keys import PRUNE_KEYS, keys_schema, rebuild_keys, write_keys
 from gateway.store.tallies import (
     SQLITE_CLUSTERED,
     SQLITE_SERIAL,
@@ -125,7 +126,11 @@ class SqliteStore:
                     (str(SCHEMA_VERSION),),
                 )
                 self._migrate_chain()
-                self._migrate_rollups()
+                # The rollups (gateway.store.tallies), and the search keys (gateway.store.keys)
+                # of a store made before them (the keys: measured below, docs/admin/upgrade.md).
+                rollups = schema(SQLITE_SERIAL, SQLITE_CLUSTERED)
+                self._migrate("rollups", rollups, self._rebuild_locked)
+                self._migrate("search_keys", keys_schema(SQLITE_CLUSTERED), self._rebuild_keys)
             except sqlite3.OperationalError as exc:
                 db.close()
                 busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -163,24 +168,27 @@ class SqliteStore:
                 self._chain_existing(missing)
             self._db.execute(index)
 
-    def _migrate_rollups(self) -> None:
-        """Create the rollups (:mod:`gateway.store.tallies`); roll up a store made before
-        them, once, from its records (under the write lock: no record is missed)."""
-        self._db.executescript(schema(SQLITE_SERIAL, SQLITE_CLUSTERED))
-        done = "SELECT 1 FROM meta WHERE key = 'rollups'"
-        # A large store takes a while (about 110 µs a record): the other processes opening it
-        # meanwhile (the workers) wait for it to finish, however long, rather than fail.
-        while not self._db.execute(done).fetchone():
+    def _migrate(self, done_key: str, tables: str, fill: Callable[[], int]) -> None:
+        """Create ``tables``; fill them once, from the records, in a store made before them
+        (under the write lock: no record is missed). Other processes opening the store
+        meanwhile wait for it, however long, rather than fail."""
+        self._db.executescript(tables)
+        done = "SELECT 1 FROM meta WHERE key = ?"
+        while not self._db.execute(done, (done_key,)).fetchone():
             try:
                 with self._immediate():
-                    if self._db.execute(done).fetchone():
+                    if self._db.execute(done, (done_key,)).fetchone():
                         return  # another process did it meanwhile
-                    self._rebuild_locked()
-                    self._db.execute("INSERT INTO meta VALUES ('rollups', '1')")
+                    fill()
+                    self._db.execute("INSERT INTO meta VALUES (?, '1')", (done_key,))
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                     raise
                 time.sleep(0.2)
+
+    def _rebuild_keys(self) -> int:
+        rows = self._db.execute("SELECT record FROM decisions")
+        return rebuild_keys(self._many, iter(rows.fetchone, None))
 
     def _rebuild_locked(self) -> int:
         rows = self._db.execute("SELECT record FROM decisions")
@@ -191,6 +199,7 @@ class SqliteStore:
         meanwhile wait, and after 5 s answer 4xx); how many records were read."""
         try:
             with self._lock, self._immediate():
+                self._rebuild_keys()
                 return self._rebuild_locked()
         except sqlite3.Error as exc:
             self._rollups.forget()
@@ -254,6 +263,7 @@ class SqliteStore:
                 rows, _, _ = chain_rows(group, self.instance, *last)
                 self._db.executemany(INSERT_COLUMNS + "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 fresh = self._rollups.write(self._query, self._many, entries_of(group))
+                write_keys(self._many, group)
             self._rollups.remember(fresh)
         except Exception as exc:  # noqa: BLE001 - every record of the group must hear of it
             if len(group) > 1:
@@ -282,6 +292,7 @@ class SqliteStore:
                 deleted_count += self._db.execute(
                     "DELETE FROM decisions WHERE instance = ? AND seq <= ?", (instance, limit)
                 ).rowcount
+            self._query(PRUNE_KEYS, (before, before))
         return deleted_count
 
     def _anchors(self) -> dict[str, tuple[int, str]]:

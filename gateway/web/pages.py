@@ -189,9 +189,8 @@ class Console:
         limit: int = PAGE,
     ) -> SearchPage:
         """A page of ``search``'s decisions after ``cursor``; with ``unit``, only those
-        credited to that unit; a recipient matched exactly (any case)."""
+        credited to that unit."""
         before = _parse_cursor(cursor)
-        wanted = search.recipient.lower()
         found: list[Stored] = []
         scanned = 0
         while True:
@@ -199,10 +198,6 @@ class Console:
             for record in batch:
                 before = (record["time"], record["id"])
                 scanned += 1
-                if wanted and wanted not in {
-                    r.get("address", "").lower() for r in record["envelope"]["recipients"]
-                }:
-                    continue
                 if unit is not None and self.unit_of(record) != unit:
                     continue
                 found.append(record)

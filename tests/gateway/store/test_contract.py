@@ -269,6 +269,28 @@ def test_search_finds_by_sender_recipient_reason_verdict_and_time_newest_first(
     assert pages == everything
 
 
+def test_a_store_made_before_the_search_keys_gets_them_and_prune_removes_them(
+    backend: Backend,
+) -> None:
+    """A store from before the search keys finds its records by recipient once opened by
+    this version; pruning takes the keys of the records it deletes, and only theirs."""
+    store = backend.open()
+    for n in range(1, 5):
+        store.write(record(n))
+    store.close()
+    if backend.name == "sqlite":
+        backend.sql("DROP TABLE decision_keys")
+        backend.sql("DELETE FROM meta WHERE key = 'search_keys'")
+    else:
+        backend.sql("DROP TABLE decision_keys")
+        backend.sql("UPDATE congvu_meta SET value = '4' WHERE key = 'migration'")
+    again = backend.open()
+    assert len(again.search(Search(recipient="B@X"), None, 10)) == 4
+    assert again.prune("2026-11-22T10:00:03.000Z") == 2
+    assert ids(again.search(Search(recipient="b@x"), None, 10)) == ids([record(4), record(3)])
+    assert backend.sql("SELECT COUNT(*) FROM decision_keys") == [(2,)]
+
+
 def test_a_records_chain_link_shows_an_edit_and_its_neighbours(backend: Backend) -> None:
     """Where a record sits in its chain: its number, its hashes, its neighbours; an edited
     record no longer matches its hash, and the record after a replaced one no longer links."""
