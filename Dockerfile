@@ -10,6 +10,12 @@
 # /etc/congvu/congvu.toml must listen on 0.0.0.0:2525 inside the container (127.0.0.1 would
 # be unreachable through the published port), and its downstream must name the mail server's
 # address, not 127.0.0.1 (that is the container itself). See docs/admin/docker.md.
+#
+# The same image runs the auditors' web console, as a second container on the same volume
+# ([web] listen = "0.0.0.0:8026"; see docs/admin/docker.md):
+#   docker run -d --name congvu-web -p 127.0.0.1:8026:8026 \
+#     -v /srv/congvu/etc:/etc/congvu:ro -v congvu-data:/var/lib/congvu \
+#     congvu-gateway congvu web --config /etc/congvu/congvu.toml
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -39,7 +45,7 @@ WORKDIR /var/lib/congvu
 VOLUME ["/var/lib/congvu"]
 
 USER congvu
-EXPOSE 2525
+EXPOSE 2525 8026
 
 # Healthy = the SMTP port answers with a 220 greeting (standard library only; says QUIT so
 # the probe leaves no half-open session behind). Assumes listen port 2525.

@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -210,6 +210,17 @@ def _may_see(user: WebUser, unit: str | None) -> None:
 
 
 # -- pages --------------------------------------------------------------------------------
+
+
+async def health(request: Request) -> Response:
+    """For load balancers and container health checks: up, and the store answers (no data,
+    no session needed)."""
+    console: _Console = request.app.state.console
+    try:
+        await run_in_threadpool(console.pages.store.get, "0")
+    except Exception:  # noqa: BLE001 - any failure of the store is "not healthy"
+        return PlainTextResponse("store unavailable\n", status_code=503)
+    return PlainTextResponse("ok\n")
 
 
 async def login_page(request: Request) -> Response:
@@ -609,6 +620,7 @@ def create_app(
     web = config.web
     console = _Console(config, store, policy, limiter or LoginLimiter())
     routes = [
+        Route("/healthz", health),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

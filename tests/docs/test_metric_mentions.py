@@ -8,7 +8,8 @@ from pathlib import Path
 from gateway.metrics import Metrics
 
 ROOT = Path(__file__).parents[2]
-NOT_METRICS = {"congvu_meta", "congvu_restore_check"}  # PostgreSQL table and database names
+# A PostgreSQL table, a database name, the web console's session cookie.
+NOT_METRICS = {"congvu_meta", "congvu_restore_check", "congvu_session"}
 
 
 def served() -> set[str]:

@@ -211,3 +211,26 @@ def test_the_pages_fit_a_phones_screen(
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, (path, width)
     context.close()
+
+
+def test_the_docs_screenshots_can_be_taken_again(browser: object, tmp_path: Path) -> None:
+    """scripts/screenshots.py (the pictures in docs/auditor/console.md) still runs: every
+    page it photographs opens and renders."""
+    root = Path(__file__).parents[3]
+    subprocess.run(
+        [
+            sys.executable,
+            str(root / "scripts" / "screenshots.py"),
+            "--out",
+            str(tmp_path),
+            "--chromium",
+            shutil.which("chromium") or "chromium",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    taken = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert taken == sorted(p.name for p in (root / "docs" / "auditor" / "img").glob("*.png"))
+    for shot in tmp_path.glob("*.png"):
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000

@@ -47,6 +47,20 @@ def test_no_page_without_a_session(site: Site) -> None:
         assert "giahiep" not in response.text and "WEBTEST" not in response.text, path
 
 
+def test_the_health_check_needs_no_session_and_shows_nothing(site: Site) -> None:
+    """/healthz answers "ok" while the store answers, 503 when it fails: nothing else."""
+    client = site.client()
+    response = client.get("/healthz")
+    assert (response.status_code, response.text) == (200, "ok\n")
+
+    def failing(decision_id: str) -> None:
+        raise RuntimeError("database is locked")
+
+    site.store.get = failing  # type: ignore[method-assign]
+    response = client.get("/healthz")
+    assert (response.status_code, response.text) == (503, "store unavailable\n")
+
+
 def test_a_forged_or_stale_cookie_is_no_session(site: Site) -> None:
     """A session cookie not signed with the console's secret is ignored."""
     client = site.client()
