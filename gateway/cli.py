@@ -619,8 +619,10 @@ def _web(args: argparse.Namespace, config: GatewayConfig) -> int:
         print(f"congvu web: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
     policy = load_policy(config.policy_file)
-    with closing(_store(config)) as store:
-        app = create_app(config, store, policy)
+    # Two connections: the pages' reads never wait behind the report's sums (seconds at
+    # province scale) on one connection.
+    with closing(_store(config)) as store, closing(_store(config)) as sums:
+        app = create_app(config, store, policy, figures_store=sums)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,

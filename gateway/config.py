@@ -95,6 +95,7 @@ class WebConfig:
     access_log: Path = Path("var/web-access.log")  # every page seen, by whom; "-": stdout
     behind_tls: bool = False  # served as https (a TLS proxy in front): cookies are Secure
     session_hours: float = 8.0  # a login lasts this long at most
+    refresh: float = 300.0  # seconds between readings of the figures kept ready
     trusted_header: str = ""  # e.g. X-Remote-User: the proxy's single sign-on names the user
     trusted_proxies: tuple[IPNetwork, ...] = ()  # the only clients that header is taken from
 
@@ -455,6 +456,7 @@ def _web(reader: TomlReader, base: Path) -> WebConfig:
         access_log=access_log,
         behind_tls=reader.boolean("behind_tls", defaults.behind_tls),
         session_hours=reader.number("session_hours", defaults.session_hours, minimum=0.1),
+        refresh=reader.number("refresh", defaults.refresh, minimum=10.0),
         trusted_header=header,
         trusted_proxies=tuple(proxies),
     )

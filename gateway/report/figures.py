@@ -53,7 +53,8 @@ class _Figures:
             found = self._credit[sender] = self.directory.credit(sender)
         return found
 
-    def _activity(self, first: date | None, last: date) -> list[tuple[str, str, str]]:
+    def activity(self, first: date | None, last: date) -> list[tuple[str, str, str]]:
+        """The mail server's logins seen in the days [first, last] (login, kind, last seen)."""
         start = utc_bound(first) if first is not None else ""
         return self.store.activity_between(start, utc_bound(last + timedelta(days=1)))
 
@@ -68,7 +69,7 @@ class _Figures:
     ) -> Scores:
         """The units' scores for the days [first, last] (one ``unit``'s only, if given);
         ``used`` gets the addresses of the accounts used."""
-        totals, marks = self._period(first, last, unit)
+        totals, marks = self.totals(first, last, unit)
         return build_report(
             totals,
             marks,
@@ -76,18 +77,19 @@ class _Figures:
             period_end=last,
             unit=unit,
             min_rate=min_rate,
-            activity=self._activity(first, last),
+            activity=self.activity(first, last),
             used=used,
         )
 
-    def _period(self, first: date, last: date, unit: str | None) -> tuple[Totals, list[Mark]]:
-        """The days' totals and marks (those of ``unit``'s senders at least)."""
+    def totals(self, first: date, last: date, unit: str | None = None) -> tuple[Totals, list[Mark]]:
+        """The days' totals and marks (those of ``unit``'s senders at least): what
+        :func:`build_report` scores."""
         raise NotImplementedError
 
     def accounts(self, first: date, last: date, unit: str) -> list[AccountUse]:
         """Each of ``unit``'s accounts' mail and logins in the days [first, last]."""
-        totals, _ = self._period(first, last, unit)
-        return account_use(totals, self.directory, unit, self._activity(first, last))
+        totals, _ = self.totals(first, last, unit)
+        return account_use(totals, self.directory, unit, self.activity(first, last))
 
     def idle(self, *, until: date | None, now: datetime, days: int, is_official: Any) -> IdleReport:
         """The idle list as of ``now``, from the mail and logins up to the day ``until``
@@ -98,7 +100,7 @@ class _Figures:
             now=now,
             days=days,
             is_official=is_official,
-            activity=self._activity(None, until or _FAR),
+            activity=self.activity(None, until or _FAR),
         )
 
     def last_seen(self, last: date) -> dict[Sender, str]:
@@ -113,7 +115,7 @@ class RollupFigures(_Figures):
         self.rollups = store.rollups()
         self.senders = self.rollups.senders()
 
-    def _period(self, first: date, last: date, unit: str | None) -> tuple[Totals, list[Mark]]:
+    def totals(self, first: date, last: date, unit: str | None = None) -> tuple[Totals, list[Mark]]:
         wanted = self.senders
         if unit is not None:
             wanted = {
@@ -170,7 +172,7 @@ class RecordFigures(_Figures):
             )
         return self._totals[first, last]
 
-    def _period(self, first: date, last: date, unit: str | None) -> tuple[Totals, list[Mark]]:
+    def totals(self, first: date, last: date, unit: str | None = None) -> tuple[Totals, list[Mark]]:
         return self._fold(first, last)
 
     def refusals(self, first: date, last: date) -> RefusalsByWeek:

@@ -47,7 +47,14 @@ from gateway.report.render import (
 from gateway.store.base import DecisionStore, Search
 from gateway.web.access import AccessLog
 from gateway.web.i18n import translate
-from gateway.web.pages import IDLE_DAYS, Console, Period, period_of, vietnam_time
+from gateway.web.pages import (
+    IDLE_DAYS,
+    Console,
+    Period,
+    period_of,
+    standard_periods,
+    vietnam_time,
+)
 from gateway.web.security import LoginLimiter, csrf_token, load_secret, same_token, trusted_user
 from gateway.web.users import UserFile, WebUser
 from policies import Policy
@@ -86,11 +93,9 @@ class _Refused(Exception):
 class _Console:
     """The application's state: the console's content, its users, its guards, its log."""
 
-    def __init__(
-        self, config: GatewayConfig, store: DecisionStore, policy: Policy, limiter: LoginLimiter
-    ) -> None:
+    def __init__(self, config: GatewayConfig, pages: Console, limiter: LoginLimiter) -> None:
         self.config = config
-        self.pages = Console(store, policy)
+        self.pages = pages
         self.users = UserFile(config.web.users)
         self.limiter = limiter
         self.access = AccessLog(config.web.access_log)
@@ -169,6 +174,8 @@ class _Console:
                 "user": user,
                 "csrf": self.csrf(request),
                 "reasons": REASONS,
+                "refresh_minutes": f"{self.pages.refresh / 60:g}",
+                "quick": standard_periods(datetime.now(VIETNAM_TIME).date()),
                 # Where the language form comes back to (an error page: the overview, so
                 # that it repeats nothing of the URL asked for).
                 "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
@@ -284,7 +291,7 @@ def overview(console: _Console, request: Request, user: WebUser) -> Response:
     period = _period(request)
     scores, total = console.pages.scores(period)
     refusals = console.pages.refusals(period)
-    idle = console.pages.idle(datetime.now(VIETNAM_TIME).date())
+    idle, idle_as_of = console.pages.idle()
     by_reason: dict[str, int] = {}
     for week in refusals.weeks.values():
         for reason, count in week.items():
@@ -301,7 +308,9 @@ def overview(console: _Console, request: Request, user: WebUser) -> Response:
         refusals_chart=Markup(refusals_chart(refusals.weeks)),  # noqa: S704
         by_reason=sorted(by_reason.items(), key=lambda item: (-item[1], item[0])),
         idle=idle,
+        idle_as_of=idle_as_of,
         idle_days=IDLE_DAYS,
+        as_of=console.pages.period(period).as_of,
     )
 
 
@@ -329,6 +338,7 @@ def unit_page(console: _Console, request: Request, user: WebUser) -> Response:
         unit=name,
         period=period,
         score=scores[0] if scores else None,
+        as_of=console.pages.period(period).as_of,
         accounts=console.pages.accounts(period, name),
         refused=refused,
     )
@@ -527,7 +537,7 @@ def export_decision(console: _Console, request: Request, user: WebUser) -> Respo
 @_signed_in
 def export_idle(console: _Console, request: Request, user: WebUser) -> Response:
     """The idle mailboxes (as ``congvu report idle``), as CSV: a manager's, of their unit."""
-    idle = console.pages.idle(datetime.now(VIETNAM_TIME).date())
+    idle, _ = console.pages.idle()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["state", "address", "full_name", "unit", "role", "last_seen", "seen_by"])
@@ -612,13 +622,16 @@ def create_app(
     store: DecisionStore,
     policy: Policy,
     *,
+    figures_store: DecisionStore | None = None,
     limiter: LoginLimiter | None = None,
 ) -> Starlette:
-    """The console for ``store``, configured by ``config.web``."""
+    """The console for ``store``, configured by ``config.web``; the report's sums are read
+    from ``figures_store`` (a second connection to the same store), if given."""
     from starlette.middleware.base import BaseHTTPMiddleware  # noqa: PLC0415
 
     web = config.web
-    console = _Console(config, store, policy, limiter or LoginLimiter())
+    pages = Console(store, policy, figures_store=figures_store, refresh=web.refresh)
+    console = _Console(config, pages, limiter or LoginLimiter())
     routes = [
         Route("/healthz", health),
         Route("/login", login_page, methods=["GET"]),
@@ -641,10 +654,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        console.pages.verify()  # the chain page's first status, in the background
+        pages.verify()  # the chain page's first status, in the background
+        pages.keep_warm()  # the standard periods' figures and the idle list
         try:
             yield
         finally:
+            pages.stop()
             console.access.close()
 
     app = Starlette(

@@ -152,6 +152,14 @@ TEXT: dict[str, tuple[str, str]] = {
     "auditor": ("thanh tra, mọi đơn vị", "auditor, every unit"),
     "manager": ("quản lý đơn vị", "unit manager"),
     "days_idle": ("số ngày", "days"),
+    "this_month": ("Tháng này", "This month"),
+    "last_month": ("Tháng trước", "Last month"),
+    "this_quarter": ("Quý này", "This quarter"),
+    "this_year": ("Năm nay", "This year"),
+    "as_of": (
+        "Số liệu đọc lúc {when} (đọc lại mỗi {minutes} phút).",
+        "Figures as of {when} (read again every {minutes} minutes).",
+    ),
 }
 
 

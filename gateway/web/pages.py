@@ -2,26 +2,38 @@
 :mod:`.app`), so each page's content can be tested, and timed, on its own.
 
 The report's figures come from :class:`~gateway.report.figures.RollupFigures`, as
-``congvu report`` reads them (the same scores, the same files to export); they are kept a
-minute (``FIGURES_SECONDS``), so paging through units does not add up a period again.
-Decisions are read one page at a time (:meth:`DecisionStore.search`).
+``congvu report`` reads them (the same scores, the same files to export). A period's
+figures are read once (:class:`PeriodFigures`: every unit's page of that period is drawn from
+them, in memory) and kept; the periods an office looks at most (this month, last month, this
+quarter, this year) and the idle list are read again in the background every ``refresh``
+seconds, so that their pages never wait on a province-year's sums. Decisions are read one
+page at a time (:meth:`DecisionStore.search`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
+from gateway.logs import get_logger
 from gateway.record import Record, RecordError
 from gateway.report.figures import RollupFigures, utc_bound
 from gateway.report.periods import parse_period
 from gateway.report.render import RefusalsByWeek
-from gateway.report.scoring import AccountUse, IdleReport, UnitScore
-from gateway.report.tally import Sender
+from gateway.report.scoring import (
+    AccountUse,
+    Directory,
+    IdleReport,
+    UnitScore,
+    account_use,
+    build_report,
+)
+from gateway.report.tally import Mark, Sender, Totals
 from gateway.store.base import DecisionStore, Search
 from gateway.store.base import Record as Stored
 from gateway.store.chain import ChainLink, ChainProblem
@@ -29,11 +41,19 @@ from policies import Policy
 from policies.reasons import REASONS
 from policies.schema import VIETNAM_TIME
 
-__all__ = ["Console", "Period", "SearchPage", "VerifyStatus", "period_of"]
+__all__ = [
+    "Console",
+    "Period",
+    "PeriodFigures",
+    "SearchPage",
+    "VerifyStatus",
+    "period_of",
+    "standard_periods",
+]
 
-FIGURES_SECONDS = 60.0  # how long figures read from the rollups are shown again
 PAGE = 50  # decisions per page
 IDLE_DAYS = 90  # the directives' three months
+KEPT_PERIODS = 8  # periods' figures kept at most (the least recently used go first)
 
 T = TypeVar("T")
 
@@ -70,6 +90,59 @@ def period_of(params: dict[str, str], today: date) -> Period:
     return Period(first, last)
 
 
+def standard_periods(today: date) -> dict[str, Period]:
+    """The periods kept ready, by their name in :mod:`.i18n`: this month so far (every
+    page's default), last month, this quarter and this year so far."""
+    this_month = today.replace(day=1)
+    last_month = (this_month - timedelta(days=1)).replace(day=1)
+    quarter = this_month.replace(month=3 * ((today.month - 1) // 3) + 1)
+    return {
+        "this_month": Period(this_month, today),
+        "last_month": Period(last_month, this_month - timedelta(days=1)),
+        "this_quarter": Period(quarter, today),
+        "this_year": Period(today.replace(month=1, day=1), today),
+    }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class PeriodFigures:
+    """A period's totals, marks, logins and refusals, read once: the province's scores and
+    every unit's (and its accounts') are worked out from them in memory, exactly as
+    ``congvu report`` (with or without ``--unit``) works them out."""
+
+    period: Period
+    totals: Totals
+    marks: list[Mark]
+    activity: list[tuple[str, str, str]]
+    refusals: RefusalsByWeek
+    directory: Directory
+    min_rate: float
+    as_of: str  # when they were read (UTC)
+    _scores: dict[str | None, tuple[list[UnitScore], UnitScore]] = field(default_factory=dict)
+
+    def scores(self, unit: str | None = None) -> tuple[list[UnitScore], UnitScore]:
+        """The units' scores (``unit``'s only, if given)."""
+        if unit not in self._scores:
+            self._scores[unit] = build_report(
+                self.totals,
+                self.marks,
+                self.directory,
+                period_end=self.period.last,
+                unit=unit,
+                min_rate=self.min_rate,
+                activity=self.activity,
+            )
+        return self._scores[unit]
+
+    def accounts(self, unit: str) -> list[AccountUse]:
+        """Each of ``unit``'s accounts' use."""
+        return account_use(self.totals, self.directory, unit, self.activity)
+
+
 @dataclass
 class VerifyStatus:
     """The last walk of the hash chains (``congvu audit verify``), run in the background."""
@@ -98,69 +171,131 @@ def _parse_cursor(text: str) -> tuple[str, str] | None:
 
 
 class Console:
-    """The pages' content, read from one store."""
+    """The pages' content, read from one store.
 
-    def __init__(self, store: DecisionStore, policy: Policy) -> None:
+    ``figures_store``: where the report's sums are read and the chains walked (the same
+    store by default; the console opens a second one, so that a search or a decision never
+    waits behind a province-year's sums or a walk of every record on one connection).
+    ``refresh``: seconds between the background readings of the standard periods and the
+    idle list; other periods' figures are kept that long too.
+    """
+
+    def __init__(
+        self,
+        store: DecisionStore,
+        policy: Policy,
+        *,
+        figures_store: DecisionStore | None = None,
+        refresh: float = 300.0,
+    ) -> None:
         self.store = store
+        self.figures_store = figures_store or store
         self.policy = policy
+        self.refresh = refresh
         self.verify_status = VerifyStatus()
-        self._lock = threading.RLock()  # one report computed at a time (figures inside)
-        self._cache: dict[Any, tuple[float, Any]] = {}
+        self._guard = threading.Lock()  # the tables below
+        self._computing: dict[Any, threading.Lock] = {}
+        self._periods: OrderedDict[Period, tuple[float, PeriodFigures]] = OrderedDict()
+        self._figures: tuple[float, RollupFigures] | None = None
+        self._idle: tuple[float, IdleReport, str] | None = None
+        self._stop = threading.Event()
 
     # -- the report's figures -------------------------------------------------------------
 
-    def _cached(self, key: Any, make: Callable[[], T]) -> T:
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and now - hit[0] < FIGURES_SECONDS:
-            return hit[1]  # type: ignore[no-any-return]
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and now - hit[0] < FIGURES_SECONDS:
-                return hit[1]  # type: ignore[no-any-return]
-            value = make()
-            for old in [k for k, (t, _) in self._cache.items() if now - t >= FIGURES_SECONDS]:
-                del self._cache[old]
-            self._cache[key] = (time.monotonic(), value)
-            return value
+    def _once(self, key: Any, make: Callable[[], T]) -> T:
+        """``make()``, run by one thread at a time per ``key`` (others asking meanwhile wait
+        for it, then find its result kept)."""
+        with self._guard:
+            lock = self._computing.setdefault(key, threading.Lock())
+        with lock:
+            return make()
+
+    def _fresh(self, made: float, age: float | None = None) -> bool:
+        return time.monotonic() - made < (self.refresh if age is None else age)
 
     def figures(self) -> RollupFigures:
-        """The rollups and the directory, as ``congvu report`` reads them."""
-        return self._cached("figures", lambda: RollupFigures(self.store, self.store.accounts()))
+        """The rollups and the directory, as ``congvu report`` reads them (read again after
+        ``refresh`` seconds: a directory imported meanwhile counts from then on)."""
+
+        def make() -> RollupFigures:
+            kept = self._figures
+            if kept is not None and self._fresh(kept[0]):
+                return kept[1]
+            figures = RollupFigures(self.figures_store, self.figures_store.accounts())
+            self._figures = (time.monotonic(), figures)
+            return figures
+
+        kept = self._figures
+        return kept[1] if kept is not None and self._fresh(kept[0]) else self._once("dir", make)
+
+    def period(self, period: Period, *, renew: bool = False) -> PeriodFigures:
+        """The period's figures: kept ones if read less than twice ``refresh`` seconds ago
+        (the standard periods are renewed every ``refresh``), else read now."""
+
+        def make() -> PeriodFigures:
+            with self._guard:
+                kept = self._periods.get(period)
+            if kept is not None and self._fresh(kept[0], 2 * self.refresh) and not renew:
+                return kept[1]
+            figures = self.figures()
+            totals, marks = figures.totals(period.first, period.last)
+            made = PeriodFigures(
+                period,
+                totals,
+                marks,
+                figures.activity(period.first, period.last),
+                figures.refusals(period.first, period.last),
+                figures.directory,
+                self.policy.min_usage_rate,
+                _now(),
+            )
+            with self._guard:
+                self._periods[period] = (time.monotonic(), made)
+                self._periods.move_to_end(period)
+                while len(self._periods) > KEPT_PERIODS:
+                    self._periods.popitem(last=False)
+            return made
+
+        with self._guard:
+            kept = self._periods.get(period)
+            if kept is not None and self._fresh(kept[0], 2 * self.refresh) and not renew:
+                self._periods.move_to_end(period)
+                return kept[1]
+        return self._once(("period", period), make)
 
     def scores(self, period: Period, unit: str | None = None) -> tuple[list[UnitScore], UnitScore]:
         """The units' scores (or ``unit``'s), as ``congvu report`` gives them."""
-        return self._cached(
-            ("scores", period, unit),
-            lambda: self.figures().scores(
-                period.first, period.last, unit=unit, min_rate=self.policy.min_usage_rate
-            ),
-        )
+        return self.period(period).scores(unit)
 
     def refusals(self, period: Period) -> RefusalsByWeek:
         """Refusals by reason per week."""
-        return self._cached(
-            ("refusals", period), lambda: self.figures().refusals(period.first, period.last)
-        )
+        return self.period(period).refusals
 
-    def idle(self, today: date) -> IdleReport:
-        """The mailboxes idle for :data:`IDLE_DAYS` days, as ``congvu report idle``."""
-        return self._cached(
-            ("idle", today),
-            lambda: self.figures().idle(
+    def accounts(self, period: Period, unit: str) -> list[AccountUse]:
+        """Each of ``unit``'s accounts' use in the period."""
+        return self.period(period).accounts(unit)
+
+    def idle(self, *, renew: bool = False) -> tuple[IdleReport, str]:
+        """The mailboxes idle for :data:`IDLE_DAYS` days, as ``congvu report idle``, and
+        when that was read (UTC)."""
+
+        def make() -> tuple[IdleReport, str]:
+            kept = self._idle
+            if kept is not None and self._fresh(kept[0], 2 * self.refresh) and not renew:
+                return kept[1], kept[2]
+            report = self.figures().idle(
                 until=None,
                 now=datetime.now(UTC),
                 days=IDLE_DAYS,
                 is_official=self.policy.is_official,
-            ),
-        )
+            )
+            self._idle = (time.monotonic(), report, _now())
+            return report, self._idle[2]
 
-    def accounts(self, period: Period, unit: str) -> list[AccountUse]:
-        """Each of ``unit``'s accounts' use in the period."""
-        return self._cached(
-            ("accounts", period, unit),
-            lambda: self.figures().accounts(period.first, period.last, unit),
-        )
+        kept = self._idle
+        if kept is not None and self._fresh(kept[0], 2 * self.refresh) and not renew:
+            return kept[1], kept[2]
+        return self._once("idle", make)
 
     def units(self) -> list[str]:
         """Every unit of the directory."""
@@ -168,6 +303,37 @@ class Console:
 
     def unit_addresses(self, unit: str) -> tuple[str, ...]:
         return tuple(a.address for a in self.figures().directory.accounts if a.unit == unit)
+
+    def warm(self, today: date | None = None) -> None:
+        """Read the standard periods' figures and the idle list again."""
+        today = today or datetime.now(VIETNAM_TIME).date()
+        self._figures = None
+        for period in standard_periods(today).values():
+            self.period(period, renew=True)
+        self.idle(renew=True)
+
+    def keep_warm(self) -> threading.Thread:
+        """Start the background reader (:meth:`warm` now, then every ``refresh`` seconds,
+        until :meth:`stop`); a failure is logged and tried again at the next turn."""
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    self.warm()
+                    get_logger().info(
+                        "web.figures_read", seconds=round(time.monotonic() - started, 2)
+                    )
+                except Exception as exc:  # noqa: BLE001 - the pages read on demand meanwhile
+                    get_logger().error("web.figures_failed", error=str(exc))
+                self._stop.wait(self.refresh)
+
+        thread = threading.Thread(target=loop, name="congvu-web-figures", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -236,14 +402,14 @@ class Console:
 
     def verify(self, *, wait: bool = False) -> None:
         """Walk every chain again, in the background (unless one walk is under way)."""
-        with self._lock:
+        with self._guard:
             if self.verify_status.running:
                 return
             self.verify_status.running = True
 
         def walk() -> None:
             try:
-                problems, error = self.store.verify(), ""
+                problems, error = self.figures_store.verify(), ""
             except Exception as exc:  # noqa: BLE001 - shown on the page, never a traceback
                 problems, error = [], str(exc)
             self.verify_status = VerifyStatus(
