@@ -93,15 +93,20 @@ class _Parsers:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         if config:
-            # SUPPRESS: given before the command (`congvu --config F log tail`) it is kept.
-            parser.add_argument(
-                "--config",
-                type=Path,
-                metavar="FILE",
-                default=argparse.SUPPRESS,
-                help="the gateway configuration (TOML)",
-            )
+            _config_option(parser)
         return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` on a subcommand; SUPPRESS: given before the command (`congvu
+    --config F log tail`) it is kept."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="the gateway configuration (TOML)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -340,13 +345,7 @@ congvu web user remove vt-giahiep
     uremove.add_argument("name")
     ulist = users.add_parser("list", help="the users, their roles and units")
     for sub in (uadd, uremove, ulist):
-        sub.add_argument(
-            "--config",
-            type=Path,
-            metavar="FILE",
-            default=argparse.SUPPRESS,
-            help="the gateway configuration (TOML)",
-        )
+        _config_option(sub)
 
     log = commands.add("log", "read the decision log", config=False)
     logs = _Parsers(log, "action")

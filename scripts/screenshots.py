@@ -26,22 +26,13 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402 - after the path is set
 
+from tests.support.browser import CHROMIUM_ARGS  # noqa: E402
 from tests.support.console import (  # noqa: E402
     GIA_HIEP,
     PASSWORD,
     add_user,
     write_district,
 )
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway.directory import Account
 from gateway.record import record_time
-from gateway.report.tally import JUDGED, Mark, Sender, Totals
+from gateway.report.tally import JUDGED, Mark, Sender, Tally, Totals
 
 __all__ = [
     "COUNTS",
@@ -139,6 +139,19 @@ def by_local_part(accounts: Iterable[Account]) -> dict[str, Account | None]:
     return index
 
 
+def _add_sent(figures: UnitScore | AccountUse, verdict: str, tally: Tally, personal: bool) -> None:
+    """Count a judged tally as sent mail (a unit's, or an account's): ``personal``, credited
+    through a personal address (then all of it was sent from a personal provider)."""
+    figures.messages_sent += tally.records
+    figures.documents_signed += tally.signed
+    figures.documents_unsigned += tally.unsigned
+    figures.from_personal_providers += tally.records if personal else tally.personal_domain
+    if verdict == "accept":
+        figures.accepted += tally.records
+    else:
+        figures.refused += tally.records
+
+
 def build_report(
     totals: Totals,
     marks: Iterable[Mark],
@@ -184,20 +197,13 @@ def build_report(
         if not personal and account.issued <= period_end:
             active.setdefault(account.unit, set()).add(account.address)
         for verdict, tally in judged:
-            score.messages_sent += tally.records
-            score.documents_signed += tally.signed
-            score.documents_unsigned += tally.unsigned
+            _add_sent(score, verdict, tally, personal)
             score.documents_exempted += tally.exempted
             score.advisories += tally.contact_advisories
-            score.from_personal_providers += tally.records if personal else tally.personal_domain
-            if verdict == "accept":
-                score.accepted += tally.records
-            else:
-                score.refused += tally.records
-                if tally.returned_unsigned:
-                    returned_unsigned[account.unit] = (
-                        returned_unsigned.get(account.unit, 0) + tally.returned_unsigned
-                    )
+            if verdict != "accept" and tally.returned_unsigned:
+                returned_unsigned[account.unit] = (
+                    returned_unsigned.get(account.unit, 0) + tally.returned_unsigned
+                )
         for reason, count in sorted(totals.reasons.get(sender, {}).items()):
             score.refused_by_reason[reason] = score.refused_by_reason.get(reason, 0) + count
     _add_evidence(marks, credited, units)
@@ -287,14 +293,7 @@ def account_use(
             if verdict not in JUDGED:
                 continue
             row.by_mail = row.by_mail or not personal
-            row.messages_sent += tally.records
-            row.documents_signed += tally.signed
-            row.documents_unsigned += tally.unsigned
-            row.from_personal_providers += tally.records if personal else tally.personal_domain
-            if verdict == "accept":
-                row.accepted += tally.records
-            else:
-                row.refused += tally.records
+            _add_sent(row, verdict, tally, personal)
             row.last_mail = max(row.last_mail, tally.last_time)
     for login, _kind, last in activity:
         holder = directory.holder(login)

@@ -362,13 +362,19 @@ def account_page(console: _Console, request: Request, user: WebUser) -> Response
     )
 
 
-@_signed_in
-def decision_page(console: _Console, request: Request, user: WebUser) -> Response:
+def _decision(console: _Console, request: Request, user: WebUser) -> tuple[Any, Any]:
+    """The decision the URL names and its chain link: 404 when there is none, 403 when it is
+    not the user's to see."""
     found = console.pages.decision(request.path_params["id"])
     if found is None:
         raise _Refused(404, "not_found")
-    record, link = found
-    _may_see(user, console.pages.unit_of(record))
+    _may_see(user, console.pages.unit_of(found[0]))
+    return found
+
+
+@_signed_in
+def decision_page(console: _Console, request: Request, user: WebUser) -> Response:
+    record, link = _decision(console, request, user)
     console.access.write(
         user=user.name,
         role=user.role,
@@ -525,11 +531,7 @@ def export_search(console: _Console, request: Request, user: WebUser) -> Respons
 @_signed_in
 def export_decision(console: _Console, request: Request, user: WebUser) -> Response:
     """A decision's record, as stored (the JSON the chain's hash covers)."""
-    found = console.pages.decision(request.path_params["id"])
-    if found is None:
-        raise _Refused(404, "not_found")
-    record, _ = found
-    _may_see(user, console.pages.unit_of(record))
+    record, _ = _decision(console, request, user)
     body = json.dumps(record, ensure_ascii=False, sort_keys=True, indent=2).encode("utf-8")
     return _download(body, f"{record['id']}.json", "application/json")
 

@@ -12,6 +12,7 @@ import pytest
 from gateway.cli import main
 from gateway.record import DkimRecord, Envelope, FindingRecord, RecipientRecord, Record
 from gateway.store import SqliteStore
+from tests.support.browser import CHROMIUM_ARGS, chromium
 from tests.support.records import sent
 
 DIRECTORY = """address,full_name,unit,role,issued,personal_addresses
@@ -252,8 +253,6 @@ def test_xlsx_for_the_office(config: Path, tmp_path: Path) -> None:
 
 def test_html_report_is_self_contained_and_opens_in_chromium(config: Path, tmp_path: Path) -> None:
     """Charts as inline SVG, no script and nothing fetched; headless Chromium renders it."""
-    import os
-    import shutil
     import subprocess
 
     out = tmp_path / "bao-cao.html"
@@ -279,23 +278,12 @@ def test_html_report_is_self_contained_and_opens_in_chromium(config: Path, tmp_p
     assert page.count("<svg") == 2 and "<script" not in page
     assert "src=" not in page and "href=" not in page  # nothing to fetch
     assert "UBND huyện" in page and "50.00%" in page and "document.unsigned" in page
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("CONGVU_REQUIRE_CHROMIUM"):
-            pytest.fail("Debian chromium is required here")
-        pytest.skip("Debian chromium not installed")
     shot = tmp_path / "bao-cao.png"
     result = subprocess.run(
         [
-            chromium,
+            chromium(),
             "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *CHROMIUM_ARGS,
             f"--user-data-dir={tmp_path / 'profile'}",
             "--enable-logging=stderr",
             f"--screenshot={shot}",

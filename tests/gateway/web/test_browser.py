@@ -8,8 +8,6 @@ unit's pages, by link or by typing the URL; the pages fit a phone's screen.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,20 +20,10 @@ import openpyxl
 import pytest
 
 from tests.gateway.web.conftest import write_config
+from tests.support.browser import CHROMIUM_ARGS, chromium
 from tests.support.console import GIA_HIEP, PASSWORD, TAN_HA, District, write_district
 
 playwright = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # the tests run as root
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    # This machine has no internet: Chromium's own connections would only fail.
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def free_port() -> int:
@@ -78,13 +66,9 @@ def console(tmp_path: Path, users_file: bytes) -> Iterator[tuple[str, Path, Dist
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     """Debian's Chromium (not a browser Playwright downloads: there is no internet here)."""
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("CONGVU_REQUIRE_CHROMIUM"):
-            pytest.fail("Debian chromium is required here")
-        pytest.skip("Debian chromium not installed")
+    path = chromium()
     with playwright.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        launched = driver.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
 
@@ -224,7 +208,7 @@ def test_the_docs_screenshots_can_be_taken_again(browser: object, tmp_path: Path
             "--out",
             str(tmp_path),
             "--chromium",
-            shutil.which("chromium") or "chromium",
+            chromium(),
         ],
         check=True,
         capture_output=True,
