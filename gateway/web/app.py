@@ -93,8 +93,11 @@ class _Refused(Exception):
 class _Console:
     """The application's state: the console's content, its users, its guards, its log."""
 
-    def __init__(self, config: GatewayConfig, pages: Console, limiter: LoginLimiter) -> None:
+    def __init__(
+        self, config: GatewayConfig, pages: Console, limiter: LoginLimiter, secret: str
+    ) -> None:
         self.config = config
+        self.secret = secret
         self.pages = pages
         self.users = UserFile(config.web.users)
         self.limiter = limiter
@@ -133,8 +136,10 @@ class _Console:
         else:
             name = request.session.get("user")
             user = self.users.get(name) if isinstance(name, str) else None
+            if user is not None and request.session.get("auth") != user.session_tag(self.secret):
+                user = None  # the password was changed since this session logged in
             if user is None and name is not None:
-                request.session.clear()  # removed from the users file: signed out
+                request.session.clear()  # removed from the users file, or a new password
         request.state.user = user
         return user
 
@@ -265,7 +270,14 @@ async def login(request: Request) -> Response:
     console.limiter.succeeded(name)
     lang = console.lang(request)
     request.session.clear()  # a new session at each login (no fixation)
-    request.session.update({"user": user.name, "csrf": csrf_token(), "lang": lang})
+    request.session.update(
+        {
+            "user": user.name,
+            "auth": user.session_tag(console.secret),
+            "csrf": csrf_token(),
+            "lang": lang,
+        }
+    )
     console.access.write(user=user.name, role=user.role, client=client, event="login", outcome="ok")
     return RedirectResponse(_next(fields.get("next")), status_code=303)
 
@@ -633,7 +645,8 @@ def create_app(
 
     web = config.web
     pages = Console(store, policy, figures_store=figures_store, refresh=web.refresh)
-    console = _Console(config, pages, limiter or LoginLimiter())
+    secret = load_secret(web.secret)
+    console = _Console(config, pages, limiter or LoginLimiter(), secret)
     routes = [
         Route("/healthz", health),
         Route("/login", login_page, methods=["GET"]),
@@ -671,7 +684,7 @@ def create_app(
             Middleware(BaseHTTPMiddleware, dispatch=_security_headers(console)),
             Middleware(
                 SessionMiddleware,
-                secret_key=load_secret(web.secret),
+                secret_key=secret,
                 session_cookie="congvu_session",
                 max_age=int(web.session_hours * 3600),
                 same_site="lax",

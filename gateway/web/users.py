@@ -18,6 +18,8 @@ changes, so a user removed or demoted loses access at the next page, without a r
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -62,6 +64,12 @@ class WebUser:
     def may_see(self, unit: str | None) -> bool:
         """Whether this user may see ``unit``'s pages (None: the whole province's)."""
         return self.role == "auditor" or (unit is not None and unit == self.unit)
+
+    def session_tag(self, secret: str) -> str:
+        """What a session of this user carries of the password it logged in with (a keyed
+        hash of its hash): a new password ends the sessions opened with the old one."""
+        digest = hmac.new(secret.encode(), self.password.encode(), hashlib.sha256)
+        return digest.hexdigest()[:32]
 
     def check(self, password: str) -> bool:
         """Whether ``password`` is this user's (False, too, when it has none)."""

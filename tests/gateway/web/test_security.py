@@ -4,13 +4,14 @@ page, the access log, sign-on from a trusted proxy only."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.parse
 
 import pytest
 import structlog
 
-from gateway.web.users import UserFile
+from gateway.web.users import UserFile, hash_password
 from tests.gateway.web.conftest import Site, csrf_of, log_in, write_config
 from tests.support.console import GIA_HIEP, PASSWORD, TAN_HA
 
@@ -190,6 +191,22 @@ def test_a_removed_user_is_signed_out_at_the_next_page(site: Site) -> None:
     remaining = {k: v for k, v in users.users().items() if k != "giahiep"}
     users.save(remaining)
     assert client.get(UNIT).status_code == 303
+
+
+def test_a_new_password_ends_the_sessions_opened_with_the_old(site: Site) -> None:
+    """A session stolen or left open elsewhere ends when the user's password is changed."""
+    client = site.client()
+    assert log_in(client, "thanhtra") == 303
+    assert client.get("/").status_code == 200
+    users = UserFile(site.folder / "users.toml")
+    changed = dict(users.users())
+    changed["thanhtra"] = dataclasses.replace(
+        changed["thanhtra"], password=hash_password("mot-mat-khau-moi")
+    )
+    users.save(changed)
+    assert client.get("/").status_code == 303
+    assert log_in(client, "thanhtra", "mot-mat-khau-moi") == 303
+    assert client.get("/").status_code == 200
 
 
 def test_an_error_page_shows_no_decision_data(site: Site) -> None:
