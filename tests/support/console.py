@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gateway.directory import Account
 from gateway.record import Record, record_time
-from gateway.store import SqliteStore
+from gateway.store import DecisionStore, SqliteStore
 from tests.support.records import sent
 
 GIA_HIEP = "UBND xã Gia Hiệp"
@@ -38,15 +38,15 @@ class District:
     other_unit_id: str  # a decision of Tân Hà's
 
 
-def write_district(path: Path, now: datetime | None = None) -> District:
-    """Write the directory and the decisions into the SQLite store at ``path``: all in the
-    last hours before ``now``, so that "this month so far" holds them (the pages' default)."""
+def district_records(now: datetime | None = None) -> list[Record]:
+    """The district's decisions, all in the last hours before ``now`` (so that "this month
+    so far", the pages' default, holds them)."""
     now = now or datetime.now(UTC)
 
     def at(minutes: int) -> str:
         return record_time(now - timedelta(minutes=minutes))
 
-    records = [
+    return [
         sent(
             "01WEBTEST0000000000000001",
             at(300),
@@ -93,13 +93,23 @@ def write_district(path: Path, now: datetime | None = None) -> District:
             recipients=["vanthu@giahiep.lamdong.gov.vn"],
         ),
     ]
+
+
+def write_district(path: Path, now: datetime | None = None) -> District:
+    """Write the directory and the decisions into the SQLite store at ``path``."""
+    records = district_records(now)
     store = SqliteStore(path)
     try:
-        store.replace_accounts(ACCOUNTS)
-        for record in records:
-            store.write(record.to_dict())
+        return fill(store, records)
     finally:
         store.close()
+
+
+def fill(store: DecisionStore, records: list[Record]) -> District:
+    """The directory and ``records`` written into ``store``."""
+    store.replace_accounts(ACCOUNTS)
+    for record in records:
+        store.write(record.to_dict())
     return District({r.id: r for r in records}, records[1].id, records[4].id)
 
 

@@ -16,13 +16,15 @@ from datetime import UTC, datetime, timedelta
 import openpyxl
 import pytest
 
+from gateway.store import PostgresStore
 from gateway.store.base import Search
 from gateway.web.i18n import TEXT
-from gateway.web.pages import Console
+from gateway.web.pages import Console, standard_periods
 from policies import load_policy
 from policies.reasons import REASONS
+from policies.schema import VIETNAM_TIME
 from tests.gateway.web.conftest import Site, csrf_of, log_in
-from tests.support.console import GIA_HIEP, TAN_HA
+from tests.support.console import GIA_HIEP, TAN_HA, district_records, fill
 from tests.support.records import sent
 
 UNIT = "/unit/" + urllib.parse.quote(GIA_HIEP, safe="")
@@ -214,3 +216,24 @@ def test_a_recipient_is_matched_exactly(site: Site) -> None:
     }
     to_unit = console.search(Search(recipient="vanthu@giahiep.lamdong.gov.vn"))
     assert [r["id"] for r in to_unit.records] == ["01WEBTEST0000000000000006"]
+
+
+def test_the_console_reads_a_postgresql_store_alike(pg_url: str) -> None:
+    """Over the district's log in PostgreSQL: the same scores as over SQLite, the search and
+    a decision with its place in the chain."""
+    store = PostgresStore(pg_url)
+    try:
+        district = fill(store, district_records())
+        console = Console(store, load_policy(None))
+        period = standard_periods(datetime.now(VIETNAM_TIME).date())["this_month"]
+        _, total = console.scores(period)
+        assert (total.accounts_issued, total.accounts_active, total.refused) == (5, 3, 2)
+        [row] = console.scores(period, GIA_HIEP)[0]
+        assert (row.messages_sent, row.refused, row.documents_unsigned) == (3, 1, 1)
+        found = console.search(Search(recipient="VANTHU@lamdong.gov.vn", verdict="reject"))
+        assert [r["id"] for r in found.records] == [district.other_unit_id, district.refused_id]
+        record, link = console.decision(district.refused_id.lower()) or (None, None)
+        assert record is not None and link is not None and link.sealed and link.linked
+        assert console.unit_of(record) == GIA_HIEP
+    finally:
+        store.close()
