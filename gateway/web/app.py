@@ -1,6 +1,6 @@
 """The console's web application (Starlette): its routes, who may see what, and its answers.
 
-Every page needs a signed-in user (:func:`_user`); an auditor sees every unit, a unit's
+Every page needs a signed-in user (:func:`_signed_in`); an auditor sees every unit, a unit's
 manager their own unit's pages, accounts and decisions (a decision belongs to the unit its
 sender is credited to, as the scores credit it), and nothing of another's, whatever URL they
 type (403). Every form carries the session's CSRF token; every answer says not to be cached,
