@@ -165,6 +165,16 @@ def main() -> None:
                     f"{again / floor:>8.0f}",
                     flush=True,
                 )
+            status = Path(f"/proc/{web.pid}/status").read_text()
+            peak = re.search(r"VmHWM:\s+(\d+) kB", status)
+            print(
+                f"congvu web: peak resident memory {int(peak.group(1)) // 1024 if peak else 0} MB"
+            )
+            print(
+                "background reading of the kept figures:",
+                ", ".join(re.findall(r'"seconds": ([\d.]+)', (folder / "web.log").read_text()))
+                + " s",
+            )
     finally:
         web.terminate()
         web.wait(30)

@@ -294,7 +294,15 @@ class PostgresStore:
     def verify(self) -> list[ChainProblem]:
         """Check every instance's chain from its anchor."""
         anchors = self._anchors()
-        problems = verify_rows(self._query(VERIFY_QUERY), anchors)
+        # Streamed (a server-side cursor): a province-year's records are tens of gigabytes.
+        try:
+            with self._read_lock, self._read.transaction():
+                with self._read.cursor(name="congvu_verify") as rows:
+                    rows.itersize = 2000
+                    rows.execute(VERIFY_QUERY)
+                    problems = verify_rows(rows, anchors)
+        except psycopg.Error as exc:
+            raise StoreError(f"decision store query failed: {exc}") from exc
         # The chain heads say how far each chain reached: newest records deleted show here.
         for instance, head_seq, newest in self._query(
             "SELECT h.instance, h.seq, (SELECT MAX(seq) FROM decisions d"

@@ -307,8 +307,8 @@ class SqliteStore:
         """Check every instance's chain: edited, inserted or deleted records are reported."""
         with self._lock:
             anchors = self._anchors()
-            rows = self._db.execute(VERIFY_QUERY).fetchall()
-        return verify_rows(rows, anchors)
+            # Row by row, not fetched at once: a province-year's records are tens of gigabytes.
+            return verify_rows(self._db.execute(VERIFY_QUERY), anchors)
 
     def search(self, search: Search, before: tuple[str, str] | None, limit: int) -> list[Record]:
         """One page of the records ``search`` finds, newest first."""
