@@ -618,10 +618,14 @@ def _web(args: argparse.Namespace, config: GatewayConfig) -> int:
         print(f"congvu web: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
     policy = load_policy(config.policy_file)
-    # Two connections: the pages' reads never wait behind the report's sums (seconds at
-    # province scale) on one connection.
-    with closing(_store(config)) as store, closing(_store(config)) as sums:
-        app = create_app(config, store, policy, figures_store=sums)
+    # Three connections: the pages' reads never wait behind the report's sums (seconds at
+    # province scale), nor the sums behind the walk of every chain (minutes).
+    with (
+        closing(_store(config)) as store,
+        closing(_store(config)) as sums,
+        closing(_store(config)) as walk,
+    ):
+        app = create_app(config, store, policy, figures_store=sums, verify_store=walk)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,

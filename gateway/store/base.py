@@ -88,20 +88,23 @@ def search_query(
     """Both stores' SQL (``%s`` placeholders) for one page of ``search``: the newest records
     first, older than ``before`` (the previous page's last (time, id)), at most ``limit``.
 
-    The page is read from the newest end of one index, in order, and stops when full: a
-    recipient's or a reason's search keys (:mod:`gateway.store.keys`), else the senders'
-    (mail_from, time, id) index, else the time index. The other criteria are checked on the
-    way, the records themselves read for the page's ids only.
+    The page is read from the newest end of one index, in order, and stops when full; the
+    other criteria are checked on the way, and the records themselves read for the page's ids
+    only. The index: the senders' (mail_from, time, id) when senders are given (a person's or
+    a unit's mail is bounded, a reason or a common recipient may be a province's), else a
+    recipient's or a reason's search keys (:mod:`gateway.store.keys`), else the time index.
     """
     keys = [f"to:{search.recipient.lower()}"] if search.recipient else []
     keys += [f"reason:{search.reason}"] if search.reason else []
-    # Read through the first key's rows (k), or the decisions themselves (d).
-    on = "k." if keys else "d."
+    # Read through the senders' index or the time index (d), or the first key's rows (k).
+    driving_key = keys[0] if keys and not search.senders else ""
+    checked_keys = keys[1:] if driving_key else keys
+    on = "k." if driving_key else "d."
     where: list[str] = []
     params: list[Any] = []
-    if keys:
+    if driving_key:
         where.append("k.key = %s")
-        params.append(keys[0])
+        params.append(driving_key)
     if search.start:
         where.append(f"{on}time >= %s")
         params.append(search.start)
@@ -118,13 +121,13 @@ def search_query(
     if search.verdict:
         where.append("d.verdict = %s")
         params.append(search.verdict)
-    for key in keys[1:]:
+    for key in checked_keys:
         where.append(
-            "EXISTS (SELECT 1 FROM decision_keys k2 WHERE k2.key = %s"
-            " AND k2.time = k.time AND k2.id = k.id)"
+            "EXISTS (SELECT 1 FROM decision_keys c WHERE c.key = %s"  # noqa: S608 - names only
+            f" AND c.time = {on}time AND c.id = {on}id)"
         )
         params.append(key)
-    source = "decision_keys k JOIN decisions d ON d.id = k.id" if keys else "decisions d"
+    source = "decision_keys k JOIN decisions d ON d.id = k.id" if driving_key else "decisions d"
     # Only column names and placeholders are put together here; the values are parameters.
     inner = f"SELECT {on}id FROM {source}"  # noqa: S608
     if where:

@@ -296,11 +296,14 @@ class PostgresStore:
         anchors = self._anchors()
         # Streamed (a server-side cursor): a province-year's records are tens of gigabytes.
         try:
-            with self._read_lock, self._read.transaction():
-                with self._read.cursor(name="congvu_verify") as rows:
-                    rows.itersize = 2000
-                    rows.execute(VERIFY_QUERY)
-                    problems = verify_rows(rows, anchors)
+            with (
+                self._read_lock,
+                self._read.transaction(),
+                self._read.cursor(name="congvu_verify") as rows,
+            ):
+                rows.itersize = 2000
+                rows.execute(VERIFY_QUERY)
+                problems = verify_rows(rows, anchors)
         except psycopg.Error as exc:
             raise StoreError(f"decision store query failed: {exc}") from exc
         # The chain heads say how far each chain reached: newest records deleted show here.

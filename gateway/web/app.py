@@ -637,14 +637,18 @@ def create_app(
     policy: Policy,
     *,
     figures_store: DecisionStore | None = None,
+    verify_store: DecisionStore | None = None,
     limiter: LoginLimiter | None = None,
 ) -> Starlette:
     """The console for ``store``, configured by ``config.web``; the report's sums are read
-    from ``figures_store`` (a second connection to the same store), if given."""
+    from ``figures_store`` and the chains walked on ``verify_store`` (other connections to
+    the same store), if given."""
     from starlette.middleware.base import BaseHTTPMiddleware  # noqa: PLC0415
 
     web = config.web
-    pages = Console(store, policy, figures_store=figures_store, refresh=web.refresh)
+    pages = Console(
+        store, policy, figures_store=figures_store, verify_store=verify_store, refresh=web.refresh
+    )
     secret = load_secret(web.secret)
     console = _Console(config, pages, limiter or LoginLimiter(), secret)
     routes = [

@@ -173,9 +173,10 @@ def _parse_cursor(text: str) -> tuple[str, str] | None:
 class Console:
     """The pages' content, read from one store.
 
-    ``figures_store``: where the report's sums are read and the chains walked (the same
-    store by default; the console opens a second one, so that a search or a decision never
-    waits behind a province-year's sums or a walk of every record on one connection).
+    ``figures_store``: where the report's sums are read, ``verify_store``: where the chains
+    are walked (the same store by default; the console opens one connection for each, so
+    that a page never waits behind a province-year's sums, nor the sums behind a walk of
+    every record, minutes at that scale).
     ``refresh``: seconds between the background readings of the standard periods and the
     idle list; other periods' figures are kept that long too.
     """
@@ -186,10 +187,12 @@ class Console:
         policy: Policy,
         *,
         figures_store: DecisionStore | None = None,
+        verify_store: DecisionStore | None = None,
         refresh: float = 300.0,
     ) -> None:
         self.store = store
         self.figures_store = figures_store or store
+        self.verify_store = verify_store or self.figures_store
         self.policy = policy
         self.refresh = refresh
         self.verify_status = VerifyStatus()
@@ -409,7 +412,7 @@ class Console:
 
         def walk() -> None:
             try:
-                problems, error = self.figures_store.verify(), ""
+                problems, error = self.verify_store.verify(), ""
             except Exception as exc:  # noqa: BLE001 - shown on the page, never a traceback
                 problems, error = [], str(exc)
             self.verify_status = VerifyStatus(

@@ -257,6 +257,13 @@ def test_search_finds_by_sender_recipient_reason_verdict_and_time_newest_first(
     assert ids(store.search(Search(verdict="accept"), None, 100)) == [
         i for i in everything if i not in rcpt
     ]
+    senders = [i for i in everything if int(i[-2:]) % 3]
+    both = Search(senders=("a_b@lamdong.gov.vn",), reason="sender.personal_domain")
+    assert ids(store.search(both, None, 100)) == [i for i in senders if i in rcpt]
+    both = Search(recipient="to1@lamdong.gov.vn", reason="document.unsigned", verdict="reject")
+    assert ids(store.search(both, None, 100)) == rcpt
+    nothing = Search(recipient="to0@lamdong.gov.vn", reason="document.unsigned")
+    assert ids(store.search(nothing, None, 100)) == []
     period = Search(start="2026-11-22T10:00:02.000Z", end="2026-11-22T10:00:04.000Z")
     assert ids(store.search(period, None, 100)) == ids([record(7), record(6), record(5), record(4)])
     pages, before = [], None
