@@ -12,15 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.record import Record, record_time
 from gateway.report.render import RefusalsByWeek
-from gateway.report.scoring import (
-    AccountUse,
-    Directory,
-    IdleReport,
-    UnitScore,
-    account_use,
-    build_report,
-    idle_report,
-)
+from gateway.report.scoring import Directory, IdleReport, UnitScore, build_report, idle_report
 from gateway.report.tally import Mark, Sender, Totals, fold
 from policies.schema import VIETNAM_TIME
 
@@ -85,11 +77,6 @@ class _Figures:
         """The days' totals and marks (those of ``unit``'s senders at least): what
         :func:`build_report` scores."""
         raise NotImplementedError
-
-    def accounts(self, first: date, last: date, unit: str) -> list[AccountUse]:
-        """Each of ``unit``'s accounts' mail and logins in the days [first, last]."""
-        totals, _ = self.totals(first, last, unit)
-        return account_use(totals, self.directory, unit, self.activity(first, last))
 
     def idle(self, *, until: date | None, now: datetime, days: int, is_official: Any) -> IdleReport:
         """The idle list as of ``now``, from the mail and logins up to the day ``until``

@@ -37,6 +37,7 @@ __all__ = [
     "idle_report",
     "rate",
     "review",
+    "total_of",
 ]
 
 # The counted fields of a UnitScore: summed into the total, stored as numbers in XLSX.
@@ -238,14 +239,19 @@ def build_report(
     )
     if unit is not None:
         ranked = [s for s in ranked if s.unit == unit]
-    total = UnitScore("TỔNG CỘNG / TOTAL")  # of the units shown
-    for score in ranked:
+    return ranked, total_of(ranked)
+
+
+def total_of(scores: Iterable[UnitScore]) -> UnitScore:
+    """The total line of the units ``scores`` (the units a report shows)."""
+    total = UnitScore("TỔNG CỘNG / TOTAL")
+    for score in scores:
         for key in COUNTS:
             setattr(total, key, getattr(total, key) + getattr(score, key))
         for reason, count in score.refused_by_reason.items():
             total.refused_by_reason[reason] = total.refused_by_reason.get(reason, 0) + count
     total.usage_rate = rate(total.accounts_active, total.accounts_issued)
-    return ranked, total
+    return total
 
 
 @dataclass
@@ -255,6 +261,7 @@ class AccountUse:
     address: str
     full_name: str
     role: str
+    unit: str
     messages_sent: int = 0  # judged records credited to the account (personal addresses too)
     accepted: int = 0
     refused: int = 0
@@ -274,15 +281,15 @@ class AccountUse:
 def account_use(
     totals: Totals,
     directory: Directory,
-    unit: str,
+    unit: str | None,
     activity: Iterable[tuple[str, str, str]] = (),
 ) -> list[AccountUse]:
-    """Each account of ``unit``: what was credited to it in the period of ``totals`` (and
-    ``activity``, the logins of that period), by address."""
+    """Each account of ``unit`` (of every unit if None): what was credited to it in the
+    period of ``totals`` (and ``activity``, the logins of that period), by address."""
     rows = {
-        a.address: AccountUse(a.address, a.full_name, a.role)
+        a.address: AccountUse(a.address, a.full_name, a.role, a.unit)
         for a in directory.accounts
-        if a.unit == unit
+        if unit in (None, a.unit)
     }
     for sender, by_verdict in totals.tallies.items():
         account, personal = directory.credit(sender)

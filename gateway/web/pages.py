@@ -32,6 +32,7 @@ from gateway.report.scoring import (
     UnitScore,
     account_use,
     build_report,
+    total_of,
 )
 from gateway.report.tally import Mark, Sender, Totals
 from gateway.store.base import DecisionStore, Search
@@ -122,25 +123,41 @@ class PeriodFigures:
     directory: Directory
     min_rate: float
     as_of: str  # when they were read (UTC)
-    _scores: dict[str | None, tuple[list[UnitScore], UnitScore]] = field(default_factory=dict)
+    _scores: tuple[list[UnitScore], UnitScore] | None = None
+    _accounts: dict[str, list[AccountUse]] | None = None
 
     def scores(self, unit: str | None = None) -> tuple[list[UnitScore], UnitScore]:
-        """The units' scores (``unit``'s only, if given)."""
-        if unit not in self._scores:
-            self._scores[unit] = build_report(
+        """The units' scores (``unit``'s only, if given): a unit's score does not depend on
+        the others', so it is taken from the province's, worked out once."""
+        if self._scores is None:
+            self._scores = build_report(
                 self.totals,
                 self.marks,
                 self.directory,
                 period_end=self.period.last,
-                unit=unit,
                 min_rate=self.min_rate,
                 activity=self.activity,
             )
-        return self._scores[unit]
+        if unit is None:
+            return self._scores
+        shown = [s for s in self._scores[0] if s.unit == unit]
+        return shown, total_of(shown)
 
     def accounts(self, unit: str) -> list[AccountUse]:
-        """Each of ``unit``'s accounts' use."""
-        return account_use(self.totals, self.directory, unit, self.activity)
+        """Each of ``unit``'s accounts' use (every unit's worked out once)."""
+        if self._accounts is None:
+            by_unit: dict[str, list[AccountUse]] = {}
+            for row in account_use(self.totals, self.directory, None, self.activity):
+                by_unit.setdefault(row.unit, []).append(row)
+            self._accounts = by_unit
+        return self._accounts.get(unit, [])
+
+    def prepare(self) -> PeriodFigures:
+        """Work out every unit's scores and accounts now (the background reader does, so
+        that no page waits for it)."""
+        self.scores()
+        self.accounts("")
+        return self
 
 
 @dataclass
@@ -312,7 +329,7 @@ class Console:
         today = today or datetime.now(VIETNAM_TIME).date()
         self._figures = None
         for period in standard_periods(today).values():
-            self.period(period, renew=True)
+            self.period(period, renew=True).prepare()
         self.idle(renew=True)
 
     def keep_warm(self) -> threading.Thread:
@@ -411,10 +428,18 @@ class Console:
             self.verify_status.running = True
 
         def walk() -> None:
+            started = time.monotonic()
             try:
                 problems, error = self.verify_store.verify(), ""
             except Exception as exc:  # noqa: BLE001 - shown on the page, never a traceback
                 problems, error = [], str(exc)
+            logger = get_logger()
+            (logger.error if problems or error else logger.info)(
+                "web.chain_verified",
+                seconds=round(time.monotonic() - started, 1),
+                problems=len(problems),
+                error=error,
+            )
             self.verify_status = VerifyStatus(
                 False,
                 datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
