@@ -262,7 +262,7 @@ async def login(request: Request) -> Response:
         )
         response.headers["Retry-After"] = str(wait)
         return response
-    user = console.users.login(name, password)
+    user = await run_in_threadpool(console.users.login, name, password)  # Argon2: ~0.1 s CPU
     if user is None:
         console.limiter.failed(name, client)
         console.access.write(user=name, client=client, event="login", outcome="failed")
