@@ -88,6 +88,11 @@ def main() -> None:
                     page.wait_for_url(base + "/")
                     for name, path in names.items():
                         page.goto(base + path)
+                        # A period's figures being read: that page reloads until they are.
+                        page.wait_for_function(
+                            "!document.querySelector('meta[http-equiv=refresh]')",
+                            timeout=60_000,
+                        )
                         page.screenshot(path=str(args.out / f"{name}.png"), full_page=True)
                 browser.close()
         finally:

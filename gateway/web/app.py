@@ -216,6 +216,12 @@ def _period(request: Request) -> Period:
         raise _Refused(400, "bad_request") from exc
 
 
+def _reading(console: _Console, request: Request, period: Period) -> Response:
+    """The page of a period whose figures are being read: it says so, and asks the browser
+    to come back in two seconds (a meta refresh: no script)."""
+    return console.page(request, "reading.html", 202, period=period)
+
+
 def _may_see(user: WebUser, unit: str | None) -> None:
     if not user.may_see(unit):
         raise _Refused(403, "forbidden")
@@ -301,8 +307,11 @@ def overview(console: _Console, request: Request, user: WebUser) -> Response:
     if user.role != "auditor":
         return RedirectResponse(f"/unit/{urllib.parse.quote(user.unit, safe='')}", 303)
     period = _period(request)
-    scores, total = console.pages.scores(period)
-    refusals = console.pages.refusals(period)
+    figures = console.pages.ready(period)
+    if figures is None:
+        return _reading(console, request, period)
+    scores, total = figures.scores()
+    refusals = figures.refusals
     idle, idle_as_of = console.pages.idle()
     by_reason: dict[str, int] = {}
     for week in refusals.weeks.values():
@@ -322,7 +331,7 @@ def overview(console: _Console, request: Request, user: WebUser) -> Response:
         idle=idle,
         idle_as_of=idle_as_of,
         idle_days=IDLE_DAYS,
-        as_of=console.pages.period(period).as_of,
+        as_of=figures.as_of,
     )
 
 
@@ -333,7 +342,10 @@ def unit_page(console: _Console, request: Request, user: WebUser) -> Response:
     if name not in console.pages.units():
         raise _Refused(404, "not_found")
     period = _period(request)
-    scores, _ = console.pages.scores(period, name)
+    figures = console.pages.ready(period)
+    if figures is None:
+        return _reading(console, request, period)
+    scores, _ = figures.scores(name)
     refused = console.pages.search(
         Search(
             senders=console.pages.unit_addresses(name),
@@ -350,8 +362,8 @@ def unit_page(console: _Console, request: Request, user: WebUser) -> Response:
         unit=name,
         period=period,
         score=scores[0] if scores else None,
-        as_of=console.pages.period(period).as_of,
-        accounts=console.pages.accounts(period, name),
+        as_of=figures.as_of,
+        accounts=figures.accounts(name),
         refused=refused,
     )
 
@@ -365,7 +377,10 @@ def account_page(console: _Console, request: Request, user: WebUser) -> Response
         raise _Refused(404, "not_found")
     _may_see(user, account.unit)
     period = _period(request)
-    use = next(a for a in console.pages.accounts(period, account.unit) if a.address == address)
+    figures = console.pages.ready(period)
+    if figures is None:
+        return _reading(console, request, period)
+    use = next(a for a in figures.accounts(account.unit) if a.address == address)
     recent = console.pages.search(
         Search(senders=(address,), start=period.start, end=period.end), limit=20
     )
@@ -639,15 +654,22 @@ def create_app(
     figures_store: DecisionStore | None = None,
     verify_store: DecisionStore | None = None,
     limiter: LoginLimiter | None = None,
+    wait: float = 0.25,
 ) -> Starlette:
     """The console for ``store``, configured by ``config.web``; the report's sums are read
     from ``figures_store`` and the chains walked on ``verify_store`` (other connections to
-    the same store), if given."""
+    the same store), if given. ``wait``: how long a page waits for a period's figures being
+    read before it answers that they are (the tests wait for them)."""
     from starlette.middleware.base import BaseHTTPMiddleware  # noqa: PLC0415
 
     web = config.web
     pages = Console(
-        store, policy, figures_store=figures_store, verify_store=verify_store, refresh=web.refresh
+        store,
+        policy,
+        figures_store=figures_store,
+        verify_store=verify_store,
+        refresh=web.refresh,
+        wait=wait,
     )
     secret = load_secret(web.secret)
     console = _Console(config, pages, limiter or LoginLimiter(), secret)

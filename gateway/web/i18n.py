@@ -156,6 +156,14 @@ TEXT: dict[str, tuple[str, str]] = {
     "last_month": ("Tháng trước", "Last month"),
     "this_quarter": ("Quý này", "This quarter"),
     "this_year": ("Năm nay", "This year"),
+    "reading": (
+        "Đang đọc số liệu từ {first} đến {last}…",
+        "Reading the figures from {first} to {last}…",
+    ),
+    "reading_help": (
+        "Trang sẽ tự hiện số liệu khi đọc xong (vài giây với số liệu cả tỉnh).",
+        "The page shows them when they are read (a few seconds for a province).",
+    ),
     "as_of": (
         "Số liệu đọc lúc {when} (đọc lại mỗi {minutes} phút).",
         "Figures as of {when} (read again every {minutes} minutes).",

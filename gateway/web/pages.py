@@ -195,7 +195,8 @@ class Console:
     that a page never waits behind a province-year's sums, nor the sums behind a walk of
     every record, minutes at that scale).
     ``refresh``: seconds between the background readings of the standard periods and the
-    idle list; other periods' figures are kept that long too.
+    idle list; other periods' figures are kept that long too. ``wait``: how long a page waits
+    for a period's figures being read before it answers that they are (:meth:`ready`).
     """
 
     def __init__(
@@ -206,18 +207,21 @@ class Console:
         figures_store: DecisionStore | None = None,
         verify_store: DecisionStore | None = None,
         refresh: float = 300.0,
+        wait: float = 0.25,
     ) -> None:
         self.store = store
         self.figures_store = figures_store or store
         self.verify_store = verify_store or self.figures_store
         self.policy = policy
         self.refresh = refresh
+        self.wait = wait
         self.verify_status = VerifyStatus()
         self._guard = threading.Lock()  # the tables below
         self._computing: dict[Any, threading.Lock] = {}
         self._periods: OrderedDict[Period, tuple[float, PeriodFigures]] = OrderedDict()
         self._figures: tuple[float, RollupFigures] | None = None
         self._idle: tuple[float, IdleReport, str] | None = None
+        self._reading: dict[Period, threading.Thread] = {}  # read in the background now
         self._stop = threading.Event()
 
     # -- the report's figures -------------------------------------------------------------
@@ -283,6 +287,44 @@ class Console:
                 return kept[1]
         return self._once(("period", period), make)
 
+    def _kept(self, period: Period) -> PeriodFigures | None:
+        with self._guard:
+            kept = self._periods.get(period)
+            if kept is not None and self._fresh(kept[0], 2 * self.refresh):
+                self._periods.move_to_end(period)
+                return kept[1]
+            return None
+
+    def ready(self, period: Period) -> PeriodFigures | None:
+        """The period's figures if they are kept, or read within ``wait`` seconds; else
+        None, and they go on being read (and prepared) in the background: a page of a period
+        nobody asked for yet answers soon, saying its figures are being read, instead of
+        holding the browser for the seconds a province's sums take."""
+        kept = self._kept(period)
+        if kept is not None:
+            return kept
+        with self._guard:
+            reading = self._reading.get(period)
+            if reading is None:
+                reading = self._reading[period] = threading.Thread(
+                    target=self._read, args=(period,), name="congvu-web-period", daemon=True
+                )
+                reading.start()
+        reading.join(self.wait)
+        kept = self._kept(period)
+        if kept is None and not reading.is_alive():  # it failed (logged): an error page
+            raise RuntimeError(f"the figures of {period.first} to {period.last} were not read")
+        return kept
+
+    def _read(self, period: Period) -> None:
+        try:
+            self.period(period).prepare()
+        except Exception as exc:  # noqa: BLE001 - the page asks again, and it is read again
+            get_logger().error("web.figures_failed", error=str(exc))
+        finally:
+            with self._guard:
+                self._reading.pop(period, None)
+
     def scores(self, period: Period, unit: str | None = None) -> tuple[list[UnitScore], UnitScore]:
         """The units' scores (or ``unit``'s), as ``congvu report`` gives them."""
         return self.period(period).scores(unit)
@@ -290,10 +332,6 @@ class Console:
     def refusals(self, period: Period) -> RefusalsByWeek:
         """Refusals by reason per week."""
         return self.period(period).refusals
-
-    def accounts(self, period: Period, unit: str) -> list[AccountUse]:
-        """Each of ``unit``'s accounts' use in the period."""
-        return self.period(period).accounts(unit)
 
     def idle(self, *, renew: bool = False) -> tuple[IdleReport, str]:
         """The mailboxes idle for :data:`IDLE_DAYS` days, as ``congvu report idle``, and

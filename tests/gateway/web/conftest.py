@@ -37,12 +37,16 @@ class Site:
     clock: list[float]  # the login limiter's time, moved by the tests
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
-    def client(self) -> httpx.Client:
+    def client(self, wait: float = 60.0) -> httpx.Client:
         """A new browser, as it were, on a console started now (with the configuration as
-        it is now)."""
+        it is now); ``wait``: how long a page waits for a period's figures (by default
+        until they are read: the tests assert on the figures, not on a page saying they are
+        being read)."""
         config = load_config(self.config)
         limiter = LoginLimiter(clock=lambda: self.clock[0])
-        app = create_app(config, self.store, load_policy(config.policy_file), limiter=limiter)
+        app = create_app(
+            config, self.store, load_policy(config.policy_file), limiter=limiter, wait=wait
+        )
         base = self.stack.enter_context(serving(app))
         return self.stack.enter_context(httpx.Client(base_url=base, timeout=30))
 

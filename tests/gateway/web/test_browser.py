@@ -73,6 +73,14 @@ def browser() -> Iterator[object]:
         launched.close()
 
 
+def settled(page: object) -> None:
+    """Wait until the page shows figures, not that they are being read (that page reloads
+    itself, by a meta refresh, until they are)."""
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "!document.querySelector('meta[http-equiv=refresh]')", timeout=60_000
+    )
+
+
 def log_in(page: object, base: str, user: str) -> None:
     page.goto(base + "/")  # type: ignore[attr-defined]
     page.fill("input[name=user]", user)  # type: ignore[attr-defined]
@@ -90,6 +98,7 @@ def test_an_auditor_finds_a_refusal_and_exports_the_units_xlsx(
     page = context.new_page()
     log_in(page, base, "thanhtra")
     page.wait_for_url(base + "/")
+    settled(page)
     assert page.locator("h1").first.inner_text().startswith("Tổng quan")
 
     page.click("nav >> text=Tìm thư")
@@ -107,6 +116,7 @@ def test_an_auditor_finds_a_refusal_and_exports_the_units_xlsx(
     assert "Bản ghi nguyên vẹn (hash khớp)" in body and "Nối đúng với bản ghi trước" in body
 
     page.click(f"main >> text={GIA_HIEP}")
+    settled(page)
     with page.expect_download() as caught:
         page.click("p.exports >> text=XLSX")
     download = caught.value
@@ -156,6 +166,7 @@ def test_a_manager_cannot_open_another_units_pages(
     page = context.new_page()
     log_in(page, base, "giahiep")
     page.wait_for_url(base + "/unit/" + urllib.parse.quote(GIA_HIEP, safe=""))
+    settled(page)
     assert GIA_HIEP in page.locator("h1").inner_text()
     for path in [
         "/unit/" + urllib.parse.quote(TAN_HA, safe=""),
@@ -192,6 +203,7 @@ def test_the_pages_fit_a_phones_screen(
         "/search?verdict=reject",
     ]:
         page.goto(base + path)
+        settled(page)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, (path, width)
     context.close()

@@ -10,6 +10,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.parse
 from datetime import UTC, datetime, timedelta
 
@@ -237,3 +238,24 @@ def test_the_console_reads_a_postgresql_store_alike(pg_url: str) -> None:
         assert console.unit_of(record) == GIA_HIEP
     finally:
         store.close()
+
+
+def test_a_period_being_read_answers_at_once_and_shows_its_figures_when_read(
+    site: Site,
+) -> None:
+    """A period nobody asked for yet: the page says its figures are being read and asks the
+    browser back (a meta refresh, no script); asked again, it shows them."""
+    client = site.client(wait=0)
+    assert log_in(client, "thanhtra") == 303
+    today = datetime.now(VIETNAM_TIME).date()
+    path = f"/?from={(today - timedelta(days=400)).isoformat()}&to={today.isoformat()}"
+    first = client.get(path)
+    assert first.status_code == 202
+    assert '<meta http-equiv="refresh" content="2">' in first.text
+    assert "Đang đọc số liệu" in first.text and GIA_HIEP not in first.text
+    for _ in range(200):
+        page = client.get(path)
+        if page.status_code == 200:
+            break
+        time.sleep(0.05)
+    assert page.status_code == 200 and GIA_HIEP in page.text and "3/5" in text_of(page.text)
