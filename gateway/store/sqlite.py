@@ -127,7 +127,7 @@ class SqliteStore:
                 )
                 self._migrate_chain()
                 # The rollups (gateway.store.tallies), and the search keys (gateway.store.keys)
-                # of a store made before them (the keys: measured below, docs/admin/upgrade.md).
+                # of a store made before them (docs/admin/upgrade.md says how long each takes).
                 rollups = schema(SQLITE_SERIAL, SQLITE_CLUSTERED)
                 self._migrate("rollups", rollups, self._rebuild_locked)
                 self._migrate("search_keys", keys_schema(SQLITE_CLUSTERED), self._rebuild_keys)
