@@ -633,6 +633,7 @@ def _web(args: argparse.Namespace, config: GatewayConfig) -> int:
                 access_log=False,  # the console's own access log says who saw what
                 server_header=False,
                 proxy_headers=False,  # X-Forwarded-For is read from trusted proxies only
+                timeout_graceful_shutdown=10,  # a page still being made then is cut off
             )
         )
         get_logger().info("web.started", listen=listen, store=store.describe())
