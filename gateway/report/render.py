@@ -26,12 +26,13 @@ __all__ = [
     "render_html",
     "render_review",
     "render_trend",
+    "safe_cell",
     "usage_chart",
     "write_xlsx",
 ]
 
 
-def _cell(value: Any) -> Any:
+def safe_cell(value: Any) -> Any:
     """Text that a spreadsheet would run as a formula (=, +, -, @) is kept as text."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
         return "'" + value
@@ -47,7 +48,7 @@ def _rows(scores: list[UnitScore], total: UnitScore) -> list[dict[str, Any]]:
         )
         row["non_compliant"] = "; ".join(s.non_compliant)
         row["evidence"] = " ".join(s.evidence[:20])
-        rows.append({k: _cell(v) for k, v in row.items()})
+        rows.append({k: safe_cell(v) for k, v in row.items()})
     return rows
 
 
@@ -142,7 +143,7 @@ def render_review(rows: list[ReviewRow], fmt: str) -> str:
     for row in rows:
         item = asdict(row)
         item["criteria_missed"] = " ".join(row.criteria_missed)
-        plain.append({k: _cell(v) for k, v in item.items()})
+        plain.append({k: safe_cell(v) for k, v in item.items()})
     if fmt == "json":
         return json.dumps(plain, ensure_ascii=False, indent=2) + "\n"
     if fmt == "csv":

@@ -41,6 +41,7 @@ from gateway.report.render import (
     refusals_chart,
     render,
     render_html,
+    safe_cell,
     usage_chart,
     write_xlsx,
 )
@@ -545,7 +546,7 @@ def export_search(console: _Console, request: Request, user: WebUser) -> Respons
                     " ".join(r["reasons"]),
                     r["envelope"]["mail_from"],
                     " ".join(x["address"] for x in r["envelope"]["recipients"]),
-                    _safe_cell(r["headers"]["subject"]),
+                    safe_cell(r["headers"]["subject"]),
                 ]
             )
         written += len(page.records)
@@ -573,13 +574,8 @@ def export_idle(console: _Console, request: Request, user: WebUser) -> Response:
     for state, rows in (("idle", idle.idle), ("never_seen", idle.never_seen)):
         for row in rows:
             if user.may_see(row["unit"]):
-                writer.writerow([state, *(_safe_cell(str(v)) for v in row.values())])
+                writer.writerow([state, *(safe_cell(str(v)) for v in row.values())])
     return _download(out.getvalue().encode("utf-8"), "congvu-idle.csv", _FORMATS["csv"])
-
-
-def _safe_cell(value: str) -> str:
-    """Text a spreadsheet would run as a formula is kept as text (as the reports do)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
 
 
 def _slug(text: str) -> str:
