@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import inspect
 import io
 import json
 import re
@@ -46,6 +47,8 @@ from gateway.report.render import (
     write_xlsx,
 )
 from gateway.store.base import DecisionStore, Search
+from gateway.store.base import Record as Stored
+from gateway.store.chain import ChainLink
 from gateway.web.access import AccessLog
 from gateway.web.i18n import translate
 from gateway.web.pages import (
@@ -192,10 +195,11 @@ class _Console:
 
 
 def _signed_in(
-    handler: Callable[[_Console, Request, WebUser], Response],
+    handler: Callable[[_Console, Request, WebUser], Response | Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
-    """A page for signed-in users only (anyone else is sent to the login page), made in a
-    worker thread: the store's reads block, and the event loop must not wait on them."""
+    """A page or form for signed-in users only (anyone else is sent to the login page). A
+    plain handler is run in a worker thread (the store's reads block, and the event loop
+    must not wait on them); a coroutine (a form, which reads its body) is awaited."""
 
     async def endpoint(request: Request) -> Response:
         console: _Console = request.app.state.console
@@ -205,7 +209,9 @@ def _signed_in(
             return RedirectResponse(
                 "/login?next=" + urllib.parse.quote(target, safe=""), status_code=303
             )
-        return await run_in_threadpool(handler, console, request, user)
+        if inspect.iscoroutinefunction(handler):
+            return await handler(console, request, user)  # type: ignore[no-any-return]
+        return await run_in_threadpool(handler, console, request, user)  # type: ignore[arg-type]
 
     return endpoint
 
@@ -390,19 +396,23 @@ def account_page(console: _Console, request: Request, user: WebUser) -> Response
     )
 
 
-def _decision(console: _Console, request: Request, user: WebUser) -> tuple[Any, Any]:
-    """The decision the URL names and its chain link: 404 when there is none, 403 when it is
-    not the user's to see."""
+def _decision(
+    console: _Console, request: Request, user: WebUser
+) -> tuple[Stored, ChainLink | None, str | None]:
+    """The decision the URL names, its chain link and its unit: 404 when there is none, 403
+    when it is not the user's to see."""
     found = console.pages.decision(request.path_params["id"])
     if found is None:
         raise _Refused(404, "not_found")
-    _may_see(user, console.pages.unit_of(found[0]))
-    return found
+    record, link = found
+    unit = console.pages.unit_of(record)
+    _may_see(user, unit)
+    return record, link, unit
 
 
 @_signed_in
 def decision_page(console: _Console, request: Request, user: WebUser) -> Response:
-    record, link = _decision(console, request, user)
+    record, link, unit = _decision(console, request, user)
     console.access.write(
         user=user.name,
         role=user.role,
@@ -420,7 +430,7 @@ def decision_page(console: _Console, request: Request, user: WebUser) -> Respons
         "decision.html",
         r=shown,
         link=link,
-        unit=console.pages.unit_of(record),
+        unit=unit,
         explained=[console.pages.explain(c) for c in dict.fromkeys(codes)],
     )
 
@@ -489,11 +499,8 @@ def chain_page(console: _Console, request: Request, user: WebUser) -> Response:
     )
 
 
-async def chain_verify(request: Request) -> Response:
-    console: _Console = request.app.state.console
-    user = console.user(request)
-    if user is None:
-        return RedirectResponse("/login", status_code=303)
+@_signed_in
+async def chain_verify(console: _Console, request: Request, user: WebUser) -> Response:
     _may_see(user, None)
     await console.check_form(request)
     console.pages.verify()
@@ -559,7 +566,7 @@ def export_search(console: _Console, request: Request, user: WebUser) -> Respons
 @_signed_in
 def export_decision(console: _Console, request: Request, user: WebUser) -> Response:
     """A decision's record, as stored (the JSON the chain's hash covers)."""
-    record, _ = _decision(console, request, user)
+    record, _, _ = _decision(console, request, user)
     body = json.dumps(record, ensure_ascii=False, sort_keys=True, indent=2).encode("utf-8")
     return _download(body, f"{record['id']}.json", "application/json")
 
