@@ -23,6 +23,7 @@ __all__ = [
     "VERIFY_QUERY",
     "ChainLink",
     "ChainProblem",
+    "anchors_of",
     "chain_hash",
     "chain_link",
     "chain_rows",
@@ -111,6 +112,16 @@ def prune_plan(execute: Any, before: str, mark: str) -> list[tuple[str, int, str
         if row is not None:
             plan.append((instance, int(row[0]), str(row[1])))
     return plan
+
+
+def anchors_of(rows: Iterable[tuple[str, str]]) -> dict[str, tuple[int, str]]:
+    """Each pruned chain's anchor (the seq and hash of its last pruned record), from the
+    stores' meta rows ``("anchor:INSTANCE", JSON)`` that ``prune`` writes."""
+    anchors = {}
+    for key, value in rows:
+        data = json.loads(value)
+        anchors[key.removeprefix("anchor:")] = (int(data["seq"]), str(data["hash"]))
+    return anchors
 
 
 VERIFY_QUERY = (

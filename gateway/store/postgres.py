@@ -39,6 +39,7 @@ from gateway.store.chain import (
     VERIFY_QUERY,
     ChainLink,
     ChainProblem,
+    anchors_of,
     chain_link,
     chain_rows,
     prune_plan,
@@ -284,12 +285,9 @@ class PostgresStore:
 
     def _anchors(self) -> dict[str, tuple[int, str]]:
         """Each pruned chain's anchor: the seq and hash of its last pruned record."""
-        return {
-            key.removeprefix("anchor:"): (int(json.loads(v)["seq"]), json.loads(v)["hash"])
-            for key, v in self._query(
-                "SELECT key, value FROM congvu_meta WHERE key LIKE 'anchor:%'"
-            )
-        }
+        return anchors_of(
+            self._query("SELECT key, value FROM congvu_meta WHERE key LIKE 'anchor:%'")
+        )
 
     def verify(self) -> list[ChainProblem]:
         """Check every instance's chain from its anchor."""

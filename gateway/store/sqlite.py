@@ -33,6 +33,7 @@ from gateway.store.chain import (
     VERIFY_QUERY,
     ChainLink,
     ChainProblem,
+    anchors_of,
     chain_hash,
     chain_link,
     chain_rows,
@@ -296,12 +297,7 @@ class SqliteStore:
         return deleted_count
 
     def _anchors(self) -> dict[str, tuple[int, str]]:
-        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'anchor:%'").fetchall()
-        out = {}
-        for key, value in rows:
-            data = json.loads(value)
-            out[key.removeprefix("anchor:")] = (int(data["seq"]), str(data["hash"]))
-        return out
+        return anchors_of(self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'anchor:%'"))
 
     def verify(self) -> list[ChainProblem]:
         """Check every instance's chain: edited, inserted or deleted records are reported."""
