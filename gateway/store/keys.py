@@ -14,7 +14,7 @@ deletes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from gateway.store.commit import PendingRecord
@@ -22,6 +22,7 @@ from gateway.store.commit import PendingRecord
 __all__ = [
     "INSERT_KEYS",
     "PRUNE_KEYS",
+    "keying",
     "keys_of",
     "keys_schema",
     "rebuild_keys",
@@ -68,18 +69,23 @@ def write_keys(many: Many, group: Sequence[PendingRecord]) -> None:
         many(INSERT_KEYS, rows)
 
 
-def rebuild_keys(many: Many, rows: Iterable[tuple[str]]) -> int:
-    """The keys of every stored record ``rows`` (their JSON text), from nothing, in the
-    caller's transaction; how many records were read."""
+def keying(many: Many, rows: Iterable[tuple[str]]) -> Iterator[tuple[str]]:
+    """The stored records ``rows`` (their JSON text) passed on as they are read, their keys
+    written, from nothing, on the way (in the caller's transaction): ``congvu audit rollup``
+    rebuilds the rollups and the keys in one read of the records."""
     many("DELETE FROM decision_keys", [()])
     batch: list[tuple[str, str, str]] = []
-    count = 0
-    for (text,) in rows:
-        count += 1
-        batch += keys_of(json.loads(text))
+    for row in rows:
+        batch += keys_of(json.loads(row[0]))
         if len(batch) >= 5000:
             many(INSERT_KEYS, batch)
             batch = []
+        yield row
     if batch:
         many(INSERT_KEYS, batch)
-    return count
+
+
+def rebuild_keys(many: Many, rows: Iterable[tuple[str]]) -> int:
+    """The keys of every stored record ``rows`` (their JSON text), from nothing, in the
+    caller's transaction; how many records were read."""
+    return sum(1 for _ in keying(many, rows))

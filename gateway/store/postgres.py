@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -46,7 +46,7 @@ from gateway.store.chain import (
     verify_rows,
 )
 from gateway.store.commit import GroupCommitter, PendingRecord
-from gateway.store.keys import PRUNE_KEYS, keys_schema, rebuild_keys, write_keys
+from gateway.store.keys import PRUNE_KEYS, keying, keys_schema, rebuild_keys, write_keys
 from gateway.store.tallies import (
     POSTGRES_SERIAL,
     TABLES,
@@ -140,13 +140,17 @@ class PostgresStore:
                         (str(number),),
                     )
 
-    def _roll_up_existing(self) -> int:
-        """Roll up every record, from nothing, in the caller's transaction: the migration's
-        (a store made before the rollups), or :meth:`rebuild_rollups`'."""
-        with self._write_conn.cursor(name="congvu_rollup") as rows:
-            rows.itersize = 2000
-            rows.execute("SELECT record FROM decisions")
+    def _roll_up_existing(self, *, keys: bool = False) -> int:
+        """Roll up every record (and, with ``keys``, make their search keys), from nothing,
+        in one read of the records, in the caller's transaction: the migration's (a store
+        made before the rollups), or :meth:`rebuild_rollups`'."""
+        with self._write_conn.cursor(name="congvu_rollup") as cursor:
+            cursor.itersize = 2000
+            cursor.execute("SELECT record FROM decisions")
+            rows: Iterable[tuple[str]] = keying(self._write_many, cursor) if keys else cursor
             count = rebuild(self._rollups, self._write_query, self._write_many, rows)
+        if keys:
+            self._write_conn.execute("ANALYZE decision_keys")
         # Fresh statistics for the planner (autovacuum would take them later): without them
         # the reports' plans are poor (a province-year of 5 million: 11 s instead of 5).
         for table in TABLES:
@@ -170,8 +174,7 @@ class PostgresStore:
             with conn.transaction():
                 conn.execute("SET LOCAL statement_timeout = 0")
                 conn.execute("LOCK TABLE decisions IN SHARE MODE")
-                self._keys_of_existing()
-                return self._roll_up_existing()
+                return self._roll_up_existing(keys=True)
         except psycopg.Error as exc:
             self._rollups.forget()
             raise StoreError(f"cannot rebuild the rollups: {exc}") from exc

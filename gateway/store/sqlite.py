@@ -8,7 +8,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from gateway.store.chain import (
     verify_rows,
 )
 from gateway.store.commit import GroupCommitter, PendingRecord
-from gateway.store.keys import PRUNE_KEYS, keys_schema, rebuild_keys, write_keys
+from gateway.store.keys import PRUNE_KEYS, keying, keys_schema, rebuild_keys, write_keys
 from gateway.store.tallies import (
     SQLITE_CLUSTERED,
     SQLITE_SERIAL,
@@ -191,17 +191,21 @@ class SqliteStore:
         rows = self._db.execute("SELECT record FROM decisions")
         return rebuild_keys(self._many, iter(rows.fetchone, None))
 
-    def _rebuild_locked(self) -> int:
-        rows = self._db.execute("SELECT record FROM decisions")
-        return rebuild(self._rollups, self._query, self._many, iter(rows.fetchone, None))
+    def _rebuild_locked(self, *, keys: bool = False) -> int:
+        """The rollups (and, with ``keys``, the search keys) from the records, read once."""
+        rows: Iterable[tuple[str]] = iter(
+            self._db.execute("SELECT record FROM decisions").fetchone, None
+        )
+        if keys:
+            rows = keying(self._many, rows)
+        return rebuild(self._rollups, self._query, self._many, rows)
 
     def rebuild_rollups(self) -> int:
         """Roll up every record again, from nothing (one transaction: gateways writing
         meanwhile wait, and after 5 s answer 4xx); how many records were read."""
         try:
             with self._lock, self._immediate():
-                self._rebuild_keys()
-                return self._rebuild_locked()
+                return self._rebuild_locked(keys=True)
         except sqlite3.Error as exc:
             self._rollups.forget()
             raise StoreError(f"cannot rebuild the rollups: {exc}") from exc
