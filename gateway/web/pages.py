@@ -218,52 +218,60 @@ class Console:
         self.verify_status = VerifyStatus()
         self._guard = threading.Lock()  # the tables below
         self._computing: dict[Any, threading.Lock] = {}
-        self._periods: OrderedDict[Period, tuple[float, PeriodFigures]] = OrderedDict()
-        self._figures: tuple[float, RollupFigures] | None = None
-        self._idle: tuple[float, IdleReport, str] | None = None
+        # What was read, by key ("figures", "idle", or a Period): when, and what.
+        self._kept: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
         self._reading: dict[Period, threading.Thread] = {}  # read in the background now
         self._stop = threading.Event()
 
     # -- the report's figures -------------------------------------------------------------
 
-    def _once(self, key: Any, make: Callable[[], T]) -> T:
-        """``make()``, run by one thread at a time per ``key`` (others asking meanwhile wait
-        for it, then find its result kept)."""
+    def _fresh(self, key: Any, age: float) -> Any | None:
+        """What is kept under ``key`` if it was read less than ``age`` seconds ago."""
+        with self._guard:
+            kept = self._kept.get(key)
+            if kept is None or time.monotonic() - kept[0] >= age:
+                return None
+            self._kept.move_to_end(key)
+            return kept[1]
+
+    def _cached(self, key: Any, age: float, make: Callable[[], T], *, renew: bool = False) -> T:
+        """What is kept under ``key`` if fresh (and not ``renew``), else ``make()``, kept.
+        One thread makes it at a time; others asking meanwhile wait, then find it kept. Of
+        the periods, the :data:`KEPT_PERIODS` last used are kept."""
+        if not renew and (kept := self._fresh(key, age)) is not None:
+            return kept  # type: ignore[no-any-return]
         with self._guard:
             lock = self._computing.setdefault(key, threading.Lock())
         with lock:
-            return make()
+            if not renew and (kept := self._fresh(key, age)) is not None:
+                return kept  # type: ignore[no-any-return]
+            made = make()
+            with self._guard:
+                self._kept[key] = (time.monotonic(), made)
+                self._kept.move_to_end(key)
+                periods = [k for k in self._kept if isinstance(k, Period)]
+                for old in periods[: max(0, len(periods) - KEPT_PERIODS)]:
+                    del self._kept[old]
+            return made
 
-    def _fresh(self, made: float, age: float | None = None) -> bool:
-        return time.monotonic() - made < (self.refresh if age is None else age)
-
-    def figures(self) -> RollupFigures:
+    def figures(self, *, renew: bool = False) -> RollupFigures:
         """The rollups and the directory, as ``congvu report`` reads them (read again after
         ``refresh`` seconds: a directory imported meanwhile counts from then on)."""
-
-        def make() -> RollupFigures:
-            kept = self._figures
-            if kept is not None and self._fresh(kept[0]):
-                return kept[1]
-            figures = RollupFigures(self.figures_store, self.figures_store.accounts())
-            self._figures = (time.monotonic(), figures)
-            return figures
-
-        kept = self._figures
-        return kept[1] if kept is not None and self._fresh(kept[0]) else self._once("dir", make)
+        return self._cached(
+            "figures",
+            self.refresh,
+            lambda: RollupFigures(self.figures_store, self.figures_store.accounts()),
+            renew=renew,
+        )
 
     def period(self, period: Period, *, renew: bool = False) -> PeriodFigures:
         """The period's figures: kept ones if read less than twice ``refresh`` seconds ago
         (the standard periods are renewed every ``refresh``), else read now."""
 
         def make() -> PeriodFigures:
-            with self._guard:
-                kept = self._periods.get(period)
-            if kept is not None and self._fresh(kept[0], 2 * self.refresh) and not renew:
-                return kept[1]
             figures = self.figures()
             totals, marks = figures.totals(period.first, period.last)
-            made = PeriodFigures(
+            return PeriodFigures(
                 period,
                 totals,
                 marks,
@@ -273,34 +281,15 @@ class Console:
                 self.policy.min_usage_rate,
                 _now(),
             )
-            with self._guard:
-                self._periods[period] = (time.monotonic(), made)
-                self._periods.move_to_end(period)
-                while len(self._periods) > KEPT_PERIODS:
-                    self._periods.popitem(last=False)
-            return made
 
-        with self._guard:
-            kept = self._periods.get(period)
-            if kept is not None and self._fresh(kept[0], 2 * self.refresh) and not renew:
-                self._periods.move_to_end(period)
-                return kept[1]
-        return self._once(("period", period), make)
-
-    def _kept(self, period: Period) -> PeriodFigures | None:
-        with self._guard:
-            kept = self._periods.get(period)
-            if kept is not None and self._fresh(kept[0], 2 * self.refresh):
-                self._periods.move_to_end(period)
-                return kept[1]
-            return None
+        return self._cached(period, 2 * self.refresh, make, renew=renew)
 
     def ready(self, period: Period) -> PeriodFigures | None:
         """The period's figures if they are kept, or read within ``wait`` seconds; else
         None, and they go on being read (and prepared) in the background: a page of a period
         nobody asked for yet answers soon, saying its figures are being read, instead of
         holding the browser for the seconds a province's sums take."""
-        kept = self._kept(period)
+        kept: PeriodFigures | None = self._fresh(period, 2 * self.refresh)
         if kept is not None:
             return kept
         with self._guard:
@@ -311,7 +300,7 @@ class Console:
                 )
                 reading.start()
         reading.join(self.wait)
-        kept = self._kept(period)
+        kept = self._fresh(period, 2 * self.refresh)
         if kept is None and not reading.is_alive():  # it failed (logged): an error page
             raise RuntimeError(f"the figures of {period.first} to {period.last} were not read")
         return kept
@@ -338,22 +327,15 @@ class Console:
         when that was read (UTC)."""
 
         def make() -> tuple[IdleReport, str]:
-            kept = self._idle
-            if kept is not None and self._fresh(kept[0], 2 * self.refresh) and not renew:
-                return kept[1], kept[2]
             report = self.figures().idle(
                 until=None,
                 now=datetime.now(UTC),
                 days=IDLE_DAYS,
                 is_official=self.policy.is_official,
             )
-            self._idle = (time.monotonic(), report, _now())
-            return report, self._idle[2]
+            return report, _now()
 
-        kept = self._idle
-        if kept is not None and self._fresh(kept[0], 2 * self.refresh) and not renew:
-            return kept[1], kept[2]
-        return self._once("idle", make)
+        return self._cached("idle", 2 * self.refresh, make, renew=renew)
 
     def units(self) -> list[str]:
         """Every unit of the directory."""
@@ -365,7 +347,7 @@ class Console:
     def warm(self, today: date | None = None) -> None:
         """Read the standard periods' figures and the idle list again."""
         today = today or datetime.now(VIETNAM_TIME).date()
-        self._figures = None
+        self.figures(renew=True)
         for period in standard_periods(today).values():
             self.period(period, renew=True).prepare()
         self.idle(renew=True)
